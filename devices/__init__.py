@@ -1,0 +1,1 @@
+"""What each device is and does: labels, lock boards and GPIO, kiosks and MQTT devices."""

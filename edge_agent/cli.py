@@ -1,0 +1,116 @@
+"""`edge-agent`: run the agent, check a configuration, run device simulators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from edge_agent import __version__
+from edge_agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from edge_agent.logging_setup import setup_logging
+from edge_agent.secrets import missing_secrets
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_CONFIG = 2
+
+log = logging.getLogger("edge_agent")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description="Store Edge Agent")
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the agent (what the systemd unit starts)")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"default {DEFAULT_CONFIG_PATH}")
+
+    check = sub.add_parser("check-config", help="validate a configuration file; exit 2 if invalid")
+    check.add_argument("file", type=Path, nargs="?", default=None)
+    check.add_argument("--config", type=Path, default=None, help="same as FILE")
+    check.add_argument("--no-secrets", action="store_true", help="skip checking that required secrets are set")
+
+    sim = sub.add_parser("simulate", help="run a device emulator")
+    sim_sub = sim.add_subparsers(dest="device", required=True)
+    dev = sim_sub.add_parser("mqtt-device", help="a Wi-Fi device publishing on the in-store broker")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=1883)
+    dev.add_argument("--prefix", default="store/v1", help="in-store topic prefix")
+    dev.add_argument("--device-id", default="sim-device-1")
+    dev.add_argument("--interval", type=float, default=2.0, help="seconds between telemetry messages")
+    dev.add_argument("--count", type=int, default=0, help="stop after this many telemetry messages (0: never)")
+    dev.add_argument("--bad-every", type=int, default=0, help="also send a malformed message every N (fault knob)")
+    return parser
+
+
+def _check_config(path: Path, check_secrets: bool) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    problems = missing_secrets(config) if check_secrets else []
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_BAD_CONFIG
+    print(f"{path}: OK")
+    return EXIT_OK
+
+
+def _run(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        setup_logging("INFO")
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        log.error("refusing to start: %s is invalid", path)
+        return EXIT_BAD_CONFIG
+    setup_logging(config.agent.log_level)
+    from edge_agent.runtime import Agent, StartupError  # noqa: PLC0415 - keeps check-config fast and light
+
+    try:
+        agent = Agent(config)
+    except StartupError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        log.error("refusing to start: required secrets are missing")
+        return EXIT_BAD_CONFIG
+    try:
+        asyncio.run(agent.run())
+    except StartupError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "check-config":
+        target = args.file or args.config or DEFAULT_CONFIG_PATH
+        return _check_config(target, not args.no_secrets)
+    if args.command == "simulate":
+        setup_logging("INFO")
+        from devices.simulators.mqtt_device import run_simulated_device  # noqa: PLC0415
+
+        return run_simulated_device(
+            host=args.host,
+            port=args.port,
+            prefix=args.prefix,
+            device_id=args.device_id,
+            interval=args.interval,
+            count=args.count,
+            bad_every=args.bad_every,
+        )
+    _build_parser().print_help()
+    return EXIT_FAILURE

@@ -1,0 +1,220 @@
+"""The agent's configuration: one TOML file, modelled with pydantic, errors reported by key path.
+
+Every key is documented in config/agent.example.toml. Secrets are never in this file: they come from
+the environment or from systemd credentials (see edge_agent.secrets).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.toml")
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one `key.path: message` line per error."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: {len(problems)} problem(s) in the configuration")
+        self.source = source
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Relative paths are relative to the config file's folder; the file must exist."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    path = value if value.is_absolute() or base is None else Path(base) / value
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    return path
+
+
+class AgentSection(_Section):
+    store_id: str = Field(
+        pattern=ID_PATTERN,
+        description="This store's id, as the cloud knows it. Appears in every topic and event.",
+    )
+    data_dir: Path = Field(
+        Path("/var/lib/edge-agent"),
+        description="Where the SQLite database (agent.db), its backups and generated files live.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
+    shutdown_timeout_s: float = Field(
+        5.0, gt=0, le=30, description="SIGTERM to exit, at most: say offline, disconnect, close the database."
+    )
+
+
+class WebSection(_Section):
+    enabled: bool = Field(True, description="Serve the web UI, /healthz and /metrics.")
+    host: str = Field("0.0.0.0", description="Address to listen on.")  # noqa: S104 - technicians reach it over the LAN
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the web UI; 0 picks a free one (tests).")
+    metrics_loopback_only: bool = Field(
+        False, description="Answer /metrics only to clients on 127.0.0.1 / ::1 (403 to others)."
+    )
+
+
+class TlsSection(_Section):
+    enabled: bool = Field(True, description="Use TLS to the cloud broker.")
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signed the broker's certificate; the system store when unset."
+    )
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key_file: Path | None = Field(
+        None,
+        description="Private key of cert_file (PEM). Its passphrase, if any, comes from "
+        "EDGE_AGENT_CLOUD_KEY_PASSPHRASE or the credential cloud-key-passphrase.",
+    )
+    check_hostname: bool = Field(True, description="Check the broker's name against its certificate.")
+
+    _files = field_validator("ca_file", "cert_file", "key_file")(_resolve_file)
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TlsSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            raise ValueError(f"cert_file and key_file go together: {missing} is missing")
+        return self
+
+
+class CloudSection(_Section):
+    enabled: bool = Field(True, description="Connect to the cloud broker. Off: events wait in the outbox.")
+    host: str = Field("localhost", min_length=1, description="Cloud MQTT broker host name or address.")
+    port: int = Field(8883, ge=1, le=65535, description="Cloud broker port (8883 for TLS, 1883 plain).")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT version: auto tries 5 and falls back to 3.1.1 if the broker rejects it."
+    )
+    client_id: str | None = Field(
+        None, pattern=ID_PATTERN, description="MQTT client id; default edge-agent-{store_id}."
+    )
+    username: str | None = Field(
+        None,
+        description="Username for the broker. Its password comes from EDGE_AGENT_CLOUD_PASSWORD "
+        "or the credential cloud-password.",
+    )
+    topic_prefix: str = Field("retail/v1", pattern=TOPIC_PREFIX_PATTERN, description="Root of the topic tree.")
+    keepalive_s: int = Field(30, ge=2, le=600, description="MQTT keepalive.")
+    inflight_window: int = Field(100, ge=1, le=1000, description="Events sent but not yet acknowledged, at most.")
+    backoff_min_s: float = Field(1.0, gt=0, description="First reconnect delay ceiling (full jitter).")
+    backoff_max_s: float = Field(60.0, gt=0, description="Largest reconnect delay.")
+    ack_timeout_s: float | None = Field(
+        None, gt=0, description="Reconnect when no PUBACK comes for this long; default 2 x keepalive_s."
+    )
+    session_expiry_s: int = Field(
+        7 * 86400,
+        ge=0,
+        description="Persistent session lifetime at the broker, so commands sent during an outage "
+        "still arrive. 0: clean sessions.",
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, le=120, description="TCP + TLS + CONNACK, at most.")
+    tls: TlsSection = Field(default_factory=TlsSection, description="TLS settings.")  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> CloudSection:
+        if self.backoff_min_s > self.backoff_max_s:
+            raise ValueError(f"backoff_min_s ({self.backoff_min_s}) is larger than backoff_max_s ({self.backoff_max_s})")
+        return self
+
+
+class OutboxSection(_Section):
+    max_bytes: int = Field(
+        1024**3, ge=1024 * 1024, description="Size bound of the outbox (payloads plus 256 bytes per event)."
+    )
+    critical_reserve: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="Share of max_bytes kept for critical events (orders, pickups, scans, alarms, audit).",
+    )
+
+
+class CommandsSection(_Section):
+    max_payload_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024, description="Larger commands are refused.")
+    retention_days: int = Field(7, ge=7, le=365, description="How long command ids and results are kept.")
+
+
+class LocalBrokerSection(_Section):
+    enabled: bool = Field(True, description="Connect to the in-store broker for Wi-Fi devices.")
+    host: str = Field("127.0.0.1", min_length=1, description="In-store Mosquitto host.")
+    port: int = Field(1883, ge=1, le=65535, description="In-store Mosquitto port.")
+    topic_prefix: str = Field("store/v1", pattern=TOPIC_PREFIX_PATTERN, description="Root of the in-store topics.")
+    username: str | None = Field(
+        None,
+        description="Username on the in-store broker; password from EDGE_AGENT_LOCAL_BROKER_PASSWORD "
+        "or the credential local-broker-password.",
+    )
+    max_message_bytes: int = Field(16384, ge=256, le=1024 * 1024, description="Larger device messages are rejected.")
+
+
+class AgentConfig(_Section):
+    agent: AgentSection
+    web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
+    cloud: CloudSection = Field(default_factory=CloudSection)  # type: ignore[arg-type]
+    outbox: OutboxSection = Field(default_factory=OutboxSection)  # type: ignore[arg-type]
+    commands: CommandsSection = Field(default_factory=CommandsSection)  # type: ignore[arg-type]
+    local_broker: LocalBrokerSection = Field(default_factory=LocalBrokerSection)  # type: ignore[arg-type]
+
+    @property
+    def client_id(self) -> str:
+        return self.cloud.client_id or f"edge-agent-{self.agent.store_id}"
+
+    @property
+    def ack_timeout_s(self) -> float:
+        return self.cloud.ack_timeout_s or 2.0 * self.cloud.keepalive_s
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], dict):
+                message = f"{message} (got {err['input']!r})"
+        problems.append(f"{path}: {message}")
+    return problems
+
+
+def parse_config(data: dict[str, Any], *, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(source, format_errors(exc)) from None
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate a config file; raises ConfigError with every problem found."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(path), [f"{path}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"{path}: TOML syntax error: {exc}"]) from None
+    return parse_config(data, source=str(path), base_dir=path.parent)
+
+
+def redacted(config: AgentConfig) -> dict[str, Any]:
+    """The configuration as plain data, for `config.get` and the web UI (holds no secrets by design)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,98 @@
+"""Prometheus metrics of the agent, on their own registry (one per agent, so tests can run several).
+
+The class implements the small observer interfaces of cloud_link (outbox, session, commands) and the
+devices layer, so those layers count things without importing prometheus wiring of ours.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cloud_link.events import EventClass
+from cloud_link.outbox import OutboxStats
+
+RATE_WINDOW_S = 10.0
+
+
+class _OutboxCollector(Collector):
+    """Reads depth and age from the database at scrape time (two indexed queries)."""
+
+    def __init__(self, stats: Callable[[], OutboxStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> list[GaugeMetricFamily]:  # type: ignore[override]
+        s = self._stats()
+        age = 0.0 if s.oldest_ms is None else max(0.0, time.time() - s.oldest_ms / 1000.0)
+        return [
+            GaugeMetricFamily("edge_outbox_depth", "Events waiting for the cloud's acknowledgement.", s.events),
+            GaugeMetricFamily("edge_outbox_bytes", "Bytes the outbox holds (accounted size).", s.bytes),
+            GaugeMetricFamily("edge_outbox_oldest_age_seconds", "Age of the oldest unsent event.", age),
+            GaugeMetricFamily("edge_event_last_seq", "Last event sequence number handed out.", s.last_seq),
+        ]
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.published = Counter("edge_events_published", "Events acknowledged by the cloud broker.", registry=r)
+        self.publish_rate = Gauge(
+            "edge_publish_rate_eps", f"Events acknowledged per second over the last {RATE_WINDOW_S:.0f} s.", registry=r
+        )
+        self.reconnects = Counter("edge_cloud_reconnects", "Cloud connections made after the first.", registry=r)
+        self.cloud_connected = Gauge("edge_cloud_connected", "1 while the cloud link is up.", registry=r)
+        self.dropped = Counter(
+            "edge_events_dropped", "Events dropped by the full-outbox policy.", ["cls"], registry=r
+        )
+        self.refused = Counter(
+            "edge_events_refused", "Events refused because the outbox is full.", ["cls"], registry=r
+        )
+        self.full_alarm_active = Gauge("edge_outbox_full_alarm", "1 while the outbox-full alarm is raised.", registry=r)
+        self.bad_inputs = Counter(
+            "edge_bad_inputs", "Inputs rejected as malformed or invalid.", ["source", "reason"], registry=r
+        )
+        self._acks: deque[tuple[float, int]] = deque()
+        self.publish_rate.set_function(self._rate)
+
+    def watch_outbox(self, stats: Callable[[], OutboxStats]) -> None:
+        self.registry.register(_OutboxCollector(stats))
+
+    # OutboxObserver
+    def events_dropped(self, cls: EventClass, count: int) -> None:
+        self.dropped.labels(cls=cls.value).inc(count)
+
+    def event_refused(self, cls: EventClass) -> None:
+        self.refused.labels(cls=cls.value).inc()
+
+    def full_alarm(self, active: bool) -> None:
+        self.full_alarm_active.set(1 if active else 0)
+
+    # LinkObserver
+    def connected(self, up: bool) -> None:
+        self.cloud_connected.set(1 if up else 0)
+
+    def reconnected(self) -> None:
+        self.reconnects.inc()
+
+    def acknowledged(self, count: int) -> None:
+        self.published.inc(count)
+        now = time.monotonic()
+        self._acks.append((now, count))
+        while self._acks and self._acks[0][0] < now - RATE_WINDOW_S:
+            self._acks.popleft()
+
+    def _rate(self) -> float:
+        now = time.monotonic()
+        while self._acks and self._acks[0][0] < now - RATE_WINDOW_S:
+            self._acks.popleft()
+        return sum(n for _, n in self._acks) / RATE_WINDOW_S
+
+    # BadInputObserver
+    def bad_input(self, source: str, reason: str) -> None:
+        self.bad_inputs.labels(source=source, reason=reason).inc()

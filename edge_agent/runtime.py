@@ -1,0 +1,286 @@
+"""The composition root: builds every part from the configuration and runs them under one TaskGroup.
+
+Start-up order: database (migrations, backup) -> outbox (boot counter) -> commands -> cloud session
+-> in-store device gateway -> web server; then READY=1 to systemd. SIGTERM or SIGINT starts the
+shutdown, bounded by `agent.shutdown_timeout_s` (5 s): stop taking device input, stop the web server,
+publish retained `offline` and disconnect cleanly, then close the database (every commit is already
+durable, so nothing durable can be lost at any point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from cloud_link.commands import CommandIntake, CommandRegistry
+from cloud_link.events import Event
+from cloud_link.mqtt_driver import Endpoint, Protocol, TlsSettings
+from cloud_link.outbox import Outbox
+from cloud_link.session import CloudSession, SessionSettings
+from cloud_link.topics import Topics
+from devices.mqtt_gateway import MqttDeviceGateway
+from edge_agent import __version__
+from edge_agent.commands_builtin import register_builtin_commands
+from edge_agent.config import AgentConfig
+from edge_agent.metrics import AgentMetrics
+from edge_agent.secrets import (
+    CLOUD_KEY_PASSPHRASE,
+    CLOUD_PASSWORD,
+    LOCAL_BROKER_PASSWORD,
+    missing_secrets,
+    read_secret,
+)
+from edge_agent.storage import Database
+from edge_agent.systemd_notify import SystemdNotifier
+from edge_agent.web.app import WebContext, create_app
+
+log = logging.getLogger(__name__)
+
+ExtraTask = Callable[["Agent"], Awaitable[Any]]
+
+
+class StartupError(Exception):
+    """The agent cannot start as configured; `problems` lists why, by key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the agent owns SIGTERM and shuts uvicorn down itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass
+class _DeviceSink:
+    """Connects the devices layer to the outbox and the metrics."""
+
+    outbox: Outbox
+    metrics: AgentMetrics
+
+    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
+        await self.outbox.publish(event_type, payload)
+
+    async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
+        await self.outbox.put_state(device_id, state)
+
+    def bad_input(self, source: str, reason: str) -> None:
+        self.metrics.bad_input(source, reason)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        env: dict[str, str] | None = None,
+        notifier: SystemdNotifier | None = None,
+        extra_tasks: tuple[ExtraTask, ...] = (),
+    ) -> None:
+        problems = missing_secrets(config, env)
+        if problems:
+            raise StartupError(problems)
+        self.config = config
+        self._env = env
+        self.notifier = notifier or SystemdNotifier()
+        self._extra = extra_tasks
+        self.metrics = AgentMetrics()
+        self.topics = Topics(config.cloud.topic_prefix, config.agent.store_id)
+        self.started = asyncio.Event()
+        self.web_port: int | None = None
+        self._stop = asyncio.Event()
+        self.db: Database | None = None
+        self.outbox: Outbox | None = None
+        self.session: CloudSession | None = None
+        self.gateway: MqttDeviceGateway | None = None
+
+    # -- what producers use -------------------------------------------------------------------
+
+    async def publish(self, event_type: str, payload: dict[str, Any]) -> Event:
+        """Returns once the event is durable; raises OutboxFullError or EventError otherwise."""
+        if self.outbox is None:
+            raise RuntimeError("the agent is not running")
+        return await self.outbox.publish(event_type, payload)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self.config
+        started_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+        self.db = db = Database(cfg.agent.data_dir)
+        try:
+            outbox = Outbox(
+                db,
+                self.topics,
+                max_bytes=cfg.outbox.max_bytes,
+                reserve_fraction=cfg.outbox.critical_reserve,
+                observer=self.metrics,
+            )
+            self.outbox = outbox
+            boot = await outbox.open()
+            self.metrics.watch_outbox(outbox.stats)
+            log.info("store %s, boot %d, database schema v%d at %s", cfg.agent.store_id, boot, db.version, db.path)
+
+            registry = CommandRegistry()
+            register_builtin_commands(registry, cfg, lambda: outbox.boot)
+            intake = CommandIntake(
+                db,
+                outbox,
+                registry,
+                max_payload_bytes=cfg.commands.max_payload_bytes,
+                retention_days=cfg.commands.retention_days,
+                observer=self.metrics,
+            )
+            if cfg.cloud.enabled:
+                self.session = CloudSession(
+                    self._session_settings(), outbox, on_command=intake.submit, observer=self.metrics
+                )
+            if cfg.local_broker.enabled:
+                self.gateway = MqttDeviceGateway(
+                    Endpoint(
+                        host=cfg.local_broker.host,
+                        port=cfg.local_broker.port,
+                        client_id=f"edge-agent-{cfg.agent.store_id}-devices",
+                        keepalive=30,
+                        username=cfg.local_broker.username,
+                        password=read_secret(LOCAL_BROKER_PASSWORD, self._env) if cfg.local_broker.username else None,
+                    ),
+                    _DeviceSink(outbox, self.metrics),
+                    topic_prefix=cfg.local_broker.topic_prefix,
+                    max_message_bytes=cfg.local_broker.max_message_bytes,
+                )
+            await self._run_tasks(intake, started_at)
+        finally:
+            db.close()
+            log.info("stopped")
+
+    async def _run_tasks(self, intake: CommandIntake, started_at: float) -> None:
+        cfg = self.config
+        assert self.outbox is not None
+        server: _EmbeddedServer | None = None
+        async with asyncio.TaskGroup() as tg:
+            background: list[asyncio.Task[Any]] = [
+                tg.create_task(intake.run(), name="command-intake"),
+                tg.create_task(intake.purge_loop(), name="command-purge"),
+            ]
+            session_task = (
+                tg.create_task(self.session.run(), name="cloud-session") if self.session is not None else None
+            )
+            if self.gateway is not None:
+                background.append(tg.create_task(self.gateway.run(), name="device-gateway"))
+            for i, extra in enumerate(self._extra):
+                background.append(tg.create_task(extra(self), name=f"extra-{i}"))
+            if cfg.web.enabled:
+                app = create_app(
+                    WebContext(
+                        store_id=cfg.agent.store_id,
+                        outbox=self.outbox,
+                        metrics=self.metrics,
+                        session=self.session,
+                        metrics_loopback_only=cfg.web.metrics_loopback_only,
+                        started_at=started_at,
+                    )
+                )
+                server = _EmbeddedServer(
+                    uvicorn.Config(app, host=cfg.web.host, port=cfg.web.port, log_config=None, access_log=False)
+                )
+                web_task = tg.create_task(server.serve(), name="web")
+                while not server.started and not web_task.done():
+                    await asyncio.sleep(0.02)
+                if web_task.done():
+                    raise StartupError([f"web.port: cannot serve on {cfg.web.host}:{cfg.web.port}"])
+                self.web_port = server.servers[0].sockets[0].getsockname()[1]
+                log.info("web UI at http://%s:%d/", cfg.web.host, self.web_port)
+            if self.notifier.watchdog_interval_s:
+                background.append(tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog"))
+            self.notifier.ready()
+            self.started.set()
+            log.info("agent %s ready", __version__)
+
+            await self._stop.wait()
+            await self._shutdown(background, session_task, server)
+
+    async def _shutdown(
+        self,
+        background: list[asyncio.Task[Any]],
+        session_task: asyncio.Task[None] | None,
+        server: _EmbeddedServer | None,
+    ) -> None:
+        deadline = time.monotonic() + self.config.agent.shutdown_timeout_s - 0.5
+        self.notifier.stopping()
+        log.info("shutting down")
+        for task in background:
+            task.cancel()
+        if server is not None:
+            server.should_exit = True
+        if session_task is not None and self.session is not None:
+            self.session.request_stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(session_task), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                log.warning("cloud session did not close in time; dropping it")
+                session_task.cancel()
+        if server is not None:
+            server.force_exit = time.monotonic() > deadline
+
+    async def _watchdog(self, interval: float) -> None:
+        # Pinged from the event loop itself: if the loop hangs, the pings stop and systemd restarts us.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("received %s", signal.Signals(sig).name)
+        self._stop.set()
+
+    def _session_settings(self) -> SessionSettings:
+        c = self.config.cloud
+        tls = None
+        if c.tls.enabled:
+            tls = TlsSettings(
+                ca_file=str(c.tls.ca_file) if c.tls.ca_file else None,
+                cert_file=str(c.tls.cert_file) if c.tls.cert_file else None,
+                key_file=str(c.tls.key_file) if c.tls.key_file else None,
+                key_password=read_secret(CLOUD_KEY_PASSPHRASE, self._env),
+                check_hostname=c.tls.check_hostname,
+            )
+        endpoint = Endpoint(
+            host=c.host,
+            port=c.port,
+            client_id=self.config.client_id,
+            keepalive=c.keepalive_s,
+            tls=tls,
+            username=c.username,
+            password=read_secret(CLOUD_PASSWORD, self._env) if c.username else None,
+            connect_timeout=c.connect_timeout_s,
+            session_expiry=c.session_expiry_s,
+        )
+        return SessionSettings(
+            endpoint=endpoint,
+            protocol=Protocol(c.protocol),
+            inflight_window=c.inflight_window,
+            backoff_min=c.backoff_min_s,
+            backoff_max=c.backoff_max_s,
+            ack_timeout=self.config.ack_timeout_s,
+            agent_version=__version__,
+        )

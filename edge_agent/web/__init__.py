@@ -1,0 +1,1 @@
+"""The agent's web server: health, metrics, and (later) the technician UI, kiosk and scan links."""

@@ -1,0 +1,86 @@
+"""The FastAPI application factory. Dependencies come in; the agent's runtime owns their lifetimes."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cloud_link.outbox import Outbox
+from cloud_link.session import CloudSession
+from edge_agent import __version__
+from edge_agent.metrics import AgentMetrics
+
+# Unsent events older than this make /healthz say "degraded" while the link is down.
+STALE_OUTBOX_S = 300.0
+
+
+@dataclass
+class WebContext:
+    store_id: str
+    outbox: Outbox
+    metrics: AgentMetrics
+    session: CloudSession | None
+    metrics_loopback_only: bool = False
+    started_at: float = 0.0
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def create_app(ctx: WebContext) -> FastAPI:
+    app = FastAPI(title="Store Edge Agent", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ctx = ctx
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        stats = ctx.outbox.stats()
+        oldest_age = None if stats.oldest_ms is None else round(time.time() - stats.oldest_ms / 1000.0, 3)
+        connected = ctx.session.connected if ctx.session is not None else False
+        problems = []
+        if ctx.outbox.alarm_active:
+            problems.append("outbox full")
+        if not connected and oldest_age is not None and oldest_age > STALE_OUTBOX_S:
+            problems.append("cloud unreachable with events waiting")
+        body: dict[str, Any] = {
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "store_id": ctx.store_id,
+            "version": __version__,
+            "boot": ctx.outbox.boot,
+            "uptime_s": round(time.monotonic() - ctx.started_at, 1),
+            "cloud": {
+                "connected": connected,
+                "protocol": ctx.session.protocol_in_use.value
+                if ctx.session is not None and ctx.session.protocol_in_use
+                else None,
+                "last_ack_ms": ctx.session.last_ack_ms if ctx.session is not None else None,
+            },
+            "outbox": {
+                "depth": stats.events,
+                "bytes": stats.bytes,
+                "oldest_age_s": oldest_age,
+                "last_seq": stats.last_seq,
+            },
+        }
+        # The process is alive and serving either way: degraded is information, not failure.
+        return JSONResponse(body)
+
+    @app.get("/metrics")
+    def metrics(request: Request) -> Response:
+        if ctx.metrics_loopback_only and not _is_loopback(request.client.host if request.client else None):
+            return PlainTextResponse("metrics are served to loopback clients only\n", status_code=403)
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
