@@ -107,6 +107,8 @@ class CloudSession:
         self._stopping = asyncio.Event()
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (seq, monotonic time sent)
         self._inflight_states: dict[int, tuple[str, int]] = {}  # mid -> (device_id, rev)
+        # Acknowledged states whose `sent_rev` is still being written: not to be read and sent again.
+        self._recording_states: set[str] = set()
         self._last_sent_seq = 0
         self._acked: list[int] = []
         self._ack_flushes: set[asyncio.Task[int]] = set()
@@ -235,7 +237,7 @@ class CloudSession:
                         self._last_sent_seq = msg.seq
                     room = window - len(self._inflight) - len(self._inflight_states)
                     if room > 0:
-                        busy = {dev for dev, _ in self._inflight_states.values()}
+                        busy = {dev for dev, _ in self._inflight_states.values()} | self._recording_states
                         for st in self.outbox.read_states(room, exclude=busy):
                             mid = conn.publish(st.topic, st.body, qos=1, retain=True)
                             self._inflight_states[mid] = (st.device_id, st.rev)
@@ -278,9 +280,17 @@ class CloudSession:
                 asyncio.get_running_loop().call_soon(self._flush_acks)
         state = self._inflight_states.pop(mid, None)
         if state is not None and ok:
-            task = asyncio.get_running_loop().create_task(self.outbox.ack_state(*state), name="ack-state")
+            self._recording_states.add(state[0])
+            task = asyncio.get_running_loop().create_task(self._record_state_ack(*state), name="ack-state")
             task.add_done_callback(_log_task_failure)
         self.outbox.changed.set()
+
+    async def _record_state_ack(self, device_id: str, rev: int) -> None:
+        try:
+            await self.outbox.ack_state(device_id, rev)
+        finally:
+            self._recording_states.discard(device_id)
+            self.outbox.changed.set()
 
     def _flush_acks(self) -> None:
         seqs, self._acked = self._acked, []

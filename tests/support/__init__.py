@@ -1,0 +1,1 @@
+"""Test support: real Mosquitto brokers, a cloud-side subscriber, fault-injecting TCP proxies."""
