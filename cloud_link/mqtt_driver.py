@@ -93,6 +93,8 @@ class Message:
     qos: int
     retain: bool
     mid: int = 0
+    # Acknowledges the message on the connection it came in on (manual ack); a no-op if that closed.
+    ack: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -401,7 +403,10 @@ class MqttConnection:
         except UnicodeDecodeError:
             log.warning("dropping a message whose topic is not UTF-8")
             return
-        self._cb.on_message(Message(topic, bytes(msg.payload), int(msg.qos), bool(msg.retain), int(msg.mid)))
+        mid, qos = int(msg.mid), int(msg.qos)
+        self._cb.on_message(
+            Message(topic, bytes(msg.payload), qos, bool(msg.retain), mid, ack=lambda: self.ack(mid, qos))
+        )
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None

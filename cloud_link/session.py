@@ -309,15 +309,14 @@ class CloudSession:
             await asyncio.gather(*self._ack_flushes, return_exceptions=True)
 
     def _on_message(self, message: Message) -> None:
-        conn = self._conn
-        if message.topic == self.topics.commands and self._on_command is not None and conn is not None:
+        # May arrive before `_serve` runs: a persistent session delivers queued commands right after CONNACK.
+        if message.topic == self.topics.commands and self._on_command is not None:
             # The intake acknowledges once the command is recorded durably; if we die before that,
             # the broker delivers it again and the command id keeps it from running twice.
-            self._on_command(message, lambda: conn.ack(message.mid, message.qos))
+            self._on_command(message, message.ack)
         else:
             log.debug("ignoring message on %s", message.topic)
-            if conn is not None:
-                conn.ack(message.mid, message.qos)
+            message.ack()
 
     # -- shutdown -----------------------------------------------------------------------------
 

@@ -111,9 +111,7 @@ class MqttDeviceGateway:
         try:
             attempt = 0
             while True:
-                conn = MqttConnection(
-                    self.endpoint, MqttProtocol.V311, on_message=lambda m: self._enqueue(conn, m), max_inflight=20
-                )
+                conn = MqttConnection(self.endpoint, MqttProtocol.V311, on_message=self._enqueue, max_inflight=20)
                 try:
                     await conn.connect()
                     await conn.subscribe(f"{self.prefix}/devices/+/+", qos=1)
@@ -138,9 +136,9 @@ class MqttDeviceGateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
 
-    def _enqueue(self, conn: MqttConnection, message: Message) -> None:
+    def _enqueue(self, message: Message) -> None:
         try:
-            self._queue.put_nowait((message, lambda: conn.ack(message.mid, message.qos)))
+            self._queue.put_nowait((message, message.ack))
         except asyncio.QueueFull:
             # Left unacknowledged: the broker redelivers it on the next connection.
             self.sink.bad_input("device", "queue_full")

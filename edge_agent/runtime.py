@@ -162,6 +162,8 @@ class Agent:
                         port=cfg.local_broker.port,
                         client_id=f"edge-agent-{cfg.agent.store_id}-devices",
                         keepalive=30,
+                        # Persistent: what devices publish while the agent restarts waits at the broker.
+                        session_expiry=86400,
                         username=cfg.local_broker.username,
                         password=read_secret(LOCAL_BROKER_PASSWORD, self._env) if cfg.local_broker.username else None,
                     ),

@@ -88,6 +88,7 @@ class Broker:
             f"user {getpass.getuser()}",
             "log_type error",
             "log_type warning",
+            "log_type all" if __import__("os").environ.get("MQTT_DEBUG") else "",
         ]
         if self.password_file:
             lines.append(f"password_file {self.password_file}")
