@@ -1,0 +1,121 @@
+"""The agent as a process: systemd notify and watchdog, SIGTERM within 5 s, health and metrics."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import agent_config
+from tests.support.agent_process import start_agent, wait_http, write_config
+from tests.support.broker import Broker, free_port
+from tests.support.subscriber import CloudSubscriber
+
+
+def test_notify_ready_watchdog_then_sigterm_says_offline_within_5s(
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(20)
+    port = free_port()
+    config = agent_config(tmp_path / "data", cloud_broker, local_broker)
+    path = write_config(config, tmp_path / "agent.toml", port=port)
+    proc = start_agent(path, env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"})
+    try:
+        messages = []
+        while not any("READY=1" in m for m in messages):
+            messages.append(notify.recv(4096).decode())
+        health = wait_http(port)
+        assert health["status"] == "ok" and health["store_id"] == "store-0001"
+        # Watchdog pings at half the interval.
+        deadline = time.monotonic() + 5
+        pings = 0
+        while pings < 3 and time.monotonic() < deadline:
+            if "WATCHDOG=1" in notify.recv(4096).decode():
+                pings += 1
+        assert pings >= 3
+        subscriber.wait_for(lambda ms: any(m.topic.endswith("/status") and m.json()["status"] == "online" for m in ms))
+        # An event produced just before the signal is not lost.
+        subscriber.publish("retail/v1/store-0001/commands", json.dumps({"command_id": "pre-stop", "type": "ping"}))
+        subscriber.wait_for(lambda ms: any(m.topic.endswith("/commands/result") for m in ms))
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(10)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.close()
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert code == 0, stderr
+    assert elapsed < 5.0, elapsed
+    statuses = [m.json() for m in subscriber.all if m.topic == "retail/v1/store-0001/status"]
+    assert statuses[-1]["status"] == "offline" and statuses[-1]["reason"] == "shutdown"
+    # Retained: a subscriber arriving later sees offline.
+    late = CloudSubscriber(cloud_broker, topic="retail/v1/store-0001/status", client_id="late").start()
+    try:
+        got = late.wait_for(lambda ms: len(ms) >= 1)
+        assert got[0].retain and got[0].json()["status"] == "offline"
+    finally:
+        late.stop()
+    # One line per record, with level and logger name.
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert any(" INFO edge_agent.runtime: received SIGTERM" in line for line in lines)
+    assert all(" " in line for line in lines)
+
+
+def test_kill_without_goodbye_publishes_the_last_will(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    port = free_port()
+    config = agent_config(tmp_path / "data", cloud_broker)
+    path = write_config(config, tmp_path / "agent.toml", port=port)
+    proc = start_agent(path)
+    try:
+        wait_http(port)
+        subscriber.wait_for(lambda ms: any(m.topic.endswith("/status") for m in ms))
+        proc.kill()
+        proc.wait(10)
+        msgs = subscriber.wait_for(
+            lambda ms: any(m.topic.endswith("/status") and m.json()["status"] == "offline" for m in ms), timeout=20
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    offline = [m.json() for m in msgs if m.topic.endswith("/status") and m.json()["status"] == "offline"]
+    assert offline[0]["reason"] == "connection lost"
+
+
+def test_health_and_metrics_report_the_outbox_and_the_link(tmp_path: Path, cloud_broker: Broker) -> None:
+    port = free_port()
+    # The cloud is configured but down: events wait, and health and metrics say so.
+    cloud_broker.stop()
+    config = agent_config(tmp_path / "data", cloud_broker)
+    path = write_config(config, tmp_path / "agent.toml", port=port)
+    proc = start_agent(path)
+    try:
+        health = wait_http(port)
+        assert health["cloud"]["connected"] is False
+        assert health["outbox"]["depth"] == 0
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        for name in (
+            "edge_outbox_depth",
+            "edge_outbox_oldest_age_seconds",
+            "edge_publish_rate_eps",
+            "edge_cloud_reconnects_total",
+            "edge_cloud_connected 0.0",
+            "edge_events_dropped_total",
+            "edge_events_refused_total",
+            "edge_bad_inputs_total",
+            "edge_outbox_full_alarm 0.0",
+        ):
+            assert name in metrics, name
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
