@@ -54,7 +54,7 @@ Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 
 @dataclass(frozen=True)
 class CommandSpec:
-    type: str
+    command_type: str
     payload_model: type[BaseModel]
     handler: Handler
     timeout: float = 30.0

@@ -174,7 +174,7 @@ class MqttConnection:
         if self.protocol is Protocol.V5:
             clean = ep.session_expiry == 0
             if ep.session_expiry:
-                props = Properties(PacketTypes.CONNECT)
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = ep.session_expiry
         try:
             # The blocking part (DNS, TCP, TLS handshake, writing CONNECT) runs off the loop.

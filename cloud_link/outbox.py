@@ -29,6 +29,7 @@ from cloud_link.events import (
     EventClass,
     classify,
     encode_payload,
+    format_ts,
     new_event_id,
     now_ms,
     render_envelope,
@@ -252,7 +253,9 @@ class Outbox:
                     "UPDATE counters SET value = value + 1 WHERE name = 'state_rev' RETURNING value"
                 ).fetchone()[0]
             )
-            body = render_state(store_id, device_id, rev, boot, ts_ms, state_json)
+            body = render_state(
+                store_id=store_id, device_id=device_id, rev=rev, boot=boot, ts_ms=ts_ms, state_json=state_json
+            )
             conn.execute(
                 "INSERT INTO device_state(device_id, rev, topic, body, size, sent_rev, updated_ms) "
                 "VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT(device_id) DO UPDATE SET rev = excluded.rev, "
@@ -335,9 +338,8 @@ class Outbox:
         return self._store.read(query)
 
 
-def render_state(store_id: str, device_id: str, rev: int, boot: int, ts_ms: int, state_json: str) -> bytes:
-    from cloud_link.events import format_ts  # local: keeps the module's public names short
-
+def render_state(*, store_id: str, device_id: str, rev: int, boot: int, ts_ms: int, state_json: str) -> bytes:
+    """The wire form of a device's state; formatted by hand for the reasons given at render_envelope."""
     return (
         f'{{"v":1,"store_id":"{store_id}","device_id":"{device_id}","rev":{rev},"boot":{boot},'
         f'"ts":"{format_ts(ts_ms)}","state":{state_json}}}'

@@ -43,6 +43,11 @@ def _build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--interval", type=float, default=2.0, help="seconds between telemetry messages")
     dev.add_argument("--count", type=int, default=0, help="stop after this many telemetry messages (0: never)")
     dev.add_argument("--bad-every", type=int, default=0, help="also send a malformed message every N (fault knob)")
+    watch = sub.add_parser("cloud-watch", help="print what arrives on a (cloud) MQTT broker")
+    watch.add_argument("--host", default="127.0.0.1")
+    watch.add_argument("--port", type=int, default=1883)
+    watch.add_argument("--topic", default="retail/#")
+    watch.add_argument("--ca-file", default=None, help="use TLS with this CA bundle")
     return parser
 
 
@@ -112,5 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             count=args.count,
             bad_every=args.bad_every,
         )
+    if args.command == "cloud-watch":
+        from edge_agent.cloud_watch import run_cloud_watch  # noqa: PLC0415
+
+        return run_cloud_watch(args.host, args.port, args.topic, args.ca_file)
     _build_parser().print_help()
     return EXIT_FAILURE

@@ -123,7 +123,9 @@ class CloudSection(_Section):
     @model_validator(mode="after")
     def _backoff_order(self) -> CloudSection:
         if self.backoff_min_s > self.backoff_max_s:
-            raise ValueError(f"backoff_min_s ({self.backoff_min_s}) is larger than backoff_max_s ({self.backoff_max_s})")
+            raise ValueError(
+                f"backoff_min_s ({self.backoff_min_s}) is larger than backoff_max_s ({self.backoff_max_s})"
+            )
         return self
 
 

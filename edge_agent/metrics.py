@@ -26,7 +26,7 @@ class _OutboxCollector(Collector):
     def __init__(self, stats: Callable[[], OutboxStats]) -> None:
         self._stats = stats
 
-    def collect(self) -> list[GaugeMetricFamily]:  # type: ignore[override]
+    def collect(self) -> list[GaugeMetricFamily]:
         s = self._stats()
         age = 0.0 if s.oldest_ms is None else max(0.0, time.time() - s.oldest_ms / 1000.0)
         return [

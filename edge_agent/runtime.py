@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from edge_agent.web.app import WebContext, create_app
 
 log = logging.getLogger(__name__)
 
-ExtraTask = Callable[["Agent"], Awaitable[Any]]
+ExtraTask = Callable[["Agent"], Coroutine[Any, Any, Any]]
 
 
 class StartupError(Exception):
@@ -207,7 +207,8 @@ class Agent:
                     uvicorn.Config(app, host=cfg.web.host, port=cfg.web.port, log_config=None, access_log=False)
                 )
                 web_task = tg.create_task(server.serve(), name="web")
-                while not server.started and not web_task.done():
+                # uvicorn offers no event for "listening"; poll its flag briefly.
+                while not server.started and not web_task.done():  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
                 if web_task.done():
                     raise StartupError([f"web.port: cannot serve on {cfg.web.host}:{cfg.web.port}"])

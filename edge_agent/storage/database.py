@@ -57,7 +57,7 @@ def migrate(path: Path, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
     conn = open_connection(path)
     try:
         db = sqlite_utils.Database(conn)
-        db["schema_migrations"].create(
+        db.table("schema_migrations").create(
             {"version": int, "name": str, "applied_at": str}, pk="version", if_not_exists=True
         )
         current = schema_version(conn)

@@ -21,8 +21,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         1,
         "counters, outbox, device state, commands",
         (
-            # Monotonic counters: the boot counter and the device-state revision. Updated in the same transaction as the rows they count,
-            # so a crash can never leave a sequence number reused or a size wrong.
+            # Monotonic counters: the boot counter and the device-state revision, updated in the
+            # same transaction as the rows they count, so a crash can never leave one reused.
             """CREATE TABLE counters (
                 name TEXT PRIMARY KEY,
                 value INTEGER NOT NULL

@@ -1,0 +1,68 @@
+# Shared set-up for scripts/demo and scripts/test: system packages, the virtualenv at .venv, the project.
+# Sourced, not run. Works on a fresh Debian/Ubuntu machine; installs with apt-get only when root.
+
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="$REPO_ROOT/.venv"
+APT_UPDATED=0
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+    # apt_install PACKAGE...: install Debian packages, or explain what to install when we cannot.
+    if [ "$(id -u)" -ne 0 ]; then
+        die "missing system package(s): $*. Install them with: sudo apt-get install $*"
+    fi
+    command -v apt-get >/dev/null || die "missing system package(s): $* (and no apt-get here to install them)"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+find_python() {
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ensure_system() {
+    local python
+    python="$(find_python)" || die "Python 3.11 or newer is needed (Debian 12 / Ubuntu 24.04 ship it as python3)"
+    if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+        apt_install mosquitto
+    fi
+    PYTHON="$python"
+}
+
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating the virtualenv at .venv"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    # Reinstall only when the dependency list changed.
+    local stamp="$VENV/.installed-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-16)"
+    if [ ! -f "$stamp" ]; then
+        say "installing the project and its dependencies into .venv"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[dev]"
+        rm -f "$VENV"/.installed-*
+        touch "$stamp"
+    fi
+}
+
+# mosquitto lives in /usr/sbin on Debian, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin"
