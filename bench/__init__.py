@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.<name> [--quick]`, each printing one JSON line of figures last."""
