@@ -27,10 +27,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cloud_link.events import now_ms
+from cloud_link.events import EventError, encode_payload, now_ms
 from cloud_link.mqtt_driver import Message
 from cloud_link.outbox import Outbox, OutboxFullError
 from cloud_link.ports import DurableStore
+from cloud_link.strict_json import StrictJsonError, loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class CommandRegistry:
         timeout: float = 30.0,
         description: str = "",
     ) -> None:
-        if not COMMAND_TYPE_RE.match(command_type):
+        if not COMMAND_TYPE_RE.fullmatch(command_type):
             raise ValueError(f"invalid command type {command_type!r}")
         if command_type in self._specs:
             raise ValueError(f"command type {command_type!r} registered twice")
@@ -221,14 +222,14 @@ class CommandIntake:
             return _Rejection(None, None, "too_large",
                               f"command is {len(raw)} bytes, the limit is {self.max_payload_bytes}")
         try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            doc = loads_strict(raw)
+        except StrictJsonError as exc:
             return _Rejection(None, None, "malformed_json", f"not valid UTF-8 JSON: {exc}")
         if not isinstance(doc, dict):
             return _Rejection(None, None, "invalid_envelope",
                               f"a command must be a JSON object, got {type(doc).__name__}")
         cid = doc.get("command_id")
-        command_id = cid if isinstance(cid, str) and COMMAND_ID_RE.match(cid) else None
+        command_id = cid if isinstance(cid, str) and COMMAND_ID_RE.fullmatch(cid) else None
         ctype = doc.get("type")
         command_type = ctype if isinstance(ctype, str) and len(ctype) <= 64 else None
         if command_id is None:
@@ -264,6 +265,13 @@ class CommandIntake:
         except Exception as exc:
             log.exception("command %s (%s) failed", envelope.command_id, envelope.type)
             return _error("failed", f"{type(exc).__name__}: {exc}")
+        try:
+            if not isinstance(result, dict):
+                raise EventError(f"a result must be a JSON object, got {type(result).__name__}")
+            encode_payload({"result": result})
+        except EventError as exc:
+            log.error("command %s (%s) produced an unusable result: %s", envelope.command_id, envelope.type, exc)
+            return _error("failed", f"the command ran but its result cannot be sent: {exc}")
         return {"status": "ok", "result": result}
 
     async def _claim(self, command_id: str, command_type: str) -> tuple[bool, tuple[str, str | None] | None]:
@@ -282,7 +290,7 @@ class CommandIntake:
         return await self._store.write(job)
 
     async def _finish(self, command_id: str, result: dict[str, Any]) -> None:
-        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=str)
+        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         await self._store.write(
             lambda conn: conn.execute(
                 "UPDATE commands SET status = 'done', result = ? WHERE command_id = ?", (text, command_id)

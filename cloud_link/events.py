@@ -56,7 +56,7 @@ def classify(event_type: str) -> EventClass:
 
 
 def validate_event_type(event_type: str) -> None:
-    if not isinstance(event_type, str) or not EVENT_TYPE_RE.match(event_type):
+    if not isinstance(event_type, str) or not EVENT_TYPE_RE.fullmatch(event_type):
         raise EventError(
             f"invalid event type {event_type!r}: expected dotted lowercase words such as 'order.created'"
         )

@@ -125,7 +125,7 @@ class Outbox:
         reserve_fraction: float = DEFAULT_RESERVE_FRACTION,
         observer: OutboxObserver | None = None,
     ) -> None:
-        if not ID_RE.match(topics.store_id):
+        if not ID_RE.fullmatch(topics.store_id):
             raise ValueError(f"invalid store id {topics.store_id!r}")
         self._store = store
         self.topics = topics
@@ -207,10 +207,11 @@ class Outbox:
         try:
             seq, dropped = await self._store.write(job)
         except _Refused as refused:
-            self._observer.event_refused(cls)
             if cls is EventClass.TELEMETRY:
+                # Telemetry is never "refused": the newest reading is dropped, like the oldest ones.
                 self._observer.events_dropped(cls, 1)
             else:
+                self._observer.event_refused(cls)
                 await self._raise_full_alarm(event_type)
             raise OutboxFullError(event_type, cls, refused.used, refused.limit) from None
         if dropped:
@@ -239,7 +240,7 @@ class Outbox:
 
     async def put_state(self, device_id: str, state: dict[str, Any]) -> int:
         """Record a device's latest state (replacing any unsent older one); returns its revision."""
-        if not ID_RE.match(device_id):
+        if not ID_RE.fullmatch(device_id):
             raise ValueError(f"invalid device id {device_id!r}")
         state_json = encode_payload(state)
         ts_ms = now_ms()

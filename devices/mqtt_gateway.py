@@ -7,14 +7,17 @@ Topics (docs/mqtt-devices.md), under `local_broker.topic_prefix` (default `store
 
 A device can never name an event type of its own: it cannot fake an order or a pickup upstream.
 Malformed messages are counted and logged, never relayed and never fatal. A message is acknowledged
-to the broker (QoS 1) only after the agent stored what it carried, so a crash loses nothing.
+to the broker (QoS 1) only after the agent stored what it carried, so a crash loses nothing: the
+session is persistent, and when storage refuses a message (outbox full) the gateway drops the
+connection, forgets what it had queued, and lets the broker deliver it all again a little later.
+Retained telemetry and events are ignored (they would be relayed again on every reconnect); a retained
+state is fine, state is idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -24,6 +27,7 @@ from typing import Any, Protocol
 from cloud_link.mqtt_driver import Endpoint, Message, MqttConnection, MqttError
 from cloud_link.mqtt_driver import Protocol as MqttProtocol
 from cloud_link.session import backoff_delay
+from cloud_link.strict_json import StrictJsonError, loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +65,21 @@ def parse_device_message(prefix: str, topic: str, payload: bytes, max_bytes: int
     if parts[: len(base)] != base or len(parts) != len(base) + 3 or parts[len(base)] != "devices":
         raise DeviceMessageError("bad_topic", f"unexpected topic {topic!r}")
     device_id, channel = parts[len(base) + 1], parts[len(base) + 2]
-    if not DEVICE_ID_RE.match(device_id):
+    if not DEVICE_ID_RE.fullmatch(device_id):
         raise DeviceMessageError("bad_device_id", f"invalid device id {device_id!r}")
     if channel not in ("state", "telemetry", "event"):
         raise DeviceMessageError("bad_topic", f"unknown channel {channel!r}")
     if len(payload) > max_bytes:
         raise DeviceMessageError("too_large", f"{len(payload)} bytes, the limit is {max_bytes}")
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = loads_strict(payload)
+    except StrictJsonError as exc:
         raise DeviceMessageError("malformed_json", f"not valid UTF-8 JSON: {exc}") from None
     if not isinstance(body, dict):
         raise DeviceMessageError("not_object", f"expected a JSON object, got {type(body).__name__}")
     if channel == "event":
         kind = body.get("kind")
-        if not isinstance(kind, str) or not KIND_RE.match(kind):
+        if not isinstance(kind, str) or not KIND_RE.fullmatch(kind):
             raise DeviceMessageError("bad_event", "event needs 'kind': lowercase words, at most 40 characters")
         data = body.get("data", {})
         if not isinstance(data, dict):
@@ -104,6 +108,9 @@ class MqttDeviceGateway:
         self.rejected = 0
         self.connected = False
         self._queue: asyncio.Queue[tuple[Message, Callable[[], None]]] = asyncio.Queue(1000)
+        self._conn: MqttConnection | None = None
+        # Set after storage refused a message: wait this long before asking for redelivery.
+        self._pause_s = 0.0
 
     async def run(self) -> None:
         """Stay connected to the in-store broker and relay until cancelled."""
@@ -123,6 +130,7 @@ class MqttDeviceGateway:
                     await asyncio.sleep(delay)
                     continue
                 attempt = 0
+                self._conn = conn
                 self.connected = True
                 log.info("in-store broker connected at %s:%d", self.endpoint.host, self.endpoint.port)
                 try:
@@ -130,27 +138,44 @@ class MqttDeviceGateway:
                     log.warning("in-store broker connection lost: %s", reason)
                 finally:
                     self.connected = False
+                    self._conn = None
                     conn.abort("gateway stopping")
+                if self._pause_s:
+                    await asyncio.sleep(self._pause_s)
+                    self._pause_s = 0.0
         finally:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
 
     def _enqueue(self, message: Message) -> None:
+        if message.retain and not message.topic.endswith("/state"):
+            log.debug("ignoring retained %s", message.topic)
+            message.ack()
+            return
         try:
             self._queue.put_nowait((message, message.ack))
         except asyncio.QueueFull:
-            # Left unacknowledged: the broker redelivers it on the next connection.
-            self.sink.bad_input("device", "queue_full")
+            self._ask_for_redelivery("relay queue full", pause_s=1.0)
+
+    def _ask_for_redelivery(self, reason: str, pause_s: float) -> None:
+        """Drop the connection and what is queued: unacknowledged, the broker delivers it again."""
+        log.warning("in-store relay paused (%s): the broker will deliver unacknowledged messages again", reason)
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._pause_s = pause_s
+        if self._conn is not None:
+            self._conn.abort(reason)
 
     async def _relay_loop(self) -> None:
         while True:
             message, ack = await self._queue.get()
             try:
                 await self.relay(message.topic, message.payload)
-            except Exception:
-                # Storage refused it (outbox full): not acknowledged, the broker will offer it again.
-                log.exception("could not relay a device message from %s", message.topic)
+            except Exception as exc:
+                # Storage refused it (outbox full, disk error): not acknowledged, offered again later.
+                log.error("could not store a device message from %s: %s", message.topic, exc)
+                self._ask_for_redelivery(f"storage refused: {exc}", pause_s=5.0)
                 continue
             ack()
 

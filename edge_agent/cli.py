@@ -86,11 +86,20 @@ def _run(path: Path) -> int:
             print(problem, file=sys.stderr)
         log.error("refusing to start: required secrets are missing")
         return EXIT_BAD_CONFIG
+    from edge_agent.storage import StorageError  # noqa: PLC0415
+
     try:
         asyncio.run(agent.run())
     except StartupError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return EXIT_FAILURE
+    except StorageError as exc:
+        # An older agent on a newer database, or a migration that failed: restarting will not help.
+        log.error("refusing to start: database: %s", exc)
+        return EXIT_BAD_CONFIG
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         pass

@@ -52,7 +52,7 @@ class AgentSection(_Section):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
     shutdown_timeout_s: float = Field(
-        5.0, gt=0, le=30, description="SIGTERM to exit, at most: say offline, disconnect, close the database."
+        5.0, gt=0, le=9, description="SIGTERM to exit, at most: say offline, disconnect, close the database."
     )
 
 

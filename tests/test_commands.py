@@ -64,6 +64,9 @@ async def test_malformed_commands_get_error_results_and_the_agent_keeps_serving(
         (json.dumps({"v": 2, "command_id": "m-7", "type": "ping"}).encode(), "unsupported_version", "m-7"),
         (json.dumps({"command_id": "m-8", "type": "ping", "payload": {"echo": "x" * 70000}}).encode(),
          "too_large", None),
+        (b'{"command_id": "m-9", "type": "ping", "payload": {"echo": NaN}}', "malformed_json", None),
+        (b"[" * 30000 + b"]" * 30000, "malformed_json", None),
+        (json.dumps({"command_id": "m-10\n", "type": "ping"}).encode(), "invalid_envelope", None),
     ]
     config = agent_config(tmp_path / "d", cloud_broker)
     async with running_agent(config) as agent:
@@ -80,7 +83,7 @@ async def test_malformed_commands_get_error_results_and_the_agent_keeps_serving(
     assert [(r["error"]["code"], r["command_id"]) for r in got[: len(bad)]] == [(c, i) for _, c, i in bad]
     assert all(r["status"] == "error" and r["error"]["message"] for r in got[: len(bad)])
     assert got[-1]["command_id"] == "ok-1" and got[-1]["status"] == "ok"
-    assert 'edge_bad_inputs_total{reason="malformed_json",source="command"} 2.0' in metrics
+    assert 'edge_bad_inputs_total{reason="malformed_json",source="command"} 4.0' in metrics
     assert 'edge_bad_inputs_total{reason="unknown_type",source="command"}' in metrics
 
 

@@ -91,13 +91,15 @@ async def test_device_gateway_relays_and_rejects_bad_input(
                 (f"{base}/reboot", b"{}"),
                 ("store/v1/devices/bad id!/telemetry", b"{}"),
                 (f"{base}/telemetry", b"{" + b" " * 20000 + b"}"),
+                (f"{base}/telemetry", b'{"t": NaN}'),
+                (f"{base}/telemetry", b"[" * 5000 + b"]" * 5000),
             ]:
                 device.publish(bad_topic, bad)
             msgs = await asyncio.to_thread(
                 subscriber.wait_for,
                 lambda ms: sum("/events/" in m.topic for m in ms) >= 2 and any("/state/" in m.topic for m in ms),
             )
-            await wait_until(lambda: agent.gateway.rejected == 7, timeout=10)
+            await wait_until(lambda: agent.gateway.rejected == 9, timeout=10)
             assert agent.gateway.relayed == 3
     finally:
         device.stop()
@@ -106,3 +108,44 @@ async def test_device_gateway_relays_and_rejects_bad_input(
     assert events["device.event"] == {"device_id": "scanner-1", "kind": "button.pressed", "data": {"b": 1}}
     state = next(m.json() for m in msgs if "/state/" in m.topic)
     assert state["device_id"] == "scanner-1" and state["state"] == {"online": True}
+
+
+async def test_device_messages_refused_by_storage_are_delivered_again(tmp_path: Path, local_broker: Broker) -> None:
+    """Storage refuses once (as a full outbox would): the message is not lost, the broker redelivers it."""
+    import json
+
+    from cloud_link.mqtt_driver import Endpoint
+    from devices.mqtt_gateway import MqttDeviceGateway
+
+    stored: list[dict] = []
+    failures = {"left": 1}
+
+    class RefusingOnceSink:
+        async def publish_event(self, event_type: str, payload: dict) -> None:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise RuntimeError("outbox full")
+            stored.append(payload)
+
+        async def put_state(self, device_id: str, state: dict) -> None:
+            stored.append(state)
+
+        def bad_input(self, source: str, reason: str) -> None:
+            pass
+
+    gateway = MqttDeviceGateway(
+        Endpoint(local_broker.host, local_broker.port, "gw-test", session_expiry=3600), RefusingOnceSink(),
+        backoff_min=0.1,
+    )
+    gateway._pause_s = 0.0
+    task = asyncio.create_task(gateway.run())
+    device = CloudSubscriber(local_broker, topic="nothing/#", client_id="device-2").start()
+    try:
+        await wait_until(lambda: gateway.connected, timeout=10)
+        for n in range(5):
+            device.publish("store/v1/devices/d-1/telemetry", json.dumps({"n": n}))
+        await wait_until(lambda: len({p["readings"]["n"] for p in stored}) == 5, timeout=20)
+    finally:
+        device.stop()
+        task.cancel()
+    assert sorted({p["readings"]["n"] for p in stored}) == [0, 1, 2, 3, 4]
