@@ -19,7 +19,7 @@ def run_raw_publisher(host: str, port: int, count: int, window: int, pad: str, c
     time.sleep(0.5)
     conn.send("ready")
     conn.recv()
-    infos = []
+    infos: list[paho.MQTTMessageInfo] = []
     for i in range(count):
         # paho has 65,535 message ids: keep far fewer than that outstanding in its queue.
         if i >= 20_000:
