@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from cloud_link.bus import EventBus
 from cloud_link.commands import CommandIntake, CommandRegistry
 from cloud_link.events import Event
 from cloud_link.mqtt_driver import Endpoint, Protocol, TlsSettings
@@ -65,16 +66,16 @@ class _EmbeddedServer(uvicorn.Server):
 
 @dataclass
 class _DeviceSink:
-    """Connects the devices layer to the outbox and the metrics."""
+    """Connects the devices layer to the event bus and the metrics."""
 
-    outbox: Outbox
+    bus: EventBus
     metrics: AgentMetrics
 
     async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        await self.outbox.publish(event_type, payload)
+        await self.bus.publish(event_type, payload)
 
     async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
-        await self.outbox.put_state(device_id, state)
+        await self.bus.outbox.put_state(device_id, state)
 
     def bad_input(self, source: str, reason: str) -> None:
         self.metrics.bad_input(source, reason)
@@ -103,6 +104,7 @@ class Agent:
         self._stop = asyncio.Event()
         self.db: Database | None = None
         self.outbox: Outbox | None = None
+        self.bus: EventBus | None = None
         self.session: CloudSession | None = None
         self.gateway: MqttDeviceGateway | None = None
 
@@ -110,9 +112,9 @@ class Agent:
 
     async def publish(self, event_type: str, payload: dict[str, Any]) -> Event:
         """Returns once the event is durable; raises OutboxFullError or EventError otherwise."""
-        if self.outbox is None:
+        if self.bus is None:
             raise RuntimeError("the agent is not running")
-        return await self.outbox.publish(event_type, payload)
+        return await self.bus.publish(event_type, payload)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -137,6 +139,7 @@ class Agent:
                 observer=self.metrics,
             )
             self.outbox = outbox
+            self.bus = EventBus(outbox)
             boot = await outbox.open()
             self.metrics.watch_outbox(outbox.stats)
             log.info("store %s, boot %d, database schema v%d at %s", cfg.agent.store_id, boot, db.version, db.path)
@@ -167,7 +170,7 @@ class Agent:
                         username=cfg.local_broker.username,
                         password=read_secret(LOCAL_BROKER_PASSWORD, self._env) if cfg.local_broker.username else None,
                     ),
-                    _DeviceSink(outbox, self.metrics),
+                    _DeviceSink(self.bus, self.metrics),
                     topic_prefix=cfg.local_broker.topic_prefix,
                     max_message_bytes=cfg.local_broker.max_message_bytes,
                 )
