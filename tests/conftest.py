@@ -42,6 +42,8 @@ def subscriber(cloud_broker: Broker) -> Iterator[CloudSubscriber]:
     sub = CloudSubscriber(cloud_broker).start()
     yield sub
     sub.stop()
+    # Whatever a test did, everything the agent put on the wire must match the published contract.
+    sub.assert_contract()
 
 
 def agent_config(

@@ -154,3 +154,39 @@ async def test_device_state_is_retained_latest_per_device(
         assert all(m.retain for m in got)
     finally:
         late.stop()
+
+
+async def test_username_and_password_from_the_environment(tmp_path: Path) -> None:
+    from tests.support.broker import password_file
+
+    folder = tmp_path / "auth-broker"
+    folder.mkdir()
+    broker = Broker(folder, password_file=password_file(folder, {"store-0001": "right-password", "cloud": "c"}))
+    broker.start()
+    sub = CloudSubscriber(broker, username="cloud", password="c").start()
+    try:
+        config = agent_config(tmp_path / "data", broker, cloud={"username": "store-0001"})
+        # Wrong password: refused, nothing lost, the agent keeps retrying.
+        async with running_agent(config, env={"EDGE_AGENT_CLOUD_PASSWORD": "wrong"}) as agent:
+            await agent.publish("order.created", {"n": 1})
+            await asyncio.sleep(1.0)
+            assert agent.session is not None and not agent.session.connected
+            assert agent.outbox is not None and agent.outbox.stats().events == 1
+        async with running_agent(config, env={"EDGE_AGENT_CLOUD_PASSWORD": "right-password"}) as agent:
+            events = await asyncio.to_thread(sub.wait_events, 1)
+            assert agent.session is not None and agent.session.connected
+        assert events[0]["payload"] == {"n": 1}
+        sub.assert_contract()
+    finally:
+        sub.stop()
+        broker.stop()
+
+
+async def test_a_missing_password_stops_the_start_with_the_key_path(tmp_path: Path, cloud_broker: Broker) -> None:
+    import pytest
+
+    from edge_agent.runtime import Agent, StartupError
+
+    config = agent_config(tmp_path / "data", cloud_broker, cloud={"username": "store-0001"})
+    with pytest.raises(StartupError, match="cloud.username: set, but no cloud broker password"):
+        Agent(config, env={})

@@ -15,6 +15,15 @@ import trustme
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
+def password_file(folder: Path, users: dict[str, str]) -> Path:
+    """A Mosquitto password file (hashed by mosquitto_passwd itself)."""
+    path = folder / "passwords"
+    path.write_text("")
+    for user, password in users.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(path), user, password], check=True, capture_output=True)
+    return path
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_link import contract
 from tests.support.broker import Broker
 
 
@@ -26,7 +27,15 @@ class Received:
 
 
 class CloudSubscriber:
-    def __init__(self, broker: Broker, topic: str = "retail/#", *, client_id: str = "cloud-test-subscriber") -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        topic: str = "retail/#",
+        *,
+        client_id: str = "cloud-test-subscriber",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.broker = broker
         self.topic = topic
         self.messages: queue.Queue[Received] = queue.Queue()
@@ -40,6 +49,8 @@ class CloudSubscriber:
                 certfile=str(broker.tls.client_cert),
                 keyfile=str(broker.tls.client_key),
             )
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
@@ -66,6 +77,23 @@ class CloudSubscriber:
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+    def assert_contract(self) -> int:
+        """Check every message the agent sent against the JSON Schemas of docs/cloud-contract.md."""
+        with self._lock:
+            snapshot = list(self.all)
+        checked = 0
+        for m in snapshot:
+            if "/events/" in m.topic or m.topic.endswith("/commands/result"):
+                contract.validate_event(m.payload)
+            elif "/state/" in m.topic:
+                contract.validate("state", m.payload)
+            elif m.topic.endswith("/status"):
+                contract.validate("status", m.payload)
+            else:
+                continue  # what the test itself published (commands, device messages)
+            checked += 1
+        return checked
 
     def events(self) -> list[dict[str, Any]]:
         with self._lock:
