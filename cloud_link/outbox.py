@@ -47,6 +47,9 @@ OUTBOX_FULL_ALARM = "alarm.outbox_full"
 ALARM_HEADROOM_BYTES = 64 * 1024
 # The alarm clears when usage falls below this share of the soft limit.
 ALARM_CLEAR_FRACTION = 0.9
+# Tells the cloud which seq numbers were telemetry dropped by the policy, so gaps can be told from loss.
+TELEMETRY_DROPPED_ALARM = "alarm.telemetry_dropped"
+MAX_REPORTED_RANGES = 100
 
 
 class OutboxFullError(Exception):
@@ -134,6 +137,9 @@ class Outbox:
         self._observer: OutboxObserver = observer or _NullObserver()
         self.boot = 0
         self.alarm_active = False
+        # Seq ranges of telemetry dropped since the last report (memory only: a restart forgets them).
+        self._dropped_ranges: list[tuple[int, int]] = []
+        self._dropped_count = 0
         # Set whenever events or states were committed; the publisher waits on it.
         self.changed = asyncio.Event()
 
@@ -175,13 +181,13 @@ class Outbox:
         boot = self.boot
         store_id = self.topics.store_id
 
-        def job(conn: sqlite3.Connection) -> tuple[int, int]:
+        def job(conn: sqlite3.Connection) -> tuple[int, list[tuple[int, int]]]:
             seq, used = conn.execute(
                 "UPDATE outbox_stats SET seq = seq + 1, events = events + 1, bytes = bytes + ? "
                 "WHERE id = 1 RETURNING seq, bytes",
                 (size,),
             ).fetchone()
-            dropped = 0
+            dropped: list[tuple[int, int]] = []
             if used > limit:
                 if cls is not EventClass.TELEMETRY:
                     raise _Refused(used - size, limit)
@@ -215,7 +221,9 @@ class Outbox:
                 await self._raise_full_alarm(event_type)
             raise OutboxFullError(event_type, cls, refused.used, refused.limit) from None
         if dropped:
-            self._observer.events_dropped(EventClass.TELEMETRY, dropped)
+            count = sum(last - first + 1 for first, last in dropped)
+            self._observer.events_dropped(EventClass.TELEMETRY, count)
+            self._note_dropped(dropped, count)
         self.changed.set()
         return Event(event_id, seq, boot, store_id, event_type, ts_ms, payload)
 
@@ -237,6 +245,40 @@ class Outbox:
             )
         except OutboxFullError:
             log.error("could not even queue the outbox-full alarm event")
+
+    def _note_dropped(self, ranges: list[tuple[int, int]], count: int) -> None:
+        self._dropped_count += count
+        for first, last in ranges:
+            if self._dropped_ranges and first == self._dropped_ranges[-1][1] + 1:
+                self._dropped_ranges[-1] = (self._dropped_ranges[-1][0], last)
+            else:
+                self._dropped_ranges.append((first, last))
+
+    async def report_dropped_telemetry(self) -> Event | None:
+        """Publish one `alarm.telemetry_dropped` covering what was dropped since the last report."""
+        if not self._dropped_count:
+            return None
+        ranges, count = self._dropped_ranges, self._dropped_count
+        payload: dict[str, Any] = {"count": count}
+        if len(ranges) <= MAX_REPORTED_RANGES:
+            payload["seq_ranges"] = [list(r) for r in ranges]
+        else:
+            # Too fragmented to list: the span that holds them all (it may hold other events too).
+            payload["seq_ranges"] = [[ranges[0][0], ranges[-1][1]]]
+            payload["ranges_merged"] = True
+        self._dropped_ranges, self._dropped_count = [], 0
+        try:
+            return await self.publish(TELEMETRY_DROPPED_ALARM, payload)
+        except OutboxFullError:
+            # Keep them for the next report.
+            self._dropped_ranges = ranges + self._dropped_ranges
+            self._dropped_count += count
+            return None
+
+    async def report_dropped_loop(self, interval_s: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.report_dropped_telemetry()
 
     async def put_state(self, device_id: str, state: dict[str, Any]) -> int:
         """Record a device's latest state (replacing any unsent older one); returns its revision."""
@@ -347,9 +389,11 @@ def render_state(*, store_id: str, device_id: str, rev: int, boot: int, ts_ms: i
     ).encode()
 
 
-def _drop_oldest_telemetry(conn: sqlite3.Connection, excess: int, used: int) -> tuple[int, int]:
-    """Delete the oldest telemetry rows until `excess` bytes are freed; returns (dropped, used)."""
-    dropped = 0
+def _drop_oldest_telemetry(
+    conn: sqlite3.Connection, excess: int, used: int
+) -> tuple[list[tuple[int, int]], int]:
+    """Delete the oldest telemetry rows until `excess` bytes are freed; returns (seq ranges, used)."""
+    dropped_seqs: list[int] = []
     freed = 0
     while freed < excess:
         rows = conn.execute(
@@ -359,17 +403,18 @@ def _drop_oldest_telemetry(conn: sqlite3.Connection, excess: int, used: int) -> 
             break
         last = rows[-1][0]
         for seq, size in rows:
-            dropped += 1
+            dropped_seqs.append(int(seq))
             freed += int(size)
             if freed >= excess:
                 last = seq
                 break
         conn.execute("DELETE FROM outbox WHERE cls = ? AND seq <= ?", (EventClass.TELEMETRY.value, last))
-    if dropped:
+    if dropped_seqs:
         conn.execute(
-            "UPDATE outbox_stats SET events = events - ?, bytes = bytes - ? WHERE id = 1", (dropped, freed)
+            "UPDATE outbox_stats SET events = events - ?, bytes = bytes - ? WHERE id = 1",
+            (len(dropped_seqs), freed),
         )
-    return dropped, used - freed
+    return _contiguous_ranges(dropped_seqs), used - freed
 
 
 def _contiguous_ranges(seqs: list[int]) -> list[tuple[int, int]]:

@@ -187,6 +187,7 @@ class Agent:
             background: list[asyncio.Task[Any]] = [
                 tg.create_task(intake.run(), name="command-intake"),
                 tg.create_task(intake.purge_loop(), name="command-purge"),
+                tg.create_task(self.outbox.report_dropped_loop(), name="telemetry-drop-report"),
             ]
             session_task = (
                 tg.create_task(self.session.run(), name="cloud-session") if self.session is not None else None

@@ -188,5 +188,5 @@ async def test_a_missing_password_stops_the_start_with_the_key_path(tmp_path: Pa
     from edge_agent.runtime import Agent, StartupError
 
     config = agent_config(tmp_path / "data", cloud_broker, cloud={"username": "store-0001"})
-    with pytest.raises(StartupError, match="cloud.username: set, but no cloud broker password"):
+    with pytest.raises(StartupError, match=r"cloud\.username: set, but no cloud broker password"):
         Agent(config, env={})

@@ -164,3 +164,21 @@ async def test_publish_returns_only_after_the_commit(tmp_path: Path) -> None:
     assert {e.event_id for e in events} <= ids
     other.close()
     db.close()
+
+
+async def test_dropped_telemetry_is_reported_so_gaps_can_be_explained(tmp_path: Path) -> None:
+    from cloud_link import contract
+
+    db, outbox = await open_outbox(tmp_path, max_bytes=MIB)
+    for i in range(1200):
+        await outbox.publish("telemetry.device", {"i": i, **payload_of(1024)})
+    kept = set(db.read(lambda c: [r[0] for r in c.execute("SELECT seq FROM outbox")]))
+    report = await outbox.report_dropped_telemetry()
+    assert report is not None and report.type == "alarm.telemetry_dropped"
+    covered = {s for first, last in report.payload["seq_ranges"] for s in range(first, last + 1)}
+    # Every seq that is missing is covered by the report, and nothing else is.
+    assert covered == set(range(1, 1201)) - kept
+    assert report.payload["count"] == len(covered)
+    contract.validate_event(db.read(lambda c: c.execute("SELECT body FROM outbox WHERE seq = ?", (report.seq,)).fetchone()[0]))
+    assert await outbox.report_dropped_telemetry() is None, "reported once"
+    db.close()
