@@ -116,6 +116,8 @@ class CloudSession:
         self.protocol_in_use: Protocol | None = None
         self.last_ack_ms: int | None = None
         self.connects = 0
+        # True while connected and subscribed to the command topic.
+        self.subscribed = False
 
     @property
     def connected(self) -> bool:
@@ -198,13 +200,15 @@ class CloudSession:
             "cloud link up: %s:%d over MQTT %s", conn.endpoint.host, conn.endpoint.port, conn.protocol.value
         )
         try:
+            # Subscribe first: `online` tells the cloud that commands will be heard.
+            await conn.subscribe(self.topics.commands, qos=1)
+            self.subscribed = True
             conn.publish(
                 self.topics.status,
                 status_payload("online", self.topics, self.outbox.boot, self.settings.agent_version),
                 qos=1,
                 retain=True,
             )
-            await conn.subscribe(self.topics.commands, qos=1)
             # Both end by themselves when the connection closes or a stop is requested.
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._publish_loop(conn), name="cloud-publisher")
@@ -212,6 +216,7 @@ class CloudSession:
         except MqttError as exc:
             log.warning("cloud link lost: %s", exc)
         finally:
+            self.subscribed = False
             self._observer.connected(False)
             self._conn = None
             if self._stopping.is_set() and conn.is_open:

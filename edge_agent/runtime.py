@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
@@ -129,6 +130,9 @@ class Agent:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
 
+        # Bind the web port first: a port in use is a configuration problem to report plainly (uvicorn
+        # would call sys.exit from inside its task).
+        web_socket = self._bind_web_socket() if cfg.web.enabled else None
         self.db = db = Database(cfg.agent.data_dir)
         try:
             outbox = Outbox(
@@ -174,12 +178,29 @@ class Agent:
                     topic_prefix=cfg.local_broker.topic_prefix,
                     max_message_bytes=cfg.local_broker.max_message_bytes,
                 )
-            await self._run_tasks(intake, started_at)
+            await self._run_tasks(intake, started_at, web_socket)
         finally:
             db.close()
+            if web_socket is not None:
+                web_socket.close()
             log.info("stopped")
 
-    async def _run_tasks(self, intake: CommandIntake, started_at: float) -> None:
+    def _bind_web_socket(self) -> socket.socket:
+        host, port = self.config.web.host, self.config.web.port
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, _, _, _, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128)
+        except OSError as exc:
+            raise StartupError([f"web.port: cannot listen on {host}:{port}: {exc.strerror or exc}"]) from None
+        sock.set_inheritable(True)
+        self.web_port = int(sock.getsockname()[1])
+        return sock
+
+    async def _run_tasks(self, intake: CommandIntake, started_at: float, web_socket: socket.socket | None) -> None:
         cfg = self.config
         assert self.outbox is not None
         server: _EmbeddedServer | None = None
@@ -196,7 +217,7 @@ class Agent:
                 background.append(tg.create_task(self.gateway.run(), name="device-gateway"))
             for i, extra in enumerate(self._extra):
                 background.append(tg.create_task(extra(self), name=f"extra-{i}"))
-            if cfg.web.enabled:
+            if web_socket is not None:
                 app = create_app(
                     WebContext(
                         store_id=cfg.agent.store_id,
@@ -210,13 +231,8 @@ class Agent:
                 server = _EmbeddedServer(
                     uvicorn.Config(app, host=cfg.web.host, port=cfg.web.port, log_config=None, access_log=False)
                 )
-                web_task = tg.create_task(server.serve(), name="web")
-                # uvicorn offers no event for "listening"; poll its flag briefly.
-                while not server.started and not web_task.done():  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-                if web_task.done():
-                    raise StartupError([f"web.port: cannot serve on {cfg.web.host}:{cfg.web.port}"])
-                self.web_port = server.servers[0].sockets[0].getsockname()[1]
+                # The socket is already listening: connections wait in its backlog until uvicorn serves.
+                tg.create_task(server.serve(sockets=[web_socket]), name="web")
                 log.info("web UI at http://%s:%d/", cfg.web.host, self.web_port)
             if self.notifier.watchdog_interval_s:
                 background.append(tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog"))

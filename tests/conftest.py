@@ -84,7 +84,7 @@ def agent_config(
 
 
 @contextlib.asynccontextmanager
-async def running_agent(config: AgentConfig, **kwargs: Any) -> AsyncIterator[Agent]:
+async def running_agent(config: AgentConfig, *, wait_for_cloud: bool = True, **kwargs: Any) -> AsyncIterator[Agent]:
     agent = Agent(config, **kwargs)
     task = asyncio.create_task(agent.run(), name="agent-under-test")
     started = asyncio.create_task(agent.started.wait())
@@ -93,6 +93,9 @@ async def running_agent(config: AgentConfig, **kwargs: Any) -> AsyncIterator[Age
         task.result()  # raises what made it stop
     if started not in done:
         raise AssertionError("agent did not start within 20 s")
+    if agent.session is not None and wait_for_cloud:
+        # Commands published before the first subscription would find no subscriber (MQTT drops them).
+        await wait_until(lambda: agent.session is not None and agent.session.subscribed, timeout=20)
     try:
         yield agent
     finally:

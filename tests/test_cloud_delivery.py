@@ -119,7 +119,7 @@ async def test_tls_refuses_a_broker_signed_by_another_ca(tmp_path: Path, tls_fil
     broker.start()
     try:
         config = agent_config(tmp_path / "data", broker, cloud={"tls": {"ca_file": str(other.ca)}})
-        async with running_agent(config) as agent:
+        async with running_agent(config, wait_for_cloud=False) as agent:
             await agent.publish("order.created", {"i": 1})
             await asyncio.sleep(1.5)
             assert agent.session is not None and not agent.session.connected
@@ -167,7 +167,7 @@ async def test_username_and_password_from_the_environment(tmp_path: Path) -> Non
     try:
         config = agent_config(tmp_path / "data", broker, cloud={"username": "store-0001"})
         # Wrong password: refused, nothing lost, the agent keeps retrying.
-        async with running_agent(config, env={"EDGE_AGENT_CLOUD_PASSWORD": "wrong"}) as agent:
+        async with running_agent(config, wait_for_cloud=False, env={"EDGE_AGENT_CLOUD_PASSWORD": "wrong"}) as agent:
             await agent.publish("order.created", {"n": 1})
             await asyncio.sleep(1.0)
             assert agent.session is not None and not agent.session.connected

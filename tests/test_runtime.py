@@ -119,3 +119,43 @@ def test_health_and_metrics_report_the_outbox_and_the_link(tmp_path: Path, cloud
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+def test_a_web_port_in_use_is_reported_plainly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = agent_config(tmp_path / "data", None)
+        path = write_config(config, tmp_path / "agent.toml", port=port)
+        result = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "run", "--config", str(path)], capture_output=True, text=True, timeout=30
+        )
+    assert result.returncode == 1
+    assert f"web.port: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_database_newer_than_the_agent_is_refused_with_exit_2(tmp_path: Path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    from edge_agent.storage import migrate
+
+    migrate(tmp_path / "data" / "agent.db")
+    conn = sqlite3.connect(tmp_path / "data" / "agent.db")
+    conn.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', '2030-01-01T00:00:00Z')")
+    conn.commit()
+    conn.close()
+    config = agent_config(tmp_path / "data", None)
+    path = write_config(config, tmp_path / "agent.toml", port=0)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "run", "--config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "refusing to start: database:" in result.stderr and "newer than this agent knows" in result.stderr
+    assert "Traceback" not in result.stderr
