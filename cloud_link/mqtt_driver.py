@@ -276,31 +276,30 @@ class MqttConnection:
     # -- event-loop plumbing ------------------------------------------------------------------
 
     def _readable(self) -> None:
-        if self._sock is None:
-            return
-        try:
-            rc = self._client.loop_read()
-            # TLS: drain what the SSL layer buffered, the selector will not fire for it again.
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and _pending(self._sock):
-                rc = self._client.loop_read()
-        except Exception as exc:
-            log.exception("MQTT read on %s failed", self.endpoint.host)
-            self.abort(f"read failed: {exc}")
-            return
-        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-            self.abort(f"read: {paho.error_string(rc)}")
+        self._drive("read", self._read_all)
 
     def _writable(self) -> None:
+        self._drive("write", self._client.loop_write)
+
+    def _read_all(self) -> MQTTErrorCode:
+        rc = self._client.loop_read()
+        # TLS: drain what the SSL layer buffered, the selector will not fire for it again.
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and _pending(self._sock):
+            rc = self._client.loop_read()
+        return rc
+
+    def _drive(self, what: str, step: Callable[[], MQTTErrorCode]) -> None:
+        """Run one paho I/O step for the event loop; any failure ends this connection, nothing escapes."""
         if self._sock is None:
             return
         try:
-            rc = self._client.loop_write()
+            rc = step()
         except Exception as exc:
-            log.exception("MQTT write on %s failed", self.endpoint.host)
-            self.abort(f"write failed: {exc}")
+            log.exception("MQTT %s on %s failed", what, self.endpoint.host)
+            self.abort(f"{what} failed: {exc}")
             return
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-            self.abort(f"write: {paho.error_string(rc)}")
+            self.abort(f"{what}: {paho.error_string(rc)}")
 
     async def _misc(self) -> None:
         while not self.closed.done():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -162,20 +163,8 @@ class CloudSession:
             self.topics.status,
             status_payload("offline", self.topics, self.outbox.boot, self.settings.agent_version, "connection lost"),
         )
-        endpoint = Endpoint(
-            host=ep.host,
-            port=ep.port,
-            client_id=ep.client_id,
-            keepalive=ep.keepalive,
-            tls=ep.tls,
-            username=ep.username,
-            password=ep.password,
-            will=will,
-            connect_timeout=ep.connect_timeout,
-            session_expiry=ep.session_expiry,
-        )
         return MqttConnection(
-            endpoint,
+            dataclasses.replace(ep, will=will),
             protocol,
             on_message=self._on_message,
             on_ack=self._on_ack,
