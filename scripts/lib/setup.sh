@@ -45,6 +45,10 @@ ensure_system() {
     if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
         apt_install mosquitto
     fi
+    # Fonts for e-ink tags: a CJK font for product names, DejaVu for digits and Latin text.
+    if [ ! -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+        apt_install fonts-wqy-zenhei fonts-dejavu-core
+    fi
     PYTHON="$python"
 }
 
