@@ -33,7 +33,7 @@ def test_backup_is_taken_before_migrating_an_existing_database(tmp_path: Path) -
     conn.close()
     extra = (*MIGRATIONS, Migration(MIGRATIONS[-1].version + 1, "test column", ("ALTER TABLE outbox ADD COLUMN note TEXT",)))
     assert migrate(path, extra) == extra[-1].version
-    backups = list(tmp_path.glob("agent.db.bak-v1-*"))
+    backups = list(tmp_path.glob(f"agent.db.bak-v{MIGRATIONS[-1].version}-*"))
     assert len(backups) == 1
     old = sqlite3.connect(backups[0])
     assert old.execute("SELECT value FROM counters WHERE name='boot'").fetchone()[0] == 41

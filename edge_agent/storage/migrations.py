@@ -70,6 +70,75 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX commands_by_age ON commands(received_ms)",
         ),
     ),
+    Migration(
+        2,
+        "product catalog, shelf tags, tag pictures, tag update jobs",
+        (
+            # The product catalog (edge_agent.services.catalog). Prices are decimal strings, never
+            # floats, so 12.80 stays 12.80. `rev` bumps on every change of the row's content, which
+            # lets the label renderer tell a changed product from an unchanged one cheaply.
+            """CREATE TABLE products (
+                sku TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                price TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                unit_price TEXT,
+                unit_label TEXT,
+                former_price TEXT,
+                promotion TEXT,
+                barcode TEXT,
+                origin TEXT,
+                locale TEXT,
+                rev INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX products_by_barcode ON products(barcode)",
+            # Shelf tags (e-ink labels). `tag_id` is 16 lowercase hex characters (the radio address);
+            # `current_hash` is the hex hash of the picture the tag itself confirmed showing.
+            """CREATE TABLE tags (
+                tag_id TEXT PRIMARY KEY,
+                type_code INTEGER NOT NULL,
+                base_station TEXT,
+                rotation INTEGER NOT NULL DEFAULT 0,
+                template TEXT NOT NULL DEFAULT 'price',
+                sku TEXT REFERENCES products(sku) ON DELETE SET NULL,
+                scan_code TEXT NOT NULL UNIQUE,
+                current_hash TEXT,
+                battery_mv INTEGER,
+                temperature_c REAL,
+                rssi INTEGER,
+                lqi INTEGER,
+                fw_version INTEGER,
+                last_seen_ms INTEGER,
+                adopted INTEGER NOT NULL DEFAULT 1,
+                created_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX tags_by_sku ON tags(sku)",
+            # Pictures a tag was sent, by hash (zlib of the raw planes): the base of a delta update.
+            """CREATE TABLE tag_pictures (
+                tag_id TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                raw_z BLOB NOT NULL,
+                created_ms INTEGER NOT NULL,
+                PRIMARY KEY (tag_id, hash)
+            )""",
+            # One update job per tag: newer content replaces older queued content.
+            # state: queued|sending|confirmed|failed; priority: 0 technician, 1 price, 2 cosmetic.
+            """CREATE TABLE tag_jobs (
+                tag_id TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                target_hash TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+                error TEXT,
+                created_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX tag_jobs_by_state ON tag_jobs(state, priority, next_attempt_ms)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
