@@ -1,0 +1,1 @@
+"""The store's services (the catalog; later pickups and orders), each owning its tables."""
