@@ -507,5 +507,14 @@ class ProductCatalog:
         )
         return [Product.from_row(row) for row in rows]
 
+    def pairings_after(self, after: str | None, limit: int = 100) -> builtins.list[tuple[str, str | None]]:
+        """`(tag_id, sku)` of every tag in tag_id order after `after` (sku None: not paired)."""
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                "SELECT tag_id, sku FROM tags WHERE tag_id > ? ORDER BY tag_id LIMIT ?", (after or "", _clamp(limit))
+            ).fetchall()
+        )
+        return [(str(row[0]), None if row[1] is None else str(row[1])) for row in rows]
+
     def count(self) -> int:
         return int(self._db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM products").fetchone()[0]))
