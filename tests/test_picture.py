@@ -29,12 +29,12 @@ TINY = TagType(0xF0, "test-10x3-bwr", 0.5, 10, 3, Colours.BWR)
 #   y0:  K........K      K = black, R = red
 #   y1:  .R........
 #   y2:  ........K.
-TINY_RAW = bytes.fromhex("804000000080_000040000000".replace("_", ""))
+TINY_RAW = bytes.fromhex("804000000080 000040000000")
 TINY_HASH = bytes.fromhex("26b10386c69db38d")
 # A valid zlib stream of TINY_RAW (any deflate stream of the same bytes decodes the same, whatever zlib made it).
 TINY_ZLIB = bytes.fromhex("78da6b706060606860600051000d4c0181")
 # TINY_RAW with only black (0,0) and (9,0): the base of the delta vector below, and that delta.
-TINY_BASE = bytes.fromhex("804000000000_000000000000".replace("_", ""))
+TINY_BASE = bytes.fromhex("804000000000 000000000000")
 TINY_BASE_HASH = bytes.fromhex("ad2fd01e6014f6c5")
 TINY_DELTA = bytes.fromhex("78da6360008206060607200500048c00c1")  # zlib of 000000000080 000040000000
 

@@ -9,6 +9,7 @@ progress with reason `base_station_reset`, so the scheduler above queues them ag
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections.abc import Callable
@@ -172,7 +173,7 @@ class BaseStationClient:
         records: list[tuple[bytes, int, bytes]] = []
         offset = 0
         while True:
-            reply = await self._request(URGENT, lambda req, at=offset: ListTags(req, at, 40), timeout)
+            reply = await self._request(URGENT, functools.partial(_list_tags, offset=offset), timeout)
             if not isinstance(reply, TagList):
                 raise BaseStationError(f"LIST_TAGS answered with {reply}")
             records += reply.records()
@@ -305,6 +306,10 @@ class BaseStationClient:
             for off in range(0, len(msg.data), size)
         ]
         self.link.send_front(channel, pieces)
+
+
+def _list_tags(req: int, *, offset: int) -> ListTags:
+    return ListTags(req, offset, 40)
 
 
 __all__ = ["NO_HASH", "BaseStationClient", "BaseStationError", "Transfer", "TransferOutcome"]
