@@ -89,7 +89,7 @@ _Q_SEARCH = (
     "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale "
     "FROM products WHERE name LIKE :contains ESCAPE '\\' OR sku LIKE :prefix ESCAPE '\\' "
     "OR barcode LIKE :prefix ESCAPE '\\' "
-    "ORDER BY (sku = :text OR barcode = :text) DESC, name, sku LIMIT :limit"
+    "ORDER BY (sku = :text OR IFNULL(barcode, '') = :text) DESC, name, sku LIMIT :limit"
 )
 _Q_PAGE = (
     "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale "
