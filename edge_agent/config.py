@@ -159,6 +159,39 @@ class LocalBrokerSection(_Section):
     max_message_bytes: int = Field(16384, ge=256, le=1024 * 1024, description="Larger device messages are rejected.")
 
 
+QUIET_HOURS_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class LabelsSection(_Section):
+    public_base_url: str = Field(
+        "http://127.0.0.1:8080",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="Base of the scan links printed as QR codes on tags: {public_base_url}/s/{code}.",
+    )
+    locale: str = Field(
+        "zh_CN", pattern=r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$", description="Store locale for tag texts and prices."
+    )
+    low_battery_mv: int = Field(2450, ge=1800, le=3600, description="Below this a tag reports tag.low_battery.")
+    quiet_hours: str | None = Field(
+        None,
+        pattern=QUIET_HOURS_PATTERN,
+        description="Local time span, e.g. \"22:00-07:00\", during which cosmetic updates wait.",
+    )
+    max_in_flight_per_station: int = Field(8, ge=1, le=64, description="Transfers at once per base station.")
+    max_attempts: int = Field(6, ge=1, le=50, description="Tries per tag update before tag.update_failed.")
+    render_workers: int = Field(0, ge=0, le=64, description="Rendering processes; 0 = one per CPU core.")
+    state_interval_s: float = Field(300.0, ge=5, description="A tag's state goes to the cloud at most this often.")
+
+
+class BaseStationSection(_Section):
+    name: str = Field(pattern=ID_PATTERN, description="Short name, shown in the UI and in tag records.")
+    url: str = Field(
+        min_length=1,
+        description="pyserial URL: /dev/serial/by-id/..., /dev/ttyUSB0, socket://host:port, rfc2217://host:port.",
+    )
+    baudrate: int = Field(115200, ge=1200, le=4_000_000, description="Line rate of the serial port.")
+
+
 class AgentConfig(_Section):
     agent: AgentSection
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
@@ -166,6 +199,18 @@ class AgentConfig(_Section):
     outbox: OutboxSection = Field(default_factory=OutboxSection)  # type: ignore[arg-type]
     commands: CommandsSection = Field(default_factory=CommandsSection)  # type: ignore[arg-type]
     local_broker: LocalBrokerSection = Field(default_factory=LocalBrokerSection)  # type: ignore[arg-type]
+    labels: LabelsSection = Field(default_factory=LabelsSection)  # type: ignore[arg-type]
+    base_stations: list[BaseStationSection] = Field(
+        default_factory=list, description="Radio base stations of e-ink tags, one [[base_stations]] table each."
+    )
+
+    @model_validator(mode="after")
+    def _unique_station_names(self) -> AgentConfig:
+        names = [b.name for b in self.base_stations]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"base_stations: names must be unique, repeated: {', '.join(dupes)}")
+        return self
 
     @property
     def client_id(self) -> str:

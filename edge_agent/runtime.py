@@ -28,9 +28,13 @@ from cloud_link.mqtt_driver import Endpoint, Protocol, TlsSettings
 from cloud_link.outbox import Outbox
 from cloud_link.session import CloudSession, SessionSettings
 from cloud_link.topics import Topics
+from devices.labels.render import LabelContent
+from devices.labels.render_pool import RenderPool
+from devices.labels.updates import LabelService
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent import __version__
 from edge_agent.commands_builtin import register_builtin_commands
+from edge_agent.commands_catalog import register_catalog_commands
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import AgentMetrics
 from edge_agent.secrets import (
@@ -40,6 +44,8 @@ from edge_agent.secrets import (
     missing_secrets,
     read_secret,
 )
+from edge_agent.services.catalog import ProductCatalog
+from edge_agent.services.labels import connect_catalog, label_settings, product_to_content, register_label_commands
 from edge_agent.storage import Database
 from edge_agent.systemd_notify import SystemdNotifier
 from edge_agent.web.app import WebContext, create_app
@@ -108,6 +114,9 @@ class Agent:
         self.bus: EventBus | None = None
         self.session: CloudSession | None = None
         self.gateway: MqttDeviceGateway | None = None
+        self.catalog: ProductCatalog | None = None
+        self.labels: LabelService | None = None
+        self.renderer: RenderPool | None = None
 
     # -- what producers use -------------------------------------------------------------------
 
@@ -150,6 +159,22 @@ class Agent:
 
             registry = CommandRegistry()
             register_builtin_commands(registry, cfg, lambda: outbox.boot)
+            self.catalog = catalog = ProductCatalog(db)
+            register_catalog_commands(registry, catalog)
+            sink = _DeviceSink(self.bus, self.metrics)
+            if cfg.base_stations:
+                self.renderer = RenderPool(cfg.labels.render_workers or None)
+                self.labels = LabelService(
+                    db,
+                    content=self._label_content,
+                    events=sink,
+                    renderer=self.renderer,
+                    settings=label_settings(cfg),
+                )
+                for station in cfg.base_stations:
+                    self.labels.add_station(station.name, station.url, baudrate=station.baudrate)
+                connect_catalog(self.labels, catalog)
+                register_label_commands(registry, self.labels, catalog)
             intake = CommandIntake(
                 db,
                 outbox,
@@ -174,12 +199,14 @@ class Agent:
                         username=cfg.local_broker.username,
                         password=read_secret(LOCAL_BROKER_PASSWORD, self._env) if cfg.local_broker.username else None,
                     ),
-                    _DeviceSink(self.bus, self.metrics),
+                    sink,
                     topic_prefix=cfg.local_broker.topic_prefix,
                     max_message_bytes=cfg.local_broker.max_message_bytes,
                 )
             await self._run_tasks(intake, started_at, web_socket)
         finally:
+            if self.renderer is not None:
+                self.renderer.close()
             db.close()
             if web_socket is not None:
                 web_socket.close()
@@ -215,6 +242,8 @@ class Agent:
             )
             if self.gateway is not None:
                 background.append(tg.create_task(self.gateway.run(), name="device-gateway"))
+            if self.labels is not None:
+                background.append(tg.create_task(self.labels.run(), name="labels"))
             for i, extra in enumerate(self._extra):
                 background.append(tg.create_task(extra(self), name=f"extra-{i}"))
             if web_socket is not None:
@@ -271,6 +300,10 @@ class Agent:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    def _label_content(self, sku: str) -> LabelContent | None:
+        product = self.catalog.get(sku) if self.catalog is not None else None
+        return None if product is None else product_to_content(product, self.config.labels.locale)
 
     def _on_signal(self, sig: int) -> None:
         log.info("received %s", signal.Signals(sig).name)

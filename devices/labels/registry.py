@@ -1,0 +1,198 @@
+"""The tag registry: every shelf tag the agent knows, its base station, product, picture and telemetry.
+
+Rows live in the `tags` table (migration 2); pictures sent to a tag, by hash, in `tag_pictures` (the
+base of a delta update). Storage comes in through cloud_link.ports.DurableStore (one writer).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+import zlib
+from dataclasses import dataclass
+
+from cloud_link.ports import DurableStore
+
+_SELECT = (
+    "SELECT tag_id, type_code, base_station, rotation, template, sku, scan_code, current_hash, battery_mv, "
+    "temperature_c, rssi, lqi, fw_version, last_seen_ms FROM tags"
+)
+_BY_ID = _SELECT + " WHERE tag_id = ?"
+
+# Scan codes: 10 characters of an unambiguous alphabet, from the OS's CSPRNG: about 50 bits, so
+# one tag's code says nothing about another's and guessing one takes ~10^15 tries.
+SCAN_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+SCAN_CODE_LEN = 10
+PICTURES_KEPT_PER_TAG = 3
+
+
+def new_scan_code() -> str:
+    return "".join(secrets.choice(SCAN_ALPHABET) for _ in range(SCAN_CODE_LEN))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    tag_id: str
+    type_code: int
+    base_station: str | None
+    rotation: int
+    template: str
+    sku: str | None
+    scan_code: str
+    current_hash: str | None
+    battery_mv: int | None
+    temperature_c: float | None
+    rssi: int | None
+    lqi: int | None
+    fw_version: int | None
+    last_seen_ms: int | None
+
+
+
+@dataclass(frozen=True)
+class Checkin:
+    tag_id: str
+    type_code: int
+    base_station: str
+    battery_mv: int
+    temperature_c: float
+    rssi: int
+    lqi: int
+    fw_version: int
+    shown_hash: str
+
+
+@dataclass(frozen=True)
+class CheckinResult:
+    record: TagRecord
+    new: bool
+    hash_changed: bool
+
+
+class TagRegistry:
+    def __init__(self, store: DurableStore) -> None:
+        self._store = store
+
+    def get(self, tag_id: str) -> TagRecord | None:
+        row = self._store.read(
+            lambda c: c.execute(_BY_ID, (tag_id,)).fetchone()
+        )
+        return TagRecord(*row) if row else None
+
+    def by_sku(self, skus: list[str]) -> list[TagRecord]:
+        if not skus:
+            return []
+        marks = ",".join("?" * len(skus))
+        rows = self._store.read(
+            lambda c: c.execute(_SELECT + f" WHERE sku IN ({marks})", skus).fetchall()
+        )
+        return [TagRecord(*r) for r in rows]
+
+    def by_scan_code(self, code: str) -> TagRecord | None:
+        row = self._store.read(
+            lambda c: c.execute(_SELECT + " WHERE scan_code = ?", (code,)).fetchone()
+        )
+        return TagRecord(*row) if row else None
+
+    def all(self, limit: int = 100_000) -> list[TagRecord]:
+        rows = self._store.read(
+            lambda c: c.execute(_SELECT + " ORDER BY tag_id LIMIT ?", (limit,)).fetchall()
+        )
+        return [TagRecord(*r) for r in rows]
+
+    async def record_checkin(self, seen: Checkin) -> CheckinResult:
+        """Update (or create) a tag from a check-in; tells whether it is new and whether its picture moved."""
+        ts = now_ms()
+
+        def job(conn: sqlite3.Connection) -> CheckinResult:
+            row = conn.execute(_BY_ID, (seen.tag_id,)).fetchone()
+            new = row is None
+            if new:
+                conn.execute(
+                    "INSERT INTO tags(tag_id, type_code, base_station, scan_code, created_ms) VALUES (?, ?, ?, ?, ?)",
+                    (seen.tag_id, seen.type_code, seen.base_station, _unique_scan_code(conn), ts),
+                )
+            old_hash = None if row is None else row[7]
+            conn.execute(
+                "UPDATE tags SET type_code = ?, base_station = ?, current_hash = ?, battery_mv = ?, "
+                "temperature_c = ?, rssi = ?, lqi = ?, fw_version = ?, last_seen_ms = ? WHERE tag_id = ?",
+                (
+                    seen.type_code,
+                    seen.base_station,
+                    seen.shown_hash,
+                    seen.battery_mv,
+                    seen.temperature_c,
+                    seen.rssi,
+                    seen.lqi,
+                    seen.fw_version,
+                    ts,
+                    seen.tag_id,
+                ),
+            )
+            record = conn.execute(_BY_ID, (seen.tag_id,)).fetchone()
+            return CheckinResult(TagRecord(*record), new, not new and old_hash != seen.shown_hash)
+
+        return await self._store.write(job)
+
+    async def ensure(self, tag_id: str, type_code: int, base_station: str) -> tuple[TagRecord, bool]:
+        """Make sure a tag reported by a base station exists; returns (record, created)."""
+        ts = now_ms()
+
+        def job(conn: sqlite3.Connection) -> tuple[TagRecord, bool]:
+            row = conn.execute(_BY_ID, (tag_id,)).fetchone()
+            if row is not None:
+                return TagRecord(*row), False
+            conn.execute(
+                "INSERT INTO tags(tag_id, type_code, base_station, scan_code, created_ms) VALUES (?, ?, ?, ?, ?)",
+                (tag_id, type_code, base_station, _unique_scan_code(conn), ts),
+            )
+            row = conn.execute(_BY_ID, (tag_id,)).fetchone()
+            return TagRecord(*row), True
+
+        return await self._store.write(job)
+
+    async def set_shown(self, tag_id: str, picture_hash: str | None) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE tags SET current_hash = ? WHERE tag_id = ?", (picture_hash, tag_id))
+            if picture_hash is not None:
+                # Keep the shown picture (the next delta's base) and the newest few others.
+                conn.execute(
+                    "DELETE FROM tag_pictures WHERE tag_id = ? AND hash != ? AND hash NOT IN "
+                    "(SELECT hash FROM tag_pictures WHERE tag_id = ? ORDER BY created_ms DESC LIMIT ?)",
+                    (tag_id, picture_hash, tag_id, PICTURES_KEPT_PER_TAG - 1),
+                )
+
+        await self._store.write(job)
+
+    async def save_picture(self, tag_id: str, picture_hash: str, raw: bytes) -> None:
+        blob = zlib.compress(raw, 6)
+        ts = now_ms()
+        await self._store.write(
+            lambda c: c.execute(
+                "INSERT INTO tag_pictures(tag_id, hash, raw_z, created_ms) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(tag_id, hash) DO UPDATE SET created_ms = excluded.created_ms",
+                (tag_id, picture_hash, blob, ts),
+            )
+        )
+
+    def picture(self, tag_id: str, picture_hash: str | None) -> bytes | None:
+        if picture_hash is None:
+            return None
+        row = self._store.read(
+            lambda c: c.execute(
+                "SELECT raw_z FROM tag_pictures WHERE tag_id = ? AND hash = ?", (tag_id, picture_hash)
+            ).fetchone()
+        )
+        return zlib.decompress(row[0]) if row else None
+
+
+def _unique_scan_code(conn: sqlite3.Connection) -> str:
+    while True:
+        code = new_scan_code()
+        if conn.execute("SELECT 1 FROM tags WHERE scan_code = ?", (code,)).fetchone() is None:
+            return code
