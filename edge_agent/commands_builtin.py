@@ -19,7 +19,9 @@ class PingPayload(BaseModel):
 
 class ConfigGetPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    section: Literal["agent", "web", "cloud", "outbox", "commands", "local_broker"] | None = Field(
+    section: Literal[
+        "agent", "web", "cloud", "outbox", "commands", "local_broker", "labels", "base_stations"
+    ] | None = Field(
         None, description="One section only; the whole configuration when absent."
     )
 
