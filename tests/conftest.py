@@ -74,6 +74,9 @@ def agent_config(
     if local_at is not None:
         data["local_broker"].update({"host": local_at.host, "port": local_at.port})
     for section, values in overrides.items():
+        if isinstance(values, list):
+            data[section] = values
+            continue
         data.setdefault(section, {})
         for key, value in values.items():
             if isinstance(value, dict):

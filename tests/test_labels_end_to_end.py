@@ -1,0 +1,129 @@
+"""Price tags end to end: cloud command -> catalog -> render -> base station over a real pty -> the
+emulated tag shows exactly the rendered picture -> tag.updated on the cloud broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from devices.labels.render import render_label
+from edge_agent.services.labels import product_to_content
+from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
+from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.picture import picture_hash
+from firmware_bridge.tag_types import tag_type
+from tests.conftest import agent_config, running_agent, wait_until
+from tests.support.broker import Broker
+from tests.support.subscriber import CloudSubscriber
+
+COMMANDS = "retail/v1/store-0001/commands"
+
+
+def product(i: int, price: str) -> dict:
+    return {
+        "sku": f"sku-{i:03d}",
+        "name": ["有机纯牛奶 250ml", "Bio Vollmilch 1 L", "Jasmine rice 5 kg", "农夫山泉 550ml", "Croissant", "苹果"][i % 6],
+        "price": price,
+        "currency": "CNY",
+        "unit_price": price,
+        "unit_label": "500 g",
+        "barcode": None,
+        "origin": "中国",
+    }
+
+
+def command(cid: str, ctype: str, payload: dict) -> str:
+    return json.dumps({"command_id": cid, "type": ctype, "payload": payload})
+
+
+async def emulator_for(tmp_path: Path, n: int) -> tuple[BaseStationEmulator, PtyPort]:
+    emu = BaseStationEmulator(mixed(n, seed=3), checkin_interval=1.0, air_rate=200_000, seed=3)
+    return emu, PtyPort(tmp_path / "bs0")
+
+
+async def test_a_price_change_command_ends_with_the_exact_picture_on_the_tag(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    emu, port = await emulator_for(tmp_path, 6)
+    tags = sorted(t.hex() for t in emu.tags)
+    config = agent_config(
+        tmp_path / "data",
+        cloud_broker,
+        base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}],
+        labels={"public_base_url": "https://shop.example/store-0001"},
+        commands={"max_payload_bytes": 1_000_000},
+    )
+    async with emu.running(port), running_agent(config) as agent:
+        assert agent.labels is not None and agent.catalog is not None
+        labels = agent.labels
+        await wait_until(lambda: len(labels.registry.all()) == 6, timeout=20)
+        subscriber.publish(COMMANDS, command("c1", "catalog.upsert", {"products": [product(i, "12.80") for i in range(6)]}))
+        subscriber.publish(
+            COMMANDS,
+            command("c2", "tag.pair", {"pairs": [{"tag_id": t, "sku": f"sku-{i:03d}"} for i, t in enumerate(tags)]}),
+        )
+        # Every tag gets its first picture (full), confirmed by hash.
+        await asyncio.to_thread(subscriber.wait_events, 6, 60, "tag.updated")
+        for t in tags:
+            rec = labels.registry.get(t)
+            assert rec is not None and rec.current_hash == emu.tag_hash(bytes.fromhex(t)).hex()
+        sent_before = labels.stats.sent
+        # A price change for one product: only its tag is re-rendered and sent, as a delta.
+        subscriber.publish(COMMANDS, command("c3", "catalog.upsert", {"products": [product(0, "9.90")]}))
+        updated = await asyncio.to_thread(subscriber.wait_events, 7, 60, "tag.updated")
+        assert updated[-1]["payload"]["tag_id"] == tags[0]
+        assert labels.stats.sent == sent_before + 1
+        # Pixel for pixel: what the tag shows is exactly what the renderer draws for the new price.
+        rec = labels.registry.get(tags[0])
+        assert rec is not None
+        raw_bytes = tag_type(rec.type_code).raw_bytes
+        assert updated[-1]["payload"]["bytes"] < raw_bytes * 0.15, "a price change travels as a small delta"
+        prod = agent.catalog.get("sku-000")
+        assert prod is not None and prod.price == Decimal("9.90")
+        expected = render_label(
+            product_to_content(prod, "zh_CN"), tag_type(rec.type_code), rotation=0,
+            scan_url=f"https://shop.example/store-0001/s/{rec.scan_code}",
+        )
+        shown = emu.tag_picture(bytes.fromhex(tags[0]))
+        assert shown == expected.raw
+        assert picture_hash(shown).hex() == rec.current_hash
+        # Sending the same catalog again changes nothing and sends nothing.
+        subscriber.publish(COMMANDS, command("c4", "catalog.upsert", {"products": [product(0, "9.90")]}))
+        await asyncio.sleep(1.0)
+        assert labels.stats.sent == sent_before + 1
+        assert labels.progress()["confirmed"] == 6
+
+
+async def test_reset_and_unplug_mid_update_lose_no_job(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    emu, port = await emulator_for(tmp_path, 12)
+    tags = sorted(t.hex() for t in emu.tags)
+    config = agent_config(
+        tmp_path / "data",
+        cloud_broker,
+        base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}],
+        commands={"max_payload_bytes": 1_000_000},
+    )
+    async with emu.running(port), running_agent(config) as agent:
+        assert agent.labels is not None and agent.catalog is not None
+        labels = agent.labels
+        await wait_until(lambda: len(labels.registry.all()) == 12, timeout=20)
+        subscriber.publish(COMMANDS, command("c1", "catalog.upsert", {"products": [product(i, "5.00") for i in range(12)]}))
+        subscriber.publish(
+            COMMANDS,
+            command("c2", "tag.pair", {"pairs": [{"tag_id": t, "sku": f"sku-{i:03d}"} for i, t in enumerate(tags)]}),
+        )
+        await wait_until(lambda: labels.stats.sent >= 2, timeout=30)
+        emu.reset()  # the base station reboots in the middle of the first pictures
+        await asyncio.sleep(0.5)
+        await port.unplug(1.5)  # and then its USB cable is pulled for a moment
+        await wait_until(lambda: labels.progress()["confirmed"] == 12, timeout=120)
+        for t in tags:
+            rec = labels.registry.get(t)
+            assert rec is not None and rec.current_hash == emu.tag_hash(bytes.fromhex(t)).hex()
+        client = labels.stations["bs1"]
+        assert client.link.stats.peer_resets >= 1
+        assert client.stats.reconnects >= 1
