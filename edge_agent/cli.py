@@ -43,6 +43,10 @@ def _build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--interval", type=float, default=2.0, help="seconds between telemetry messages")
     dev.add_argument("--count", type=int, default=0, help="stop after this many telemetry messages (0: never)")
     dev.add_argument("--bad-every", type=int, default=0, help="also send a malformed message every N (fault knob)")
+    from firmware_bridge.base_station.emulator import add_arguments as add_base_station_arguments  # noqa: PLC0415
+
+    bs = sim_sub.add_parser("base-station", help="a radio base station with simulated e-ink tags, on a pty or TCP")
+    add_base_station_arguments(bs)
     watch = sub.add_parser("cloud-watch", help="print what arrives on a (cloud) MQTT broker")
     watch.add_argument("--host", default="127.0.0.1")
     watch.add_argument("--port", type=int, default=1883)
@@ -113,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         target = args.file or args.config or DEFAULT_CONFIG_PATH
         return _check_config(target, not args.no_secrets)
+    if args.command == "simulate" and args.device == "base-station":
+        setup_logging("INFO")
+        from firmware_bridge.base_station.emulator import run_base_station  # noqa: PLC0415
+
+        return run_base_station(args)
     if args.command == "simulate":
         setup_logging("INFO")
         from devices.simulators.mqtt_device import run_simulated_device  # noqa: PLC0415
