@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,9 +38,14 @@ class SerialOpenError(Exception):
 class SerialPort:
     """One opened port. Use `open()`; after a failure make a new one (the owner reconnects)."""
 
-    def __init__(self, url: str, port: Any) -> None:
+    def __init__(self, url: str, port: Any, *, line_rate: float | None = None) -> None:
         self.url = url
         self._port = port
+        # Bytes per second the line carries (8N1: baud / 10). Used to estimate what is still queued
+        # where the OS cannot tell (a pty answers TIOCOUTQ with 0; so does a socket:// URL).
+        self.line_rate = line_rate
+        self._queued = 0.0
+        self._queued_at = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self._incoming: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
         self._closed = threading.Event()
@@ -63,7 +69,7 @@ class SerialPort:
             port = await asyncio.get_running_loop().run_in_executor(None, do_open)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise SerialOpenError(url, str(exc)) from None
-        return cls(url, port)
+        return cls(url, port, line_rate=baudrate / 10.0)
 
     def _read_loop(self) -> None:
         port = self._port
@@ -96,12 +102,21 @@ class SerialPort:
             await self._loop.run_in_executor(self._writer, self._port.write, data)
         except (serial.SerialException, OSError) as exc:
             raise LinkClosedError(f"{self.url}: {exc}") from None
+        self._queued = self._estimate() + len(data)
+        self._queued_at = time.monotonic()
+
+    def _estimate(self) -> float:
+        """Bytes written but not yet on the wire, had the line drained at its rate since the last write."""
+        if self.line_rate is None:
+            return 0.0
+        return max(0.0, self._queued - (time.monotonic() - self._queued_at) * self.line_rate)
 
     def out_waiting(self) -> int:
         try:
-            return int(self._port.out_waiting)
+            reported = int(self._port.out_waiting)
         except (serial.SerialException, OSError, AttributeError, NotImplementedError, TypeError):
-            return 0
+            reported = 0
+        return max(reported, int(self._estimate()))
 
     def close(self) -> None:
         if self._closed.is_set():

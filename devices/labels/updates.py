@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 PRIORITY_TECHNICIAN = 0
 PRIORITY_PRICE = 1
 PRIORITY_COSMETIC = 2
+RENDER_SLICE = 64
 
 
 class LabelEvents(Protocol):
@@ -162,21 +163,22 @@ class LabelService:
                 (rec, RenderRequest(content, rec.type_code, rec.rotation, self.settings.scan_url(rec.scan_code),
                                     rec.template))
             )
-        if not requests:
-            return 0
-        results = await self._renderer.render([r for _, r in requests])
-        self.stats.rendered += len(results)
         queued = 0
-        touched: set[str] = set()
-        for (rec, _), result in zip(requests, results, strict=True):
-            target = result.hash.hex()
-            if await self._queue_job(rec, target, result.raw, priority, reason):
-                queued += 1
-                if rec.base_station:
-                    touched.add(rec.base_station)
-        for name in touched:
-            if name in self._wake:
-                self._wake[name].set()
+        # In slices, so the first pictures go out while the rest are still being rendered.
+        for start in range(0, len(requests), RENDER_SLICE):
+            part = requests[start : start + RENDER_SLICE]
+            results = await self._renderer.render([r for _, r in part])
+            self.stats.rendered += len(results)
+            touched: set[str] = set()
+            for (rec, _), result in zip(part, results, strict=True):
+                target = result.hash.hex()
+                if await self._queue_job(rec, target, result.raw, priority, reason):
+                    queued += 1
+                    if rec.base_station:
+                        touched.add(rec.base_station)
+            for name in touched:
+                if name in self._wake:
+                    self._wake[name].set()
         return queued
 
     async def _queue_job(self, rec: TagRecord, target: str, raw: bytes, priority: int, reason: str) -> bool:
