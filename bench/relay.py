@@ -62,7 +62,7 @@ async def run_agent_phases(
     runner = asyncio.create_task(agent.run())
     await asyncio.wait_for(agent.started.wait(), 20)
     assert agent.session is not None
-    while not agent.session.connected:  # noqa: ASYNC110 - the session exposes a flag, not an event
+    while not agent.session.connected:
         await asyncio.sleep(0.05)
     returned: dict[str, int] = {}
 
