@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
@@ -37,6 +38,47 @@ class _OutboxCollector(Collector):
         ]
 
 
+class _LabelCollector(Collector):
+    """Tag update progress and base-station link health, read at scrape time."""
+
+    def __init__(self, labels: Any) -> None:
+        self._labels = labels
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily("edge_tag_jobs", "Tag update jobs by state.", labels=["state"])
+        for state, count in self._labels.progress().items():
+            jobs.add_metric([state], count)
+        stats = self._labels.stats
+        sent = GaugeMetricFamily(
+            "edge_tag_transfers", "Tag picture transfers since start, by outcome.", labels=["outcome"]
+        )
+        for outcome in ("sent", "confirmed", "retried", "failed", "unchanged", "wrong_hash"):
+            sent.add_metric([outcome], getattr(stats, outcome))
+        link = GaugeMetricFamily(
+            "edge_base_station_link", "Base-station link counters since start.", labels=["station", "counter"]
+        )
+        up = GaugeMetricFamily(
+            "edge_base_station_connected", "1 while the base station's link is up.", labels=["station"]
+        )
+        for name, client in self._labels.stations.items():
+            up.add_metric([name], 1 if client.connected else 0)
+            s, d = client.link.stats, client.link.decoder.stats
+            for counter, value in (
+                ("frames_sent", s.frames_sent),
+                ("frames_received", s.frames_received),
+                ("retransmits", s.retransmits),
+                ("bytes_sent", s.bytes_sent),
+                ("bytes_received", s.bytes_received),
+                ("peer_resets", s.peer_resets),
+                ("crc_errors", d.crc_errors),
+                ("bad_frames", d.bad_frames),
+                ("reconnects", client.stats.reconnects),
+                ("bad_messages", client.stats.bad_messages),
+            ):
+                link.add_metric([name, counter], value)
+        return [jobs, sent, link, up]
+
+
 class AgentMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -62,6 +104,10 @@ class AgentMetrics:
 
     def watch_outbox(self, stats: Callable[[], OutboxStats]) -> None:
         self.registry.register(_OutboxCollector(stats))
+
+    def watch_labels(self, labels: Any) -> None:
+        """`labels` is a devices.labels.updates.LabelService (typed loosely: metrics stay import-light)."""
+        self.registry.register(_LabelCollector(labels))
 
     # OutboxObserver
     def events_dropped(self, cls: EventClass, count: int) -> None:

@@ -174,6 +174,7 @@ class Agent:
                 for station in cfg.base_stations:
                     self.labels.add_station(station.name, station.url, baudrate=station.baudrate)
                 connect_catalog(self.labels, catalog)
+                self.metrics.watch_labels(self.labels)
                 register_label_commands(registry, self.labels, catalog)
             intake = CommandIntake(
                 db,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import logging
 import sqlite3
 import time
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 from cloud_link.ports import DurableStore
 from devices.labels.registry import Checkin, TagRecord, TagRegistry, now_ms
-from devices.labels.render import LabelContent
+from devices.labels.render import LabelContent, picture_image
 from devices.labels.render_pool import RenderPool, RenderRequest
 from firmware_bridge.base_station.client import BaseStationClient, Transfer, TransferOutcome
 from firmware_bridge.base_station.messages import (
@@ -224,6 +225,21 @@ class LabelService:
         await self._store.write(
             lambda c: c.execute("UPDATE tag_jobs SET state = 'queued', next_attempt_ms = 0 WHERE state = 'sending'")
         )
+
+    def preview_png(self, tag_id: str, *, scale: int = 1) -> bytes | None:
+        """The picture a tag shows (as confirmed), as a PNG in its true colours; None if unknown."""
+        rec = self.registry.get(tag_id)
+        if rec is None or rec.type_code not in TAG_TYPES:
+            return None
+        raw = self.registry.picture(tag_id, rec.current_hash)
+        if raw is None:
+            return None
+        image = picture_image(raw, TAG_TYPES[rec.type_code])
+        if scale > 1:
+            image = image.resize((image.width * scale, image.height * scale))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
 
     def progress(self) -> dict[str, int]:
         rows = self._store.read(lambda c: c.execute("SELECT state, COUNT(*) FROM tag_jobs GROUP BY state").fetchall())
