@@ -62,6 +62,8 @@ class _LabelCollector(Collector):
         )
         for name, client in self._labels.stations.items():
             up.add_metric([name], 1 if client.connected else 0)
+            if not hasattr(client, "link"):
+                continue  # Wi-Fi labels: no serial link to report
             s, d = client.link.stats, client.link.decoder.stats
             for counter, value in (
                 ("frames_sent", s.frames_sent),

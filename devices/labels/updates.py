@@ -60,6 +60,46 @@ class LabelEvents(Protocol):
 ContentSource = Callable[[str], LabelContent | None]
 
 
+class LabelStation(Protocol):
+    """What delivers pictures to tags: a serial base station, or the in-store broker for Wi-Fi labels.
+
+    Events (TagCheckin, TagDiscovered, ButtonPress, from firmware_bridge.base_station.messages) go to
+    the callback the station was built with (LabelService.on_station_event).
+    """
+
+    name: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def max_held(self) -> int: ...
+
+    @property
+    def sync_token(self) -> object: ...
+
+    async def run(self) -> None: ...
+
+    async def sync(self) -> list[tuple[bytes, int, bytes]]: ...
+
+    def push(
+        self,
+        tag: bytes,
+        *,
+        encoding: int,
+        data: bytes,
+        picture_hash: bytes,
+        base_hash: bytes | None = None,
+        page: int = 0,
+    ) -> Transfer: ...
+
+    def cancel(self, xfer: int) -> None: ...
+
+    async def led_flash(
+        self, tag: bytes, *, colour: int = 2, count: int = 5, period_ms: int = 500, timeout: float = 5.0
+    ) -> int: ...
+
+
 @dataclass(frozen=True)
 class LabelSettings:
     public_base_url: str = "http://127.0.0.1:8080"
@@ -118,7 +158,7 @@ class LabelService:
         self._events = events
         self._renderer = renderer
         self.settings = settings or LabelSettings()
-        self.stations: dict[str, BaseStationClient] = {}
+        self.stations: dict[str, LabelStation] = {}
         self.stats = LabelStats()
         self._wake: dict[str, asyncio.Event] = {}
         self._in_flight: dict[str, dict[str, Transfer]] = {}
@@ -129,11 +169,17 @@ class LabelService:
     # -- wiring ------------------------------------------------------------------------------
 
     def add_station(self, name: str, url: str, *, baudrate: int = 115200) -> BaseStationClient:
-        client = BaseStationClient(name, url, baudrate=baudrate, on_event=self._on_station_event)
-        self.stations[name] = client
-        self._wake[name] = asyncio.Event()
-        self._in_flight[name] = {}
+        client = BaseStationClient(name, url, baudrate=baudrate, on_event=self.on_station_event)
+        self.add_label_station(client)
         return client
+
+    def add_label_station(self, station: LabelStation) -> None:
+        """Any station (its events must be sent to `on_station_event`)."""
+        if station.name in self.stations:
+            raise ValueError(f"label station {station.name!r} added twice")
+        self.stations[station.name] = station
+        self._wake[station.name] = asyncio.Event()
+        self._in_flight[station.name] = {}
 
     async def run(self) -> None:
         """Run every base station and its sender until cancelled."""
@@ -253,14 +299,14 @@ class LabelService:
         client = self.stations[station]
         wake = self._wake[station]
         in_flight = self._in_flight[station]
-        synced_session: int | None = None
+        synced: object = None
         while True:
             wake.clear()
-            if client.connected and synced_session != client.link.peer_session:
-                synced_session = await self._sync_station(client)
+            if client.connected and synced != client.sync_token:
+                synced = await self._sync_station(client)
             if client.connected:
                 on_line = sum(1 for t in in_flight.values() if not t.stored.done())
-                held_cap = min(self.settings.max_held, client.info.max_transfers if client.info else 64)
+                held_cap = min(self.settings.max_held, client.max_held)
                 free = min(self.settings.max_in_flight - on_line, held_cap - len(in_flight))
                 if free > 0:
                     for tag_id, target, attempts in self._due_jobs(station, free, set(in_flight)):
@@ -268,20 +314,19 @@ class LabelService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), 1.0)
 
-    async def _sync_station(self, client: BaseStationClient) -> int | None:
-        """After (re)connecting: learn the base station's limits and register the tags it reports."""
+    async def _sync_station(self, client: LabelStation) -> object:
+        """After (re)connecting: learn the station's limits and register the tags it reports."""
         try:
-            await client.get_info()
-            records = await client.list_tags()
-        except (TimeoutError, Exception) as exc:  # a base station that does not answer is retried later
-            log.warning("base station %s: sync failed: %s", client.name, exc)
+            records = await client.sync()
+        except Exception as exc:  # a station that does not answer is asked again after the next wake-up
+            log.warning("label station %s: sync failed: %s", client.name, exc)
             return None
         for tag, type_code, _shown in records:
             _, created = await self.registry.ensure(tag.hex(), type_code, client.name)
             if created:
                 await self._discovered(tag.hex(), type_code, client.name, 0)
-        log.info("base station %s: %d tags reported", client.name, len(records))
-        return client.link.peer_session
+        log.info("label station %s: %d tags reported", client.name, len(records))
+        return client.sync_token
 
     def _due_jobs(self, station: str, limit: int, busy: set[str]) -> list[tuple[str, str, int]]:
         hold = self.settings.quiet_hold_priority if self.settings.quiet_now() else 99
@@ -296,7 +341,7 @@ class LabelService:
         )
         return [(str(r[0]), str(r[1]), int(r[2])) for r in rows if r[0] not in busy][:limit]
 
-    async def _start(self, client: BaseStationClient, tag_id: str, target: str, attempts: int) -> None:
+    async def _start(self, client: LabelStation, tag_id: str, target: str, attempts: int) -> None:
         rec = self.registry.get(tag_id)
         raw = self.registry.picture(tag_id, target)
         if rec is None or raw is None:
@@ -331,7 +376,7 @@ class LabelService:
 
     async def _await_transfer(
         self,
-        client: BaseStationClient,
+        client: LabelStation,
         rec: TagRecord,
         *,
         target: str,
@@ -439,12 +484,12 @@ class LabelService:
 
     # -- from the base stations ---------------------------------------------------------------
 
-    def _on_station_event(self, client: BaseStationClient, msg: Message) -> None:
+    def on_station_event(self, client: LabelStation, msg: Message) -> None:
         task = asyncio.get_running_loop().create_task(self._handle_event(client, msg), name="tag-event")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle_event(self, client: BaseStationClient, msg: Message) -> None:
+    async def _handle_event(self, client: LabelStation, msg: Message) -> None:
         try:
             if isinstance(msg, TagCheckin):
                 await self._on_checkin(client, msg)
@@ -457,7 +502,7 @@ class LabelService:
         except Exception:
             log.exception("handling %s from base station %s failed", type(msg).__name__, client.name)
 
-    async def _on_checkin(self, client: BaseStationClient, msg: TagCheckin) -> None:
+    async def _on_checkin(self, client: LabelStation, msg: TagCheckin) -> None:
         seen = Checkin(
             tag_id=msg.tag.hex(),
             type_code=msg.type_code,

@@ -118,6 +118,21 @@ class BaseStationClient:
     def transfers_in_flight(self) -> int:
         return len(self._transfers)
 
+    @property
+    def max_held(self) -> int:
+        """Transfers the base station holds at once (from its INFO; 64 until it answered)."""
+        return self.info.max_transfers if self.info else 64
+
+    @property
+    def sync_token(self) -> object:
+        """Changes whenever the base station (re)started: the scheduler then syncs again."""
+        return self.link.peer_session
+
+    async def sync(self) -> list[tuple[bytes, int, bytes]]:
+        """After (re)connecting: INFO and the tag list (tag, type code, shown hash)."""
+        await self.get_info()
+        return await self.list_tags()
+
     # -- connection ---------------------------------------------------------------------------
 
     async def run(self) -> None:
