@@ -66,19 +66,31 @@ def xor_bytes(a: bytes, b: bytes) -> bytes:
 def encode_picture(raw: bytes, base: bytes | None = None, *, level: int = DEFAULT_LEVEL) -> EncodedPicture:
     """The smallest encoding of `raw`: ZLIB, DELTA_ZLIB against `base` (when given and as long), or RAW.
 
+    Speed: with a delta at hand, the whole picture is only compressed at `level` when a level-1 pass shows
+    it within 15 % of the delta's size (`level` gains under 10 % over level 1 on tag pictures).
+
     An unchanged picture (raw == base) needs nothing sent at all; that is the caller's decision, this
     still encodes it (as a tiny delta).
     """
     raw = bytes(raw)
     digest = picture_hash(raw)
     best = EncodedPicture(Encoding.RAW, raw, digest, None, len(raw))
-    packed = zlib.compress(raw, level)
-    if len(packed) < len(best.data):
-        best = EncodedPicture(Encoding.ZLIB, packed, digest, None, len(raw))
+    delta = b""
     if base is not None and len(base) == len(raw):
         delta = zlib.compress(xor_bytes(raw, bytes(base)), level)
         if len(delta) < len(best.data):
             best = EncodedPicture(Encoding.DELTA_ZLIB, delta, digest, picture_hash(bytes(base)), len(raw))
+    # The whole picture at `level` costs ~3x the mostly-zero delta. When a delta exists, a fast level-1 pass
+    # tells first whether the whole picture can compete (a higher level saves under 10 % on tag pictures).
+    if delta and level > 1:
+        quick = zlib.compress(raw, 1)
+        if len(quick) * 0.85 >= len(best.data):
+            return best
+        packed = min(zlib.compress(raw, level), quick, key=len)
+    else:
+        packed = zlib.compress(raw, level)
+    if len(packed) < len(best.data):
+        best = EncodedPicture(Encoding.ZLIB, packed, digest, None, len(raw))
     return best
 
 
