@@ -134,9 +134,10 @@ def glyph(face: FontFace, size: int, char: str) -> Glyph:
         draw.text((-left, -top), char, font=f, fill=1, anchor="ls")
     else:
         draw.text((-left, -top - size), char, font=f, fill=1)
-    if mask.getbbox() is None:
+    ink = mask.getbbox()  # the outline's box can be wider than the pixels the mono rasteriser sets
+    if ink is None:
         return Glyph(None, 0, 0, advance)
-    return Glyph(Bitmap.from_image(mask), left, top, advance)
+    return Glyph(Bitmap.from_image(mask.crop(ink)), left + ink[0], top + ink[1], advance)
 
 
 @functools.lru_cache(maxsize=65536)
