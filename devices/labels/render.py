@@ -1,16 +1,18 @@
 """Label rendering: product content to the packed colour planes a tag shows (firmware_bridge.picture).
 
-Pictures are drawn 1-bit, one Pillow mode "1" image per colour plane (black, then the accent), in the
-label's logical (upright) orientation, then turned to the panel's native orientation and packed with
-`tobytes()`, whose layout (rows padded to a byte, most significant bit leftmost, 1 = set) is the raw
-picture format of the base-station protocol. Accent ink clears the black bit under it and black ink clears
-the accent bit, so a pixel never has both.
+Pictures are drawn 1-bit, crisp (monochrome glyph rasterising, no anti-aliasing, no dithering), on colour
+planes (black, then the accent) held as packed integer rows (devices.labels.bitmap): the very layout of the
+raw picture format (rows padded to a byte, most significant bit leftmost, 1 = ink), which Pillow's mode
+"1" `tobytes()` also produces. Labels are laid out in their logical (upright) orientation and turned to the
+panel's native orientation (Pillow transposes) when the tag is mounted rotated. Accent ink clears the black
+bit under it and black ink clears the accent bit, so a pixel never has both.
 
 Speed (a store re-renders thousands of tags on a price change): everything that does not depend on the
 price, the "static layer" (name, rule, footer, QR code), is drawn once per (content without price, tag
 type, rotation, template, scan link) and kept packed in a byte-bounded LRU cache. A price change then only
-unpacks the dynamic area (price, unit price, promotion; widened to whole bytes of the native rows), draws
-into it from cached text bitmaps, packs it and splices its rows into a copy of the static picture.
+redraws the dynamic area (price, unit price, promotion) from cached text bitmaps, as whole native rows at
+rotation 0 (one contiguous splice per plane) or widened to whole bytes of the native rows otherwise, and
+splices it into a copy of the static picture.
 """
 
 from __future__ import annotations
