@@ -89,7 +89,7 @@ TAG_STATE_SCHEMA: dict[str, Any] = {
                  "fw_version", "last_seen_ms"],
     "properties": {
         "kind": {"const": "tag"},
-        "type": {"anyOf": [{"enum": sorted(t.name for t in TAG_TYPES.values())}, {"type": "null"}]},
+        "type": {"anyOf": [{"enum": sorted(t.name for t in TAG_TYPES.values())}, {"pattern": "^0x[0-9a-f]{2}$"}]},
         "base_station": {"type": ["string", "null"], "pattern": ID_PATTERN},
         "sku": {"type": ["string", "null"], "pattern": catalog_module.SKU_PATTERN},
         "hash": {"anyOf": [HEX16, {"type": "null"}]},
@@ -109,8 +109,12 @@ RESULT_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {"tag_id": HEX16, "flashing": {"const": True}},
     },
     "tag.refresh": {
-        "type": "object", "additionalProperties": False, "required": ["queued", "unchanged"],
-        "properties": {"queued": {"type": "integer", "minimum": 0}, "unchanged": {"type": "integer", "minimum": 0}},
+        "type": "object", "additionalProperties": False, "required": ["queued", "unchanged", "unknown"],
+        "properties": {
+            "queued": {"type": "integer", "minimum": 0},
+            "unchanged": {"type": "integer", "minimum": 0},
+            "unknown": {"type": "array", "items": {"type": "string"}},
+        },
     },
     "tag.pair": {
         "type": "object", "additionalProperties": False, "required": ["changed", "unchanged", "problems"],
@@ -596,7 +600,7 @@ async def test_checkin_discovery_and_button_events_and_tag_state(rig: _Rig) -> N
     assert first["kind"] == "tag" and first["type"] == "2.9-bwr" and first["sku"] is None
     assert first["hash"] == "0f0e0d0c0b0a0908" and first["battery_mv"] == 2300 and first["temperature_c"] == -3.5
     [state_b] = [s for d, s in rig.sink.states if d == f"tag-{TAG_B}"]
-    assert state_b["type"] is None  # unknown model: null here, "0x2a" in tag.discovered
+    assert state_b["type"] == "0x2a"  # an unknown model is named by its code, as in tag.discovered
     _feed(rig, _checkin(TAG_A, battery_mv=2310))  # same picture, same product, soon after: no state
     await _settle(rig.labels)
     assert len(rig.sink.states) == 3
@@ -667,10 +671,12 @@ async def test_updates_confirmed_and_failed_and_the_tag_commands(rig: _Rig) -> N
 
     # tag.refresh over all tags: TAG_A shows its picture, TAG_B's failed update is queued again, TAG_C is unpaired.
     answer = await _command(rig, "c-refresh-all", "tag.refresh", {})
-    assert answer["result"] == {"queued": 1, "unchanged": 2}
+    assert answer["result"] == {"queued": 1, "unchanged": 2, "unknown": []}
     assert _job(rig, TAG_B)[2] == "queued"
-    answer = await _command(rig, "c-refresh-unknown", "tag.refresh", {"tag_ids": ["ffffffffffffffff", "x"]})
-    assert answer["result"] == {"queued": 0, "unchanged": 2}
+    answer = await _command(
+        rig, "c-refresh-unknown", "tag.refresh", {"tag_ids": ["ffffffffffffffff", "x", "x", TAG_A]}
+    )
+    assert answer["result"] == {"queued": 0, "unchanged": 1, "unknown": ["ffffffffffffffff", "x"]}
 
     # tag.flash and its own error codes.
     await rig.labels.registry.ensure("00000000000000d1", 0x03, "bs-ok")

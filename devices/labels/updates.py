@@ -138,6 +138,11 @@ class LabelStats:
     last_error: dict[str, str] = field(default_factory=dict)
 
 
+def type_name(type_code: int) -> str:
+    info = TAG_TYPES.get(type_code)
+    return info.name if info else f"0x{type_code:02x}"
+
+
 def backoff_ms(attempts: int) -> int:
     return int(min(600.0, 2.0 ** min(attempts, 10)) * 1000)
 
@@ -427,6 +432,9 @@ class LabelService:
             )
             if not still_current:
                 log.debug("tag %s confirmed %s; newer content is queued", rec.tag_id, target)
+            confirmed = self.registry.get(rec.tag_id)
+            if confirmed is not None:
+                await self._maybe_publish_state(confirmed)  # the new picture is news for the cloud now
             return
         if outcome.ok:
             # The tag shows something else than what we sent: never count that as done.
@@ -533,12 +541,11 @@ class LabelService:
             await self.request_update([rec.tag_id], PRIORITY_PRICE, "tag shows an unexpected picture")
 
     async def _discovered(self, tag_id: str, type_code: int, station: str, firmware: int) -> None:
-        info = TAG_TYPES.get(type_code)
         await self._events.publish_event(
             "tag.discovered",
             {
                 "tag_id": tag_id,
-                "type": info.name if info else f"0x{type_code:02x}",
+                "type": type_name(type_code),
                 "base_station": station,
                 "firmware": firmware,
             },
@@ -552,12 +559,11 @@ class LabelService:
         if unchanged and last is not None and now - last[0] < self.settings.state_interval_s:
             return
         self._state_sent[rec.tag_id] = (now, rec.current_hash, rec.sku)
-        info = TAG_TYPES.get(rec.type_code)
         await self._events.put_state(
             f"tag-{rec.tag_id}",
             {
                 "kind": "tag",
-                "type": info.name if info else None,
+                "type": type_name(rec.type_code),
                 "base_station": rec.base_station,
                 "sku": rec.sku,
                 "hash": rec.current_hash,

@@ -98,14 +98,22 @@ def register_label_commands(registry: CommandRegistry, labels: LabelService, cat
             raise CommandFailedError("unknown_tag", str(exc)) from None
         except TimeoutError:
             raise CommandFailedError("base_station_unreachable", "the base station did not answer") from None
+        if status == 1:
+            raise CommandFailedError("unknown_tag", f"the base station does not know tag {payload.tag_id}")
         if status != 0:
             raise CommandFailedError("refused", f"the base station refused (status {status})")
         return {"tag_id": payload.tag_id, "flashing": True}
 
     async def refresh(payload: TagRefreshPayload) -> dict[str, Any]:
-        tag_ids = payload.tag_ids if payload.tag_ids is not None else [t.tag_id for t in labels.registry.all()]
+        if payload.tag_ids is None:
+            tag_ids = [t.tag_id for t in labels.registry.all()]
+            unknown: list[str] = []
+        else:
+            wanted = list(dict.fromkeys(payload.tag_ids))  # each tag once, in the order given
+            unknown = [t for t in wanted if labels.registry.get(t) is None]
+            tag_ids = [t for t in wanted if t not in set(unknown)]
         queued = await labels.request_update(tag_ids, PRIORITY_TECHNICIAN, "refresh requested")
-        return {"queued": queued, "unchanged": len(tag_ids) - queued}
+        return {"queued": queued, "unchanged": len(tag_ids) - queued, "unknown": unknown}
 
     async def pair(payload: TagPairPayload) -> dict[str, Any]:
         result = await catalog.pair_tags([(p.tag_id, p.sku) for p in payload.pairs])
