@@ -1,0 +1,155 @@
+"""The emulator's control socket: a line protocol on a unix socket for out-of-process tests and the demo.
+
+One command per line, one answer per line: `ok [...]` or `error <why>`.
+
+    reset                         the base station reboots (new link session, transfers lost)
+    unplug SECONDS                the line goes away for SECONDS (answered at once)
+    out-of-range TAG on|off       TAG (16 hex digits) stops / starts hearing the radio
+    battery TAG MV                set TAG's battery voltage (below 2200 mV it refuses pictures)
+    button TAG N                  a shopper presses button N on TAG
+    faults CORRUPT DROP INSERT    per-byte fault rates on the line, both directions
+    fast TAG|all on|off           tags that listen all the time (no waiting for their check-in)
+    checkin SECONDS               the tags' check-in interval
+    status                        counters as one JSON object
+    help
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from firmware_bridge.base_station.sim_tags import EmulatorError
+
+if TYPE_CHECKING:
+    from firmware_bridge.base_station.emulator import BaseStationEmulator
+
+CONTROL_HELP = (
+    "commands: reset | unplug SECONDS | out-of-range TAG on|off | battery TAG MV | button TAG N"
+    " | faults CORRUPT DROP INSERT | fast TAG|all on|off | checkin SECONDS | status | help"
+)
+
+
+CONTROL_ARGS = {
+    "reset": 0,
+    "unplug": 1,
+    "out-of-range": 2,
+    "battery": 2,
+    "button": 2,
+    "faults": 3,
+    "fast": 2,
+    "checkin": 1,
+    "status": 0,
+    "help": 0,
+}
+
+
+class ControlServer:
+    """A line protocol on a unix socket for out-of-process tests and the demo; answers `ok ...` or `error ...`."""
+
+    def __init__(self, emulator: BaseStationEmulator, path: str | os.PathLike[str]) -> None:
+        self.emulator = emulator
+        self.path = Path(path)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._client, str(self.path))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                answer = self.execute(line.decode("utf-8", "replace").strip())
+                writer.write(answer.encode() + b"\n")
+                await writer.drain()
+        except (OSError, ValueError):
+            pass  # the client went away, or sent a line longer than the stream limit
+        finally:
+            writer.close()
+
+    def execute(self, line: str) -> str:
+        words = line.split()
+        if not words:
+            return "error empty command"
+        try:
+            return self._execute(words[0].lower(), words[1:])
+        except (ValueError, EmulatorError, NotImplementedError) as exc:
+            return f"error {exc}"
+
+    def _execute(self, command: str, args: list[str]) -> str:
+        emu = self.emulator
+        nargs = CONTROL_ARGS.get(command)
+        if nargs is None:
+            return f"error unknown command {command!r}; {CONTROL_HELP}"
+        if len(args) != nargs:
+            return f"error {command} takes {nargs} argument(s)"
+        if command == "reset":
+            emu.reset()
+        elif command == "unplug":
+            self._spawn(emu.unplug(_seconds(args[0])))  # answered at once; the line comes back later
+        elif command == "out-of-range":
+            emu.set_out_of_range(_tag_arg(args[0]), _on_off(args[1]))
+        elif command == "battery":
+            emu.set_battery(_tag_arg(args[0]), int(args[1]))
+        elif command == "button":
+            if not emu.press_button(_tag_arg(args[0]), int(args[1])):
+                return "error tag out of range"
+        elif command == "faults":
+            emu.set_line_faults(float(args[0]), float(args[1]), float(args[2]))
+        elif command == "fast":
+            emu.set_fast(None if args[0] == "all" else _tag_arg(args[0]), _on_off(args[1]))
+        elif command == "checkin":
+            emu.set_checkin_interval(_seconds(args[0]))
+        elif command == "status":
+            return "ok " + json.dumps(asdict(emu.counters), separators=(",", ":"))
+        elif command == "help":
+            return "ok " + CONTROL_HELP
+        return "ok"
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _tag_arg(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 8:
+        raise ValueError(f"tag id must be 16 hex digits, got {text!r}")
+    return raw
+
+
+def _on_off(text: str) -> bool:
+    if text.lower() in ("on", "1", "true", "yes"):
+        return True
+    if text.lower() in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"expected on or off, got {text!r}")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise ValueError(f"seconds must be within 0..3600, got {text!r}")
+    return value
