@@ -200,6 +200,11 @@ def test_picture_header_byte_by_byte() -> None:
     full = PictureMessage(7, Encoding.ZLIB, 10, b"\x01" * 8, None, b"x")
     assert full.to_bytes()[19:27] == bytes(8)  # no base: zeros
     assert PictureMessage.from_bytes(full.to_bytes()) == full
+    # The example in docs/mqtt-devices.md section 4.3.
+    example = PictureMessage(7, Encoding.ZLIB, 9472, bytes.fromhex("9c1e5b0a77d2f341"), None, b"\x78\x9c")
+    assert example.to_bytes().hex(" ") == (
+        "45 53 4c 31 07 00 01 00 25 00 00 9c 1e 5b 0a 77 d2 f3 41 00 00 00 00 00 00 00 00 78 9c"
+    )
     for bad in (b"", b"ESL1", b"XSL1" + data[4:], data[:4] + b"\x00\x00" + data[6:], data[:6] + b"\x07" + data[7:],
                 full.to_bytes()[:19] + b"\x01" * 8 + b"x", data[:19] + bytes(8) + b"x"):
         with pytest.raises(PictureMessageError):
