@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001  (Chinese punctuation and the multiplication sign are the point of these tests)
+
 """devices.labels: price labels drawn to the packed picture format, every tag type, rotation and colour set.
 
 Reference pictures live in tests/reference/labels/ (PNG, native orientation, true colours) and as hashes

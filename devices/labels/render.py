@@ -64,7 +64,7 @@ _ORIGIN_LABEL = {
 }
 
 # Characters a CJK line must not start with (simplified kinsoku): they stay with the preceding character.
-_NO_LINE_START = frozenset("，。、；：？！）》」』】〕〉”’…‥·・,.;:!?)]}%")  # noqa: RUF001
+_NO_LINE_START = frozenset("，。、；：？！）》」』】〕〉”’…‥·・,.;:!?)]}%")
 
 
 class LabelError(ValueError):

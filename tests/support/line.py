@@ -22,13 +22,11 @@ class _Direction:
         if not self.corrupt and not self.drop:
             return data
         out = bytearray()
-        for b in data:
+        for byte in data:
             r = self.rng.random()
             if r < self.drop:
                 continue
-            if r < self.drop + self.corrupt:
-                b ^= 1 << self.rng.randrange(8)
-            out.append(b)
+            out.append(byte ^ (1 << self.rng.randrange(8)) if r < self.drop + self.corrupt else byte)
         return bytes(out)
 
 
