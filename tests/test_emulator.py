@@ -746,8 +746,30 @@ async def test_tcp_port_with_pyserial_socket_url() -> None:
                 assert isinstance(await host.outcome(1), TransferDone)
         finally:
             transport.close()
+        # The agent comes back (ser2net-style reconnect): same base station, same session.
+        await host.wait_until(lambda: port.transport is None or port.transport.closed, timeout=5)
+        transport = SerialLineTransport(serial.serial_for_url(f"socket://{hostname}:{number}", timeout=0.05))
+        try:
+            async with run_host(host, transport):
+                assert (await host.request(GetInfo)).tags == 1
+        finally:
+            transport.close()
     assert emulator.tag_picture(tag_id(1)) == raw
     assert port.refused == 1
+    assert emulator.counters.connections == 2
+    assert host.peer_resets == 0
+
+
+async def test_a_transfer_left_half_sent_is_dropped_after_the_receive_timeout() -> None:
+    emulator = BaseStationEmulator(specs(T_29, fast=True), receive_timeout=0.3)
+    enc = encode_picture(picture(T_29, 60))
+    async with over_memory(emulator) as host:
+        host.link.send(BULK, PushBegin(1, tag_id(1), enc.kind, len(enc.data), 0).to_bytes())
+        host.link.send(BULK, PushChunk(1, 0, enc.data[:50]).to_bytes())
+        start = time.monotonic()
+        assert await host.failed(1, timeout=3) == TransferFailed(1, tag_id(1), FailReason.CANCELLED)
+        assert time.monotonic() - start >= 0.25
+        assert emulator.transfers_held == 0
 
 
 async def test_control_server_commands() -> None:

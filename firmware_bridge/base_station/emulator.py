@@ -312,8 +312,8 @@ class BaseStationEmulator:
                 tg.create_task(self._checkins(), name="base-station-checkins")
                 tg.create_task(self._housekeeping(), name="base-station-housekeeping")
         finally:
-            await port.close()
             self._write_state_json()
+            await port.close()
 
     @contextlib.asynccontextmanager
     async def running(self, port: LinePort) -> AsyncIterator[BaseStationEmulator]:
@@ -838,9 +838,9 @@ class BaseStationEmulator:
         self._json_dirty = False
         if self.state_dir is None:
             return
-        doc = {
-            "serial": self.serial.hex(),
-            "tags": [
+        # One tag per line, each dumped by json's C encoder (indent= would use the slow Python one).
+        rows = ",\n  ".join(
+            json.dumps(
                 {
                     "tag": sim.tag.hex(),
                     "type": sim.type.name,
@@ -851,11 +851,11 @@ class BaseStationEmulator:
                     "led_flashes": len(self.led_flashes.get(sim.tag, ())),
                     "pictures_shown": sim.pictures_shown,
                 }
-                for sim in self.tags.values()
-            ],
-            "counters": asdict(self.counters),
-        }
-        _atomic_write(self.state_dir / "tags.json", json.dumps(doc, indent=1).encode())
+            )
+            for sim in self.tags.values()
+        )
+        head = json.dumps({"serial": self.serial.hex(), "counters": asdict(self.counters)})[:-1]
+        _atomic_write(self.state_dir / "tags.json", f'{head}, "tags": [\n  {rows}\n]}}\n'.encode())
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -50,7 +50,7 @@ class LineError(Exception):
 
 
 async def cancel_and_wait(
-    task: asyncio.Task[Any], *, owner: object = None, interval: float = 0.02, attempts: int = 250
+    task: asyncio.Task[Any], *, owner: object = None, interval: float = 0.05, attempts: int = 100
 ) -> None:
     """Cancel a task and wait until it has ended.
 
@@ -65,12 +65,13 @@ async def cancel_and_wait(
         await asyncio.wait({task}, timeout=interval)
         if task.done():
             break
-        task.cancel()
-        if owner is not None:
-            for child in asyncio.all_tasks():
-                frame = getattr(child.get_coro(), "cr_frame", None)
-                if frame is not None and frame.f_locals.get("self") is owner:
-                    child.cancel()
+        if owner is None:
+            task.cancel()
+            continue
+        for child in asyncio.all_tasks():
+            frame = getattr(child.get_coro(), "cr_frame", None)
+            if frame is not None and frame.f_locals.get("self") is owner:
+                child.cancel()
     else:
         log.error("task %s does not end after %d cancellations", task.get_name(), attempts)
         return
@@ -255,6 +256,7 @@ class PacedTransport:
         except LinkClosedError as exc:
             reason = str(exc)
         self._mark_closed(reason)
+        self._release()  # the peer left (TCP) or the pty failed: free it now, not at the next connection
         await self._queue.put(b"")
 
     def _mark_closed(self, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,15 @@ class EmulatorError(Exception):
     """A misuse of the emulator's API (unknown tag, duplicate tag, emulator not running)."""
 
 
+@functools.cache
 def white_picture(tag_type: TagType) -> bytes:
-    return bytes(tag_type.raw_bytes)  # a 0 bit is no ink on every plane
+    """The all-white picture of a type (a 0 bit is no ink on every plane), shared by every tag of that type."""
+    return bytes(tag_type.raw_bytes)
+
+
+@functools.cache
+def _white_hash(tag_type: TagType) -> bytes:
+    return picture_hash(white_picture(tag_type))
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,6 @@ class SimTag:
 
     @classmethod
     def from_spec(cls, spec: TagSpec) -> SimTag:
-        white = white_picture(spec.type)
         return cls(
             tag=spec.tag,
             type=spec.type,
@@ -95,8 +102,8 @@ class SimTag:
             firmware=spec.firmware,
             in_range=spec.in_range,
             fast=spec.fast,
-            picture=white,
-            hash=picture_hash(white),
+            picture=white_picture(spec.type),
+            hash=_white_hash(spec.type),
         )
 
     @property
