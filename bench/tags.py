@@ -42,6 +42,7 @@ from edge_agent.config import parse_config
 from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
 from edge_agent.storage import migrate
+from firmware_bridge.base_station.client import BaseStationClient
 from firmware_bridge.base_station.emulator import mixed
 from firmware_bridge.base_station.frames import BULK, DataFrame, to_wire
 from firmware_bridge.base_station.messages import CHUNK_OVERHEAD, DeltaBegin, PushChunk, PushEnd
@@ -139,9 +140,9 @@ def seed_store(data_dir: Path, preload: Path, tags: list[bytes], base_url: str) 
     preload.mkdir(parents=True, exist_ok=True)
     for i, tag in enumerate(tags):
         c = content(i, 1280)
-        product = Product(
-            sku=c.sku, name=c.name, price=c.price, currency="CNY", unit_price=c.unit_price, unit_label="500 g",
-            origin="中国",
+        product = Product.model_validate(
+            {"sku": c.sku, "name": c.name, "price": c.price, "currency": "CNY", "unit_price": c.unit_price,
+             "unit_label": "500 g", "origin": "中国"}
         )
         conn.execute(
             "INSERT INTO products(sku, name, price, currency, unit_price, unit_label, former_price, promotion, "
@@ -197,6 +198,7 @@ async def bulk_update(workdir: Path, count: int, base_url: str) -> dict[str, Any
         assert agent.labels is not None and agent.catalog is not None
         labels = agent.labels
         client = labels.stations["bs1"]
+        assert isinstance(client, BaseStationClient)
         await asyncio.wait_for(client.link.up.wait(), 30)
         await asyncio.sleep(2.0)  # the initial sync (INFO, LIST_TAGS) is not part of the update
         sent_before = client.link.stats.bytes_sent
@@ -204,8 +206,10 @@ async def bulk_update(workdir: Path, count: int, base_url: str) -> dict[str, Any
         for i in range(count):
             c = content(i, 990 + i % 50)
             new_products.append(
-                Product(sku=c.sku, name=c.name, price=c.price, currency="CNY", unit_price=c.unit_price,
-                        unit_label="500 g", origin="中国")
+                Product.model_validate(
+                    {"sku": c.sku, "name": c.name, "price": c.price, "currency": "CNY", "unit_price": c.unit_price,
+                     "unit_label": "500 g", "origin": "中国"}
+                )
             )
         latencies: list[float] = []
         done = asyncio.Event()

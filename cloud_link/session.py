@@ -154,7 +154,8 @@ class CloudSession:
             attempt += 1
             log.info("reconnecting to the cloud broker in %.1f s", delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: see link.py (gh-86296)
+                    await self._stopping.wait()
         await self._drain_ack_flushes()
 
     def _new_connection(self, protocol: Protocol) -> MqttConnection:
@@ -244,7 +245,8 @@ class CloudSession:
         timeout = self.settings.ack_timeout
         while conn.is_open and not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), min(1.0, timeout / 4))
+                async with asyncio.timeout(min(1.0, timeout / 4)):
+                    await self._stopping.wait()
             if self._inflight and conn.is_open:
                 oldest_sent = next(iter(self._inflight.values()))[1]
                 if time.monotonic() - oldest_sent > timeout:

@@ -317,7 +317,8 @@ class LabelService:
                     for tag_id, target, attempts in self._due_jobs(station, free, set(in_flight)):
                         await self._start(client, tag_id, target, attempts)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), 1.0)
+                async with asyncio.timeout(1.0):  # not wait_for: it can lose a cancellation on 3.11
+                    await wake.wait()
 
     async def _sync_station(self, client: LabelStation) -> object:
         """After (re)connecting: learn the station's limits and register the tags it reports."""

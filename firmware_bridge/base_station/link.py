@@ -329,9 +329,12 @@ class Link:
             frame = self._next_frame(transport)
             if frame is None:
                 self._wake.clear()
+                # Also poll: the transport's queue drains without telling us. asyncio.timeout, not wait_for:
+                # on Python 3.11 wait_for can swallow a cancellation that lands as the event is set
+                # (CPython gh-86296), and the link would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    # Also poll: the transport's queue drains without telling us.
-                    await asyncio.wait_for(self._wake.wait(), 0.005 if self._bulk_waiting() else 1.0)
+                    async with asyncio.timeout(0.005 if self._bulk_waiting() else 1.0):
+                        await self._wake.wait()
                 continue
             wire = to_wire(frame)
             await transport.write(wire)
