@@ -127,3 +127,41 @@ async def test_reset_and_unplug_mid_update_lose_no_job(
         client = labels.stations["bs1"]
         assert client.link.stats.peer_resets >= 1
         assert client.stats.reconnects >= 1
+
+
+async def test_every_transfer_completes_pixel_exact_on_a_line_with_one_percent_faults(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    from firmware_bridge.base_station.pty_line import LineFaults
+    from firmware_bridge.tag_types import TAG_TYPES_BY_NAME
+
+    specs = mixed(3, seed=9, type=TAG_TYPES_BY_NAME["1.54-bw"])
+    # 1 % of the bytes corrupted and 1 % dropped, in both directions, from the start.
+    emu = BaseStationEmulator(specs, checkin_interval=1.0, air_rate=200_000, faults=LineFaults(0.01, 0.01, seed=9))
+    port = PtyPort(tmp_path / "bs0")
+    tags = sorted(t.hex() for t in emu.tags)
+    config = agent_config(
+        tmp_path / "data",
+        cloud_broker,
+        base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}],
+        commands={"max_payload_bytes": 1_000_000},
+    )
+    async with emu.running(port), running_agent(config) as agent:
+        assert agent.labels is not None
+        labels = agent.labels
+        await wait_until(lambda: len(labels.registry.all()) == 3, timeout=60)
+        subscriber.publish(COMMANDS, command("c1", "catalog.upsert", {"products": [product(i, "3.20") for i in range(3)]}))
+        subscriber.publish(
+            COMMANDS,
+            command("c2", "tag.pair", {"pairs": [{"tag_id": t, "sku": f"sku-{i:03d}"} for i, t in enumerate(tags)]}),
+        )
+        await wait_until(lambda: labels.progress()["confirmed"] == 3, timeout=240)
+        client = labels.stations["bs1"]
+        for t in tags:
+            rec = labels.registry.get(t)
+            assert rec is not None
+            shown = emu.tag_picture(bytes.fromhex(t))
+            assert picture_hash(shown).hex() == rec.current_hash
+            assert labels.registry.picture(t, rec.current_hash) == shown  # exactly what was rendered
+        assert client.link.stats.retransmits > 0, "the faults were real"
+        assert client.link.decoder.stats.crc_errors + client.link.decoder.stats.bad_frames > 0
