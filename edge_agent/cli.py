@@ -47,6 +47,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     bs = sim_sub.add_parser("base-station", help="a radio base station with simulated e-ink tags, on a pty or TCP")
     add_base_station_arguments(bs)
+    wifi = sim_sub.add_parser("wifi-labels", help="Wi-Fi e-ink labels on the in-store broker")
+    wifi.add_argument("--host", default="127.0.0.1")
+    wifi.add_argument("--port", type=int, default=1883)
+    wifi.add_argument("--prefix", default="store/v1", help="in-store topic prefix")
+    wifi.add_argument("--count", type=int, default=10, help="number of labels")
+    wifi.add_argument("--seed", type=int, default=1)
+    wifi.add_argument("--checkin", type=float, default=30.0, help="check-in interval, seconds")
     watch = sub.add_parser("cloud-watch", help="print what arrives on a (cloud) MQTT broker")
     watch.add_argument("--host", default="127.0.0.1")
     watch.add_argument("--port", type=int, default=1883)
@@ -122,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         from firmware_bridge.base_station.emulator import run_base_station  # noqa: PLC0415
 
         return run_base_station(args)
+    if args.command == "simulate" and args.device == "wifi-labels":
+        setup_logging("INFO")
+        from devices.simulators.wifi_labels import run_wifi_labels  # noqa: PLC0415
+
+        return run_wifi_labels(
+            args.host, args.port, args.prefix, args.count, args.seed, checkin_interval=args.checkin
+        )
     if args.command == "simulate":
         setup_logging("INFO")
         from devices.simulators.mqtt_device import run_simulated_device  # noqa: PLC0415

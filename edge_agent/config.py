@@ -181,6 +181,9 @@ class LabelsSection(_Section):
     max_attempts: int = Field(6, ge=1, le=50, description="Tries per tag update before tag.update_failed.")
     render_workers: int = Field(0, ge=0, le=64, description="Rendering processes; 0 = one per CPU core.")
     state_interval_s: float = Field(300.0, ge=5, description="A tag's state goes to the cloud at most this often.")
+    wifi_labels: bool = Field(
+        False, description="Also drive Wi-Fi labels on the in-store broker (needs local_broker.enabled)."
+    )
 
 
 class BaseStationSection(_Section):
@@ -203,6 +206,12 @@ class AgentConfig(_Section):
     base_stations: list[BaseStationSection] = Field(
         default_factory=list, description="Radio base stations of e-ink tags, one [[base_stations]] table each."
     )
+
+    @model_validator(mode="after")
+    def _wifi_labels_need_the_broker(self) -> AgentConfig:
+        if self.labels.wifi_labels and not self.local_broker.enabled:
+            raise ValueError("labels.wifi_labels needs local_broker.enabled = true")
+        return self
 
     @model_validator(mode="after")
     def _unique_station_names(self) -> AgentConfig:

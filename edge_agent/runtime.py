@@ -31,6 +31,7 @@ from cloud_link.topics import Topics
 from devices.labels.render import LabelContent
 from devices.labels.render_pool import RenderPool
 from devices.labels.updates import LabelService
+from devices.labels.wifi import add_wifi_labels
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent import __version__
 from edge_agent.commands_builtin import register_builtin_commands
@@ -162,7 +163,7 @@ class Agent:
             self.catalog = catalog = ProductCatalog(db)
             register_catalog_commands(registry, catalog)
             sink = _DeviceSink(self.bus, self.metrics)
-            if cfg.base_stations:
+            if cfg.base_stations or cfg.labels.wifi_labels:
                 self.renderer = RenderPool(cfg.labels.render_workers or None)
                 self.labels = LabelService(
                     db,
@@ -173,6 +174,13 @@ class Agent:
                 )
                 for station in cfg.base_stations:
                     self.labels.add_station(station.name, station.url, baudrate=station.baudrate)
+                if cfg.labels.wifi_labels:
+                    add_wifi_labels(
+                        self.labels,
+                        self._local_endpoint(f"edge-agent-{cfg.agent.store_id}-labels"),
+                        topic_prefix=cfg.local_broker.topic_prefix,
+                        on_bad_input=self.metrics.bad_input,
+                    )
                 connect_catalog(self.labels, catalog)
                 self.metrics.watch_labels(self.labels)
                 register_label_commands(registry, self.labels, catalog)
@@ -190,16 +198,7 @@ class Agent:
                 )
             if cfg.local_broker.enabled:
                 self.gateway = MqttDeviceGateway(
-                    Endpoint(
-                        host=cfg.local_broker.host,
-                        port=cfg.local_broker.port,
-                        client_id=f"edge-agent-{cfg.agent.store_id}-devices",
-                        keepalive=30,
-                        # Persistent: what devices publish while the agent restarts waits at the broker.
-                        session_expiry=86400,
-                        username=cfg.local_broker.username,
-                        password=read_secret(LOCAL_BROKER_PASSWORD, self._env) if cfg.local_broker.username else None,
-                    ),
+                    self._local_endpoint(f"edge-agent-{cfg.agent.store_id}-devices"),
                     sink,
                     topic_prefix=cfg.local_broker.topic_prefix,
                     max_message_bytes=cfg.local_broker.max_message_bytes,
@@ -301,6 +300,19 @@ class Agent:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    def _local_endpoint(self, client_id: str) -> Endpoint:
+        lb = self.config.local_broker
+        return Endpoint(
+            host=lb.host,
+            port=lb.port,
+            client_id=client_id,
+            keepalive=30,
+            # Persistent: what devices publish while the agent restarts waits at the broker.
+            session_expiry=86400,
+            username=lb.username,
+            password=read_secret(LOCAL_BROKER_PASSWORD, self._env) if lb.username else None,
+        )
 
     def _label_content(self, sku: str) -> LabelContent | None:
         product = self.catalog.get(sku) if self.catalog is not None else None

@@ -165,3 +165,34 @@ async def test_every_transfer_completes_pixel_exact_on_a_line_with_one_percent_f
             assert labels.registry.picture(t, rec.current_hash) == shown  # exactly what was rendered
         assert client.link.stats.retransmits > 0, "the faults were real"
         assert client.link.decoder.stats.crc_errors + client.link.decoder.stats.bad_frames > 0
+
+
+async def test_wifi_labels_through_the_running_agent(
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    from devices.simulators.wifi_labels import WifiLabelSimulator, wifi_label_mix
+
+    sim = WifiLabelSimulator(local_broker.host, local_broker.port, wifi_label_mix(2, seed=4), checkin_interval=0.5)
+    config = agent_config(
+        tmp_path / "data", cloud_broker, local_broker, labels={"wifi_labels": True}, commands={"max_payload_bytes": 100_000}
+    )
+    async with running_agent(config) as agent:
+        assert agent.labels is not None
+        labels = agent.labels
+        await asyncio.to_thread(sim.start)
+        try:
+            await wait_until(lambda: len(labels.registry.all()) == 2, timeout=30)
+            tags = sorted(r.tag_id for r in labels.registry.all())
+            subscriber.publish(COMMANDS, command("w1", "catalog.upsert", {"products": [product(i, "6.60") for i in range(2)]}))
+            subscriber.publish(
+                COMMANDS,
+                command("w2", "tag.pair", {"pairs": [{"tag_id": t, "sku": f"sku-{i:03d}"} for i, t in enumerate(tags)]}),
+            )
+            updated = await asyncio.to_thread(subscriber.wait_events, 2, 60, "tag.updated")
+            assert sorted(e["payload"]["tag_id"] for e in updated) == tags
+            for t in tags:
+                rec = labels.registry.get(t)
+                assert rec is not None and sim.hash(bytes.fromhex(t)).hex() == rec.current_hash
+                assert labels.registry.picture(t, rec.current_hash) == sim.picture(bytes.fromhex(t))
+        finally:
+            await asyncio.to_thread(sim.stop)
