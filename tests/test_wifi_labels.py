@@ -377,7 +377,9 @@ async def test_the_retained_picture_is_cleared_after_the_result(tmp_path: Path, 
         awake = [t for t in rig.tags if t != sleeper.hex()]
         await wait_until(lambda: all(rig.job(t) == ("confirmed", 1) for t in awake), timeout=60)
         await wait_until(lambda: station.stats.pictures_cleared == 2, timeout=10)
-        # Only the sleeper's picture waits at the broker, retained; the others were cleared.
+        # The broker holds the sleeper's picture (it acknowledged the publish) ...
+        await wait_until(lambda: (t := station.open_transfer(sleeper)) is not None and t.stored.done(), timeout=10)
+        # ... retained: only the sleeper's picture waits at the broker; the others were cleared.
         held = await asyncio.to_thread(retained_pictures, local_broker)
         assert list(held) == [sleeper.hex()]
         assert PictureMessage.from_bytes(held[sleeper.hex()]).hash == picture_hash(rig.expected_raw(sleeper.hex()))
@@ -390,7 +392,7 @@ async def test_the_retained_picture_is_cleared_after_the_result(tmp_path: Path, 
         assert await asyncio.to_thread(retained_pictures, local_broker) == {}
         # The labels saw the empty retained messages and ignored them.
         await wait_until(lambda: sim.counters().cleared_seen >= 3, timeout=5)
-        assert station.transfers_in_flight == 0
+        assert station.transfers_in_flight == 0 and station.open_transfer(sleeper) is None
 
 
 async def test_a_broker_restart_loses_no_picture(tmp_path: Path, local_broker: Broker) -> None:

@@ -33,6 +33,7 @@ import functools
 import itertools
 import json
 import logging
+import random
 import re
 import struct
 import zlib
@@ -310,7 +311,9 @@ class MqttLabelStation:
         self._by_tag: dict[bytes, int] = {}
         self._last_xfer: dict[bytes, int] = {}  # tag -> the transfer that ended last (to recognise stale results)
         self._pending_clear: set[bytes] = set()
-        self._xfer_ids = itertools.count(1)
+        # A random start: a result still queued for the previous agent run rarely names a new transfer (and
+        # when it does, the hash check decides).
+        self._xfer_ids = itertools.count(random.randrange(1, 0x10000))
         self._conn: MqttConnection | None = None
         self._generation = 0
         self._ready = asyncio.Event()
@@ -342,6 +345,11 @@ class MqttLabelStation:
     @property
     def transfers_in_flight(self) -> int:
         return len(self._transfers)
+
+    def open_transfer(self, tag: bytes) -> Transfer | None:
+        """The transfer to this label that waits for its result, if any (diagnostics, tests)."""
+        xfer = self._by_tag.get(tag)
+        return None if xfer is None else self._transfers[xfer].transfer
 
     async def sync(self) -> list[tuple[bytes, int, bytes]]:
         """Labels seen since start: (tag, type code, hash shown; zeros when none)."""
@@ -380,9 +388,12 @@ class MqttLabelStation:
         self._by_tag[tag] = xfer
         if raw_len is None:
             log.warning("wifi labels %s: picture for %s does not inflate; not sent", self.name, tag.hex())
-            self._finish(xfer, TransferOutcome(False, None, "bad_encoding"), clear=False)
+            # Clear what the replaced transfer left retained: nothing valid replaces it.
+            self._finish(xfer, TransferOutcome(False, None, "bad_encoding"), clear=previous is not None)
             return transfer
         self._pending_clear.discard(tag)
+        log.debug("wifi labels %s: transfer %d to %s, encoding %d, %d bytes", self.name, xfer, tag.hex(), encoding,
+                  len(message))
         self._publish_picture(active)
         return transfer
 
