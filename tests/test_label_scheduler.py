@@ -98,7 +98,7 @@ async def test_newer_content_replaces_older_queued_content_and_keeps_the_urgency
 
 
 async def test_due_jobs_come_by_priority_and_quiet_hours_hold_cosmetic_ones(service) -> None:
-    svc, db = service
+    svc, _ = service
     tags = [f"{i:016x}" for i in range(3)]
     await svc.request_update([tags[0]], PRIORITY_COSMETIC, "template")
     await svc.request_update([tags[1]], PRIORITY_PRICE, "price")
