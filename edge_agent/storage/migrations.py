@@ -139,6 +139,56 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX tag_jobs_by_state ON tag_jobs(state, priority, next_attempt_ms)",
         ),
     ),
+    Migration(
+        3,
+        "pickup codes, code attempts and lockouts, door audit log",
+        (
+            # Pickup codes (edge_agent.services.pickup_codes). The code itself is never stored: `code_mac`
+            # is the hex HMAC-SHA256 of the code under the store's key. state: live|used|cancelled|expired.
+            """CREATE TABLE pickup_codes (
+                order_id TEXT PRIMARY KEY,
+                code_mac TEXT NOT NULL UNIQUE,
+                state TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                expires_ms INTEGER NOT NULL,
+                used_ms INTEGER
+            )""",
+            "CREATE INDEX pickup_codes_by_expiry ON pickup_codes(state, expires_ms)",
+            # Every code typed at a terminal (ok 1 or 0), for the per-terminal and store-wide failure rates.
+            """CREATE TABLE code_attempts (
+                terminal TEXT NOT NULL,
+                ts_ms INTEGER NOT NULL,
+                ok INTEGER NOT NULL
+            )""",
+            "CREATE INDEX code_attempts_by_terminal ON code_attempts(terminal, ts_ms)",
+            "CREATE INDEX code_attempts_by_time ON code_attempts(ts_ms)",
+            # A terminal's lockout; kept after it ends so that the next one grows (`level`).
+            """CREATE TABLE code_lockouts (
+                terminal TEXT PRIMARY KEY,
+                until_ms INTEGER NOT NULL,
+                level INTEGER NOT NULL
+            )""",
+            # Every door opening (edge_agent.services.audit). kind: code|staff|remote|test|uncommanded;
+            # detail is canonical JSON; hash = sha256(prev_hash || canonical JSON of the row), genesis 64 zeros.
+            """CREATE TABLE audit_log (
+                seq INTEGER PRIMARY KEY,
+                ts_ms INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                compartment TEXT,
+                actor TEXT,
+                order_id TEXT,
+                detail TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            # Append-only through SQL; someone with the file can still drop these, which the hash chain
+            # (and the copy sent to the cloud as audit.door_opened) is there to catch.
+            """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+            """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
