@@ -159,3 +159,49 @@ def test_a_database_newer_than_the_agent_is_refused_with_exit_2(tmp_path: Path) 
     assert result.returncode == 2
     assert "refusing to start: database:" in result.stderr and "newer than this agent knows" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_with_a_base_station_and_rendering_still_stops_within_5s(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pty = tmp_path / "bs0"
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "simulate", "base-station", "--pty", str(pty), "--tags", "20",
+         "--checkin", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert emulator.stdout is not None
+        deadline = time.monotonic() + 20
+        while b"ready" not in emulator.stdout.readline() and time.monotonic() < deadline:
+            pass
+        port = free_port()
+        config = agent_config(tmp_path / "data", None, base_stations=[{"name": "bs1", "url": str(pty)}])
+        path = write_config(config, tmp_path / "agent.toml", port=port)
+        proc = start_agent(path)
+        try:
+            wait_http(port)
+            # Let the link come up and the check-ins flow (writes, events) before stopping.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                if 'edge_base_station_connected{station="bs1"} 1.0' in metrics:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError("the base station never connected")
+            time.sleep(1.0)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(10)
+            elapsed = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
+        assert elapsed < 5.0, elapsed
+    finally:
+        emulator.terminate()
+        emulator.wait(10)

@@ -15,10 +15,12 @@ from edge_agent.config import AgentConfig
 
 def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     """Enough TOML for our config: nested tables of strings, numbers and booleans."""
-    scalars, tables = [], []
+    scalars, tables, arrays = [], [], []
     for key, value in data.items():
         if isinstance(value, dict):
             tables.append((key, value))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            arrays.append((key, value))
         else:
             scalars.append(f"{key} = {json.dumps(value)}")
     out = ""
@@ -26,6 +28,9 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
         out += (f"[{prefix}]\n" if prefix else "") + "\n".join(scalars) + "\n\n"
     for key, value in tables:
         out += to_toml(value, f"{prefix}.{key}" if prefix else key)
+    for key, items in arrays:  # arrays of tables: [[key]]
+        for item in items:
+            out += f"[[{key}]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in item.items()) + "\n"
     return out
 
 
