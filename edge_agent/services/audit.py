@@ -1,0 +1,258 @@
+"""The door audit log: every door opening, of any kind, in an append-only, hash-chained table.
+
+Rows live in `audit_log` (migration 3). Triggers refuse UPDATE and DELETE through SQL. Against someone who
+has the file and drops the triggers, each row carries the hash of the one before it:
+
+    hash = sha256(prev_hash || canonical JSON of {seq, ts_ms, kind, compartment, actor, order_id, detail})
+
+with `prev_hash` of the first row the genesis value (64 zeros), `||` byte concatenation (the hex text of
+`prev_hash` in ASCII, then the JSON in UTF-8), and the canonical JSON `json.dumps(..., sort_keys=True,
+separators=(",", ":"), ensure_ascii=False)`. `detail` is itself stored as canonical JSON text, and it is
+that text which is hashed, so a verifier needs no JSON re-encoding to agree.
+
+`verify()` recomputes the chain and names the first row that is wrong (changed, missing, or with a prev_hash
+that does not match). What a local check cannot catch: a rewrite of a row *and every row after it*, or
+rows cut off the end. The copy of each row sent to the cloud (`audit.door_opened`, with its hash) covers
+those: the cloud holds hashes the store can no longer change.
+
+Appends go through the database's single writer: reading the last row and inserting the next happen in
+one transaction, so two appends can never chain onto the same row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO, get_args
+
+from cloud_link.ports import DurableStore
+from edge_agent.storage.database import DB_FILENAME
+from edge_agent.storage.writer import open_connection
+
+AuditKind = Literal["code", "staff", "remote", "test", "uncommanded"]
+AUDIT_KINDS: tuple[str, ...] = get_args(AuditKind)
+GENESIS_HASH = "0" * 64
+# Rows read per query while verifying: bounded memory whatever the size of the log.
+VERIFY_CHUNK = 1000
+TEXT_MAX = 200
+
+_Q_LAST = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+_Q_INSERT = (
+    "INSERT INTO audit_log(seq, ts_ms, kind, compartment, actor, order_id, detail, prev_hash, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_Q_AFTER = (
+    "SELECT seq, ts_ms, kind, compartment, actor, order_id, detail, prev_hash, hash "
+    "FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+
+
+class AuditError(Exception):
+    """An audit record could not be written (bad input); nothing was appended."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    ts_ms: int
+    kind: str
+    compartment: str | None
+    actor: str | None
+    order_id: str | None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_payload(self) -> dict[str, Any]:
+        """The record as a plain dict, e.g. the body of an `audit.door_opened` event."""
+        return {
+            "seq": self.seq,
+            "ts_ms": self.ts_ms,
+            "kind": self.kind,
+            "compartment": self.compartment,
+            "actor": self.actor,
+            "order_id": self.order_id,
+            "detail": self.detail,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    ok: bool
+    rows: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def row_hash(
+    prev_hash: str,
+    *,
+    seq: int,
+    ts_ms: int,
+    kind: str,
+    compartment: str | None,
+    actor: str | None,
+    order_id: str | None,
+    detail_json: str,
+) -> str:
+    """sha256(prev_hash || canonical JSON of the row's fields), as lowercase hex."""
+    body = canonical_json(
+        {
+            "seq": seq,
+            "ts_ms": ts_ms,
+            "kind": kind,
+            "compartment": compartment,
+            "actor": actor,
+            "order_id": order_id,
+            "detail": detail_json,
+        }
+    )
+    return hashlib.sha256(prev_hash.encode("ascii") + body.encode("utf-8")).hexdigest()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_text(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value) > TEXT_MAX:
+        raise AuditError(f"{name}: must be a non-empty string of at most {TEXT_MAX} characters, or None")
+
+
+def _row_to_record(row: tuple[Any, ...]) -> AuditRecord:
+    seq, ts_ms, kind, compartment, actor, order_id, detail, prev_hash, hash_ = row
+    return AuditRecord(seq, ts_ms, kind, compartment, actor, order_id, json.loads(detail), prev_hash, hash_)
+
+
+def _rows(conn: sqlite3.Connection, chunk: int = VERIFY_CHUNK) -> Iterator[tuple[Any, ...]]:
+    after = 0
+    while True:
+        rows = conn.execute(_Q_AFTER, (after, chunk)).fetchall()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]
+
+
+def verify_chain(conn: sqlite3.Connection) -> AuditVerification:
+    """Recompute the whole chain on `conn`; the first row found wrong is reported, the rest not read."""
+    expected_seq = 1
+    prev_hash = GENESIS_HASH
+    count = 0
+    for seq, ts_ms, kind, compartment, actor, order_id, detail, stored_prev, stored_hash in _rows(conn):
+        if seq != expected_seq:
+            missing = f"row {expected_seq} is" if seq == expected_seq + 1 else f"rows {expected_seq}-{seq - 1} are"
+            return AuditVerification(False, count, expected_seq, f"{missing} missing (next row present: {seq})")
+        if stored_prev != prev_hash:
+            return AuditVerification(False, count, seq, "prev_hash does not match the previous row's hash")
+        try:
+            computed = row_hash(
+                prev_hash, seq=seq, ts_ms=ts_ms, kind=kind, compartment=compartment, actor=actor,
+                order_id=order_id, detail_json=detail,
+            )
+        except (TypeError, ValueError, AttributeError) as exc:  # a column of the wrong type, written by hand
+            return AuditVerification(False, count, seq, f"row cannot be hashed: {exc}")
+        if computed != stored_hash:
+            return AuditVerification(False, count, seq, "hash does not match the row's content")
+        prev_hash = stored_hash
+        expected_seq += 1
+        count += 1
+    return AuditVerification(True, count)
+
+
+class AuditLog:
+    """Appends door openings to the hash chain and checks it."""
+
+    def __init__(self, db: DurableStore, *, clock: Callable[[], int] = _now_ms) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def append(
+        self,
+        kind: AuditKind,
+        *,
+        compartment: str | None,
+        actor: str | None,
+        order_id: str | None,
+        detail: dict[str, Any],
+    ) -> AuditRecord:
+        """Append one door opening; returns the record once it is durable. Raises AuditError on bad input."""
+        if kind not in AUDIT_KINDS:
+            raise AuditError(f"kind: must be one of {', '.join(AUDIT_KINDS)}, got {kind!r}")
+        _check_text("compartment", compartment)
+        _check_text("actor", actor)
+        _check_text("order_id", order_id)
+        if not isinstance(detail, dict):
+            raise AuditError("detail: must be a JSON object (dict)")
+        try:
+            detail_json = canonical_json(detail)
+        except (TypeError, ValueError) as exc:
+            raise AuditError(f"detail: not JSON-serialisable: {exc}") from exc
+        ts_ms = self._clock()
+
+        def insert(conn: sqlite3.Connection) -> AuditRecord:
+            last = conn.execute(_Q_LAST).fetchone()
+            seq, prev_hash = (1, GENESIS_HASH) if last is None else (int(last[0]) + 1, str(last[1]))
+            hash_ = row_hash(
+                prev_hash, seq=seq, ts_ms=ts_ms, kind=kind, compartment=compartment, actor=actor,
+                order_id=order_id, detail_json=detail_json,
+            )
+            conn.execute(_Q_INSERT, (seq, ts_ms, kind, compartment, actor, order_id, detail_json, prev_hash, hash_))
+            return AuditRecord(
+                seq, ts_ms, kind, compartment, actor, order_id, json.loads(detail_json), prev_hash, hash_
+            )
+
+        return await self._db.write(insert)
+
+    def records(self, after_seq: int = 0, limit: int = 100) -> list[AuditRecord]:
+        """Rows with seq > after_seq, oldest first, at most `limit` (capped at VERIFY_CHUNK)."""
+        limit = max(1, min(limit, VERIFY_CHUNK))
+        rows = self._db.read(lambda c: c.execute(_Q_AFTER, (after_seq, limit)).fetchall())
+        return [_row_to_record(r) for r in rows]
+
+    def verify(self) -> AuditVerification:
+        """Check the whole chain against the reader's snapshot (reads in chunks; long logs take a while)."""
+        return self._db.read(verify_chain)
+
+
+def audit_verify_main(data_dir: Path, *, out: TextIO | None = None) -> int:
+    """`edge-agent audit verify`: 0 when the chain is intact, 1 when broken (first bad seq printed), 2 on error.
+
+    Opens the database read-only, so it neither migrates nor takes the writer: safe while the agent runs.
+    """
+    stream = sys.stdout if out is None else out
+    path = Path(data_dir) / DB_FILENAME
+    if not path.is_file():
+        print(f"audit verify: no database at {path}", file=stream)
+        return 2
+    try:
+        conn = open_connection(path, readonly=True)
+        try:
+            result = verify_chain(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        print(f"audit verify: cannot read {path}: {exc}", file=stream)
+        return 2
+    if result.ok:
+        print(f"audit log intact: {result.rows} rows", file=stream)
+        return 0
+    print(
+        f"audit log BROKEN at seq {result.first_bad_seq}: {result.reason} ({result.rows} rows before it verified)",
+        file=stream,
+    )
+    return 1
