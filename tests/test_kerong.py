@@ -3,10 +3,22 @@ streams, and the driver (KerongBus, KerongBoard) against the lock-board emulator
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import time
+import tty
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devices.lockers.board import LockBoardError, LockState, UnlockOutcome, UnlockResult
+from devices.lockers.kerong import KerongBoard
+from firmware_bridge.base_station.pty_line import LineFaults, PtyPort
 from firmware_bridge.kerong import (
     MAX_BUFFER,
     Command,
@@ -20,6 +32,8 @@ from firmware_bridge.kerong import (
     masks,
     parse_reply,
 )
+from firmware_bridge.kerong_bus import KerongBus
+from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, Action, LockBoardEmulator, Person
 
 # -- byte vectors (docs/lock-boards.md) -----------------------------------------------------------
 
@@ -164,3 +178,201 @@ def test_decoder_never_crashes_on_garbage(garbage: bytes, replies_side: bool, ta
 def test_request_decoder_resyncs_after_a_false_start(request_: Request) -> None:
     decoder = FrameDecoder(replies=False)
     assert list(decoder.feed(b"\x02\x00\x31" + request_.to_bytes())) == [request_]
+
+
+# -- the driver against the emulator over a real pty ----------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path: Path, emulator: LockBoardEmulator, **bus_options: Any) -> AsyncIterator[KerongBus]:
+    """The emulator on a pty paced at 19200 baud, and a KerongBus that opened it with pyserial."""
+    path = tmp_path / "lockers0"
+    async with emulator.running(PtyPort(path, line_rate=DEFAULT_LINE_RATE)):
+        bus = KerongBus(str(path), reopen_interval_s=0.1, **bus_options)
+        async with bus.running(connect_timeout=5):
+            yield bus
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def read_until(board: KerongBoard, lock: int, predicate: Callable[[LockState], bool]) -> LockState:
+    async with asyncio.timeout(5):
+        while True:
+            state = await board.read(lock)
+            if predicate(state):
+                return state
+            await asyncio.sleep(0.05)
+
+
+async def test_read_all_reflects_doors_and_items(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator(1)
+    emulator.set_item(0, 1, True)
+    emulator.set_item(0, 16, True)
+    emulator.force_open(0, 9)
+    async with rig(tmp_path, emulator) as bus:
+        board = KerongBoard(bus, 0)
+        assert board.board_id == "kerong-0"
+        states = await board.read_all()
+        assert len(states) == 16
+        assert [s.locked for s in states] == [n != 9 for n in range(1, 17)]
+        assert [s.item for s in states] == [n in (1, 16) for n in range(1, 17)]
+        assert await board.read(16) == LockState(locked=True, item=True)
+        emulator.close_door(0, 9)
+        assert (await board.read(9)).locked
+        assert bus.stats.timeouts == 0
+        assert bus.stats.checksum_errors == 0
+
+
+async def test_unlock_opens_exactly_that_door_and_the_person_shows_in_later_reads(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator(1)
+    emulator.set_item(0, 5, True)
+    emulator.set_person(0, 5, Person(open_after_s=0.2, hold_s=0.6, action=Action.TAKE))
+    async with rig(tmp_path, emulator) as bus:
+        board = KerongBoard(bus, 0)
+        outcome = await board.unlock(5)
+        assert outcome.result == UnlockResult.OPENED
+        assert outcome.state == LockState(locked=False, item=True)
+        assert [r.lock for r in emulator.unlock_log] == [5]
+        await wait_until(lambda: emulator.door_open(0, 5))
+        assert (await board.read(5)).locked is False
+        final = await read_until(board, 5, lambda s: s.locked)  # the door closed and latched again
+        assert final == LockState(locked=True, item=False)  # the item was taken
+        assert not emulator.door_open(0, 5)
+        states = await board.read_all()
+        assert all(s.locked for s in states)
+        assert [emulator.unlock_count(0, n) for n in range(1, 17)] == [int(n == 5) for n in range(1, 17)]
+
+
+async def test_a_jammed_lock_gives_not_opened(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator(1)
+    emulator.set_jammed(0, 2, True)
+    async with rig(tmp_path, emulator) as bus:
+        outcome = await KerongBoard(bus, 0).unlock(2)
+        assert outcome.result == UnlockResult.NOT_OPENED
+        assert outcome.state is not None and outcome.state.locked
+        assert emulator.unlock_count(0, 2) == 1  # sent once, not retried
+
+
+async def test_an_unlock_whose_reply_is_lost_is_not_sent_again(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator(1, reply_loss=1.0, lose_only=frozenset({Command.UNLOCK}))
+    emulator.set_person(0, 7, Person(open_after_s=None))
+    async with rig(tmp_path, emulator) as bus:
+        outcome = await KerongBoard(bus, 0).unlock(7)
+        assert outcome.result == UnlockResult.OPENED  # learned from the status read
+        assert bus.stats.unlocks_unanswered == 1
+        assert bus.stats.timeouts == 1
+        assert len(emulator.unlock_log) == 1
+        # No status either: UNKNOWN, and still exactly one more unlock on the line.
+        emulator.set_reply_loss(1.0)
+        outcome = await KerongBoard(bus, 0).unlock(8)
+        assert outcome == UnlockOutcome(UnlockResult.UNKNOWN, None)
+        assert [(r.board, r.lock) for r in emulator.unlock_log] == [(0, 7), (0, 8)]
+
+
+async def test_reads_and_unlocks_through_corrupted_bytes_and_missing_replies(tmp_path: Path) -> None:
+    faults = LineFaults(corrupt=0.01, seed=3)
+    emulator = LockBoardEmulator([0, 1], faults=faults, reply_loss=0.1, seed=3)
+    for c in emulator.compartments.values():
+        c.person = Person(open_after_s=None)  # an unlocked door stays unlatched: the status read is definitive
+        c.item = (c.board + c.lock) % 3 == 0
+    async with rig(tmp_path, emulator, timeout_s=0.1, read_retries=5) as bus:
+        boards = [KerongBoard(bus, 0), KerongBoard(bus, 1)]
+        for _ in range(15):
+            for board in boards:
+                states = await board.read_all()
+                assert [s.item for s in states] == [(board.board_number + n) % 3 == 0 for n in range(1, 17)]
+        outcomes: dict[tuple[int, int], UnlockResult] = {}
+        for board in boards:
+            for lock in range(1, 17):
+                outcomes[board.board_number, lock] = (await board.unlock(lock)).result
+        for (b, lock), result in outcomes.items():
+            count = emulator.unlock_count(b, lock)
+            assert count <= 1, (b, lock)  # never sent twice for one call
+            if result == UnlockResult.OPENED:
+                assert count == 1 and not emulator.latched(b, lock)
+            elif result == UnlockResult.NOT_OPENED:
+                assert count == 0 and emulator.latched(b, lock)  # the request itself was damaged
+        assert sum(r != UnlockResult.UNKNOWN for r in outcomes.values()) >= 30
+        assert bus.stats.timeouts > 0 and bus.stats.retries > 0
+        assert faults.stats.corrupted > 0 and emulator.counters.replies_dropped > 0
+
+
+async def test_two_boards_on_one_bus_are_addressed_correctly(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator([0, 3])
+    emulator.set_item(3, 5, True)
+    emulator.force_open(0, 2)
+    async with rig(tmp_path, emulator, timeout_s=0.1, read_retries=1) as bus:
+        b0, b3 = KerongBoard(bus, 0), KerongBoard(bus, 3)
+        s0, s3 = await asyncio.gather(b0.read_all(), b3.read_all())  # concurrent callers share the bus
+        assert [s.locked for s in s0] == [n != 2 for n in range(1, 17)]
+        assert [s.item for s in s0] == [False] * 16
+        assert all(s.locked for s in s3)
+        assert [s.item for s in s3] == [n == 5 for n in range(1, 17)]
+        emulator.set_person(3, 1, Person(open_after_s=None))
+        assert (await b3.unlock(1)).result == UnlockResult.OPENED
+        assert [(r.board, r.lock) for r in emulator.unlock_log] == [(3, 1)]
+        assert emulator.latched(0, 1)
+        with pytest.raises(LockBoardError):
+            await KerongBoard(bus, 1).read_all()  # nobody answers for board 1
+        assert bus.stats.timeouts == 2
+        assert bus.stats.wrong_address == 0
+
+
+async def test_a_reply_for_another_board_is_counted_and_not_taken(tmp_path: Path) -> None:
+    # A misbehaving board on the line: the test plays it on a raw pty.
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    device = os.ttyname(slave)
+    bus = KerongBus(device, timeout_s=0.2, read_retries=0)
+    loop = asyncio.get_running_loop()
+    got = bytearray()
+    wrong = StatusReply(0x10, Command.READ_ALL, 0xFFFF, 0x0001).to_bytes()
+    right = StatusReply(0x00, Command.READ_ALL, 0xFFFE, 0x0000).to_bytes()
+
+    def answer() -> None:
+        with contextlib.suppress(BlockingIOError):
+            got.extend(os.read(master, 64))
+        if got.endswith(Request(Command.READ_ALL, 0).to_bytes()):
+            got.clear()
+            os.write(master, b"\x02\x55" + wrong + right[:4])  # garbage, another board, then ours in pieces
+            loop.call_later(0.02, os.write, master, right[4:])
+
+    loop.add_reader(master, answer)
+    try:
+        async with bus.running(connect_timeout=5):
+            status = await bus.read_status(0)
+            assert status == StatusReply.from_bytes(right)
+            assert bus.stats.wrong_address == 1
+            assert bus.stats.timeouts == 0
+    finally:
+        loop.remove_reader(master)
+        os.close(master)
+        os.close(slave)
+
+
+async def test_the_bus_reopens_the_port_after_an_unplug(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator(1)
+    async with rig(tmp_path, emulator, timeout_s=0.1, read_retries=1) as bus:
+        board = KerongBoard(bus, 0)
+        assert len(await board.read_all()) == 16
+        port = emulator.port
+        assert isinstance(port, PtyPort)
+        await port.unplug(0.3)
+        await wait_until(lambda: bus.stats.reconnects >= 1 and bus.connected)
+        assert len(await board.read_all()) == 16
+
+
+async def test_requests_keep_the_inter_frame_gap(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator(1)
+    async with rig(tmp_path, emulator, frame_gap_s=0.05) as bus:
+        emulator.set_person(0, 1, Person(open_after_s=None))
+        start = time.monotonic()
+        await bus.read_status(0)
+        await bus.unlock(0, 1)  # unlock, settle, status read: three exchanges with two gaps between
+        await bus.read_status(0)
+        assert time.monotonic() - start >= 3 * 0.05
