@@ -63,7 +63,7 @@ class BusStats:
     garbage_bytes: int = 0
     wrong_address: int = 0  # valid replies whose ADDR or CMD did not match the request
     stale_replies: int = 0  # valid replies that arrived while no request was waiting
-    unlocks_sent: int = 0
+    unlocks_sent: int = 0  # unlock commands handed to the port (one per call at most)
     unlocks_unanswered: int = 0
     reconnects: int = 0
     open_failures: int = 0
@@ -194,6 +194,8 @@ class KerongBus:
                 raise LinkClosedError("not connected")
             async with asyncio.timeout(self.timeout_s):
                 await port.write(request.to_bytes())
+                if request.command in (Command.UNLOCK, Command.UNLOCK_ALL):
+                    self.stats.unlocks_sent += 1
                 while True:
                     reply = await self._replies.get()
                     if reply.address == request.address and reply.command == request.command:
@@ -231,7 +233,6 @@ class KerongBus:
 
     async def _unlock(self, request: Request) -> UnlockReport:
         async with self._lock:
-            self.stats.unlocks_sent += 1
             reply = await self._exchange(request)  # never repeated, whatever happens
             if reply is None:
                 self.stats.unlocks_unanswered += 1
