@@ -219,6 +219,12 @@ class LockBoardEmulator:
         if close_after_s is not None:
             c.task = asyncio.get_running_loop().create_task(self._close_later(c, close_after_s))
 
+    async def unplug(self, seconds: float) -> None:
+        """The line goes away for `seconds` (a pty disappears, a TCP client is dropped), then comes back."""
+        if self.port is None:
+            raise ValueError("the emulator is not running")
+        await self.port.unplug(seconds)
+
     def close_door(self, board: int, lock: int) -> None:
         """Push the door shut now: the lock latches (unless it jammed open, which we do not model)."""
         c = self.compartment(board, lock)
@@ -398,6 +404,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop", type=_rate, default=0.0, help="per-byte rate of dropped bytes, both directions")
     parser.add_argument("--insert", type=_rate, default=0.0, help="per-byte rate of inserted bytes, both directions")
     parser.add_argument("--reply-loss", type=_rate, default=0.0, help="share of requests acted on but not answered")
+    parser.add_argument("--control-socket", metavar="PATH", help="unix socket taking test commands (see 'help')")
 
 
 def build(args: argparse.Namespace) -> LockBoardEmulator:
@@ -434,23 +441,34 @@ def run_lock_board(args: argparse.Namespace) -> int:
     else:
         port = PtyPort(args.pty or "/tmp/lockers0", line_rate=args.line_rate)  # noqa: S108 - a well-known demo path
     try:
-        asyncio.run(_main(emulator, port))
+        asyncio.run(_main(emulator, port, args.control_socket))
     except LineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _main(emulator: LockBoardEmulator, port: LinePort) -> None:
+async def _main(emulator: LockBoardEmulator, port: LinePort, control_socket: str | None) -> None:
+    # The control server imports this module (Person, Action): imported here, not at the top.
+    from firmware_bridge.kerong_control import LockControlServer  # noqa: PLC0415
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    control = LockControlServer(emulator, control_socket) if control_socket else None
     async with emulator.running(port):
         print(port.describe(), flush=True)
         print(f"boards {' '.join(map(str, emulator.boards))} locks {emulator.lock_count}", flush=True)
+        if control is not None:
+            await control.start()
+            print(f"control {control.path}", flush=True)
         print("ready", flush=True)
-        await stop.wait()
+        try:
+            await stop.wait()
+        finally:
+            if control is not None:
+                await control.close()
     log.info("lock-board emulator stopped")
 
 

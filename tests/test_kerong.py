@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
+import sys
 import time
 import tty
 from collections.abc import AsyncIterator, Callable
@@ -264,6 +267,7 @@ async def test_an_unlock_whose_reply_is_lost_is_not_sent_again(tmp_path: Path) -
         outcome = await KerongBoard(bus, 0).unlock(7)
         assert outcome.result == UnlockResult.OPENED  # learned from the status read
         assert bus.stats.unlocks_unanswered == 1
+        assert bus.stats.unlocks_sent == 1
         assert bus.stats.timeouts == 1
         assert len(emulator.unlock_log) == 1
         # No status either: UNKNOWN, and still exactly one more unlock on the line.
@@ -376,3 +380,64 @@ async def test_requests_keep_the_inter_frame_gap(tmp_path: Path) -> None:
         await bus.unlock(0, 1)  # unlock, settle, status read: three exchanges with two gaps between
         await bus.read_status(0)
         assert time.monotonic() - start >= 3 * 0.05
+
+
+async def test_unlock_all_releases_every_lock_of_that_board_once(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator([0, 1])
+    for c in emulator.compartments.values():
+        c.person = Person(open_after_s=None)
+    emulator.set_jammed(1, 4, True)
+    async with rig(tmp_path, emulator) as bus:
+        report = await bus.unlock_all(1)
+        assert report.answered and report.status is not None
+        assert [report.status.locked(n) for n in range(1, 17)] == [n == 4 for n in range(1, 17)]
+        assert [(r.board, r.lock, r.command) for r in emulator.unlock_log] == [
+            (1, n, Command.UNLOCK_ALL) for n in range(1, 17)
+        ]
+        assert all(emulator.latched(0, n) for n in range(1, 17))
+        assert bus.stats.unlocks_sent == 1
+
+
+async def control(path: Path, line: str) -> str:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    try:
+        writer.write(line.encode() + b"\n")
+        return (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
+    finally:
+        writer.close()
+
+
+async def test_the_emulator_as_its_own_process_with_its_control_socket(tmp_path: Path) -> None:
+    pty_path, socket_path = tmp_path / "lockers0", tmp_path / "control"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "firmware_bridge.kerong_emulator", "--pty", str(pty_path), "--boards", "2",
+        "--control-socket", str(socket_path), "--open-after", "0.2", "--hold", "0.4",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(10):
+            lines = []
+            while not lines or lines[-1] != "ready":
+                lines.append((await proc.stdout.readline()).decode().strip())
+        assert "boards 0 1 locks 16" in lines
+        bus = KerongBus(str(pty_path), timeout_s=0.2)
+        async with bus.running(connect_timeout=5):
+            board = KerongBoard(bus, 1)
+            assert await control(socket_path, "item 1 4 on") == "ok"
+            assert await control(socket_path, "force 1 3") == "ok"
+            states = await board.read_all()
+            assert (states[2].locked, states[3].item) == (False, True)
+            assert await control(socket_path, "close 1 3") == "ok"
+            assert await control(socket_path, "person 1 4 never 1 take") == "ok"
+            assert (await board.unlock(4)).result == UnlockResult.OPENED
+            assert await control(socket_path, "state 1 4") == "ok latched=0 door=0 item=1 jammed=0 unlocks=1"
+            assert await control(socket_path, "jam 1 5 on") == "ok"
+            assert (await board.unlock(5)).result == UnlockResult.NOT_OPENED
+            assert (await control(socket_path, "bogus")).startswith("error unknown command")
+            assert (await control(socket_path, "state 7 1")).startswith("error")
+            status = json.loads((await control(socket_path, "status")).removeprefix("ok "))
+            assert status["requests"] >= 4 and status["forced_opens"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
