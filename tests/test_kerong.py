@@ -417,7 +417,7 @@ async def test_the_emulator_as_its_own_process_with_its_control_socket(tmp_path:
     try:
         assert proc.stdout is not None
         async with asyncio.timeout(10):
-            lines = []
+            lines: list[str] = []
             while not lines or lines[-1] != "ready":
                 lines.append((await proc.stdout.readline()).decode().strip())
         assert "boards 0 1 locks 16" in lines
