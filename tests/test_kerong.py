@@ -164,17 +164,20 @@ def test_decoder_finds_replies_between_garbage(frames: list[LockReply | StatusRe
 
 
 @settings(max_examples=300)
-@given(st.binary(max_size=2000), st.booleans(), st.lists(requests, max_size=5))
-def test_decoder_never_crashes_on_garbage(garbage: bytes, replies_side: bool, tail: list[Request]) -> None:
+@given(st.binary(max_size=2000), st.booleans(), st.lists(requests, max_size=5), st.lists(replies, max_size=5))
+def test_decoder_never_crashes_on_garbage(
+    garbage: bytes, replies_side: bool, tail_requests: list[Request], tail_replies: list[LockReply | StatusReply]
+) -> None:
     decoder = FrameDecoder(replies=replies_side)
     for i in range(0, len(garbage), 37):
         for _ in decoder.feed(garbage[i : i + 37]):
             pass
         assert decoder.buffered <= MAX_BUFFER
-    if not replies_side:
-        # After any garbage and a few bytes of silence (no STX, no ETX), frames decode again.
-        list(decoder.feed(b"\x00" * 16))
-        assert list(decoder.feed(b"".join(r.to_bytes() for r in tail))) == tail
+    # After any garbage and a few bytes of silence (no STX), frames decode again.
+    list(decoder.feed(b"\x00" * 16))
+    tail: list[Request] | list[LockReply | StatusReply] = tail_replies if replies_side else tail_requests
+    assert list(decoder.feed(b"".join(f.to_bytes() for f in tail))) == tail
+    assert decoder.buffered == 0
 
 
 @given(requests)
@@ -309,7 +312,7 @@ async def test_two_boards_on_one_bus_are_addressed_correctly(tmp_path: Path) -> 
     emulator = LockBoardEmulator([0, 3])
     emulator.set_item(3, 5, True)
     emulator.force_open(0, 2)
-    async with rig(tmp_path, emulator, timeout_s=0.1, read_retries=1) as bus:
+    async with rig(tmp_path, emulator, read_retries=1) as bus:
         b0, b3 = KerongBoard(bus, 0), KerongBoard(bus, 3)
         s0, s3 = await asyncio.gather(b0.read_all(), b3.read_all())  # concurrent callers share the bus
         assert [s.locked for s in s0] == [n != 2 for n in range(1, 17)]
@@ -322,7 +325,7 @@ async def test_two_boards_on_one_bus_are_addressed_correctly(tmp_path: Path) -> 
         assert emulator.latched(0, 1)
         with pytest.raises(LockBoardError):
             await KerongBoard(bus, 1).read_all()  # nobody answers for board 1
-        assert bus.stats.timeouts == 2
+        assert bus.stats.timeouts >= 2  # both attempts for board 1
         assert bus.stats.wrong_address == 0
 
 
