@@ -15,7 +15,8 @@ These locks latch when the door is pushed shut: the hook reads 1 again once the 
 - 0x30 read one lock: the same 6-byte answer. 0x32 status: the 9-byte status. 0x33 unlock every lock of
   the board, answered with the 9-byte status (command 0x33) after the hooks released.
 - People are scripted per compartment (`set_person`) or drawn at random from a seeded RNG; a lock can be
-  jammed (an unlock has no effect); a door can be forced open without any command.
+  jammed (an unlock has no effect); a door can be forced open without any command (`force_open`, or at
+  random, `forced_per_hour` on average over the line, pushed shut again after a random hold time).
 - Fault knobs: per-byte corrupted / dropped / inserted bytes in both directions (LineFaults), and a rate
   of missing replies (the board acted on the request but its answer never came).
 
@@ -141,6 +142,7 @@ class LockBoardEmulator:
         never_opens: float = 0.0,
         answer_delay_s: float = DEFAULT_ANSWER_DELAY_S,
         lose_only: frozenset[Command] | None = None,
+        forced_per_hour: float = 0.0,
     ) -> None:
         numbers = list(range(boards)) if isinstance(boards, int) else list(boards)
         for number in numbers:
@@ -158,6 +160,9 @@ class LockBoardEmulator:
         self.open_after_s = open_after_s
         self.hold_s = hold_s
         self.never_opens = never_opens
+        if forced_per_hour < 0:
+            raise ValueError(f"forced_per_hour must not be negative, got {forced_per_hour}")
+        self.forced_per_hour = forced_per_hour
         self.answer_delay_s = answer_delay_s
         self.compartments: dict[tuple[int, int], Compartment] = {
             (b, n): Compartment(b, n) for b in numbers for n in range(1, lock_count + 1)
@@ -251,10 +256,10 @@ class LockBoardEmulator:
         try:
             await port.start()
             self._started.set()
-            while True:
-                transport = FaultyTransport(await port.connection(), self.faults)
-                self.counters.connections += 1
-                await self._serve(transport)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._serve_port(port), name="lock-board-serve")
+                if self.forced_per_hour:
+                    tg.create_task(self._vandals(), name="lock-board-forced-doors")
         finally:
             for c in self.compartments.values():
                 self._cancel_person(c)
@@ -273,6 +278,22 @@ class LockBoardEmulator:
             yield self
         finally:
             await cancel_and_wait(task)
+
+    async def _serve_port(self, port: LinePort) -> None:
+        while True:
+            transport = FaultyTransport(await port.connection(), self.faults)
+            self.counters.connections += 1
+            await self._serve(transport)
+
+    async def _vandals(self) -> None:
+        """Doors forced open without a command, `forced_per_hour` on average over the whole line."""
+        while True:
+            await asyncio.sleep(self.rng.expovariate(self.forced_per_hour / 3600.0))
+            latched = [c for c in self.compartments.values() if c.latched and not c.door_open]
+            if latched:
+                c = self.rng.choice(latched)
+                log.info("lock-board emulator: door of board %d lock %d forced open", c.board, c.lock)
+                self.force_open(c.board, c.lock, close_after_s=self.rng.uniform(*self.hold_s))
 
     async def _serve(self, transport: FaultyTransport) -> None:
         self.decoder.reset()
@@ -399,6 +420,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--open-after", type=_positive, default=4.0, help="people open within this many s (default 4)")
     parser.add_argument("--hold", type=_positive, default=6.0, help="and close within this many s later (default 6)")
     parser.add_argument("--never-opens", type=_rate, default=0.0, help="share of unlocks nobody opens the door after")
+    parser.add_argument(
+        "--forced-per-hour", type=float, default=0.0, help="doors forced open without a command, per hour (default 0)"
+    )
     parser.add_argument("--jammed", type=_rate, default=0.0, help="share of locks jammed at start")
     parser.add_argument("--corrupt", type=_rate, default=0.0, help="per-byte rate of flipped bits, both directions")
     parser.add_argument("--drop", type=_rate, default=0.0, help="per-byte rate of dropped bytes, both directions")
@@ -420,6 +444,7 @@ def build(args: argparse.Namespace) -> LockBoardEmulator:
         open_after_s=(args.open_after / 4, args.open_after),
         hold_s=(args.hold / 4, args.hold),
         never_opens=args.never_opens,
+        forced_per_hour=args.forced_per_hour,
     )
     setup = random.Random(args.seed + 1)
     for c in emulator.compartments.values():

@@ -444,3 +444,13 @@ async def test_the_emulator_as_its_own_process_with_its_control_socket(tmp_path:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_random_forced_doors_show_in_reads_without_any_unlock(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator(1, forced_per_hour=3600 * 20, hold_s=(0.5, 1.0))
+    async with rig(tmp_path, emulator) as bus:
+        board = KerongBoard(bus, 0)
+        await wait_until(lambda: emulator.counters.forced_opens >= 1)
+        states = await board.read_all()
+        assert any(not s.locked for s in states)
+        assert emulator.unlock_log == []
