@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from devices.lockers.board import LockBoardError, LockState, UnlockOutcome, UnlockResult
 from devices.lockers.kerong import KerongBoard
-from firmware_bridge.base_station.pty_line import LineFaults, PtyPort
+from firmware_bridge.base_station.pty_line import LineFaults, PtyPort, TcpPort
 from firmware_bridge.kerong import (
     MAX_BUFFER,
     Command,
@@ -454,3 +454,15 @@ async def test_random_forced_doors_show_in_reads_without_any_unlock(tmp_path: Pa
         states = await board.read_all()
         assert any(not s.locked for s in states)
         assert emulator.unlock_log == []
+
+
+async def test_the_bus_over_tcp_as_through_ser2net() -> None:
+    emulator = LockBoardEmulator(1)
+    emulator.set_item(0, 2, True)
+    port = TcpPort("127.0.0.1", 0, line_rate=DEFAULT_LINE_RATE)
+    async with emulator.running(port):
+        host, number = port.address
+        bus = KerongBus(f"socket://{host}:{number}", reopen_interval_s=0.1)
+        async with bus.running(connect_timeout=5):
+            states = await KerongBoard(bus, 0).read_all()
+            assert [s.item for s in states] == [n == 2 for n in range(1, 17)]
