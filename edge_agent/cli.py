@@ -47,6 +47,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     bs = sim_sub.add_parser("base-station", help="a radio base station with simulated e-ink tags, on a pty or TCP")
     add_base_station_arguments(bs)
+    from firmware_bridge.kerong_emulator import add_arguments as add_lock_board_arguments  # noqa: PLC0415
+
+    lb = sim_sub.add_parser("lock-board", help="Kerong RS485 lock boards with simulated people, on a pty or TCP")
+    add_lock_board_arguments(lb)
     wifi = sim_sub.add_parser("wifi-labels", help="Wi-Fi e-ink labels on the in-store broker")
     wifi.add_argument("--host", default="127.0.0.1")
     wifi.add_argument("--port", type=int, default=1883)
@@ -129,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         from firmware_bridge.base_station.emulator import run_base_station  # noqa: PLC0415
 
         return run_base_station(args)
+    if args.command == "simulate" and args.device == "lock-board":
+        setup_logging("INFO")
+        from firmware_bridge.kerong_emulator import run_lock_board  # noqa: PLC0415
+
+        return run_lock_board(args)
     if args.command == "simulate" and args.device == "wifi-labels":
         setup_logging("INFO")
         from devices.simulators.wifi_labels import run_wifi_labels  # noqa: PLC0415
