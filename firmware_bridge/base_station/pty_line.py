@@ -464,7 +464,7 @@ class PtyPort:
             raise LineError(f"cannot create the symlink {self.path}: {exc}") from None
         self.transport = transport
         self._plugged.set()
-        log.info("base-station emulator on %s -> %s", self.path, transport.device)
+        log.info("emulator pty %s -> %s", self.path, transport.device)
 
     def _remove_symlink(self, device: str) -> None:
         with contextlib.suppress(OSError):
