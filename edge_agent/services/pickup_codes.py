@@ -303,6 +303,24 @@ class PickupCodes:
         ).fetchone())
         return None if row is None else str(row[0])
 
+    async def purge_dead(self, older_than_ms: int) -> int:
+        """Delete used, cancelled and expired codes whose order ended before `older_than_ms` (by used_ms,
+        else expires_ms), keeping the table bounded; returns how many rows went. Live codes are never touched."""
+        return await self._db.write(lambda c: c.execute(
+            "DELETE FROM pickup_codes WHERE state != 'live' AND COALESCE(used_ms, expires_ms) < ?", (older_than_ms,)
+        ).rowcount)
+
+    def lockout_seconds_left(self, terminal: str) -> int:
+        """Seconds until `terminal` may try a code again (0 when it is not locked out), for the locker screen."""
+        row = self._db.read(lambda c: c.execute(
+            "SELECT until_ms FROM code_lockouts WHERE terminal = ?", (terminal,)
+        ).fetchone())
+        if row is None:
+            return 0
+        now = self._clock()
+        until = min(int(row[0]), now + self.policy.max_lockout_ms)
+        return max(0, math.ceil((until - now) / 1000))
+
     # -- checking -------------------------------------------------------------------------------
 
     async def verify(self, terminal: str, code: str, *, consume: bool = False) -> VerifyOutcome:
