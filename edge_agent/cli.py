@@ -58,6 +58,12 @@ def _build_parser() -> argparse.ArgumentParser:
     wifi.add_argument("--count", type=int, default=10, help="number of labels")
     wifi.add_argument("--seed", type=int, default=1)
     wifi.add_argument("--checkin", type=float, default=30.0, help="check-in interval, seconds")
+    audit = sub.add_parser("audit", help="the door-opening audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the audit log's hash chain; exit 1 if it is broken")
+    verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"default {DEFAULT_CONFIG_PATH}")
+    verify.add_argument("--data-dir", type=Path, default=None, help="the agent's data directory (else from config)")
+
     watch = sub.add_parser("cloud-watch", help="print what arrives on a (cloud) MQTT broker")
     watch.add_argument("--host", default="127.0.0.1")
     watch.add_argument("--port", type=int, default=1883)
@@ -158,6 +164,18 @@ def main(argv: list[str] | None = None) -> int:
             count=args.count,
             bad_every=args.bad_every,
         )
+    if args.command == "audit":
+        from edge_agent.services.audit import audit_verify_main  # noqa: PLC0415
+
+        data_dir = args.data_dir
+        if data_dir is None:
+            try:
+                data_dir = load_config(args.config).agent.data_dir
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    print(problem, file=sys.stderr)
+                return EXIT_BAD_CONFIG
+        return audit_verify_main(data_dir)
     if args.command == "cloud-watch":
         from edge_agent.cloud_watch import run_cloud_watch  # noqa: PLC0415
 

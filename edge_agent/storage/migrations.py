@@ -189,6 +189,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
         ),
     ),
+    Migration(
+        4,
+        "locker door operations",
+        (
+            # One row per door opening attempt (edge_agent.services.doors). The intent is committed
+            # before the unlock frame is sent; `attempt` is unique, so one load or collect attempt can
+            # never open its door twice, also across a crash. state: intent|opened|not_opened|unknown.
+            """CREATE TABLE door_ops (
+                op_id TEXT PRIMARY KEY,
+                compartment TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                attempt TEXT NOT NULL UNIQUE,
+                order_id TEXT,
+                actor TEXT,
+                state TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                finished_ms INTEGER
+            )""",
+            "CREATE INDEX door_ops_by_compartment ON door_ops(compartment, created_ms)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

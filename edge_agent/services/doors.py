@@ -1,0 +1,144 @@
+"""Opening locker doors: at most once per attempt, whatever crashes in between, and always audited.
+
+Every opening (a customer's code, staff loading or retrieving, a remote command, a technician's test)
+is an *attempt* with its own id. Before the unlock frame is sent, an intent row keyed by the attempt id
+is committed (fsync'd); the unique key means a second opening for the same attempt is refused, also
+after a restart. After the board answered, the outcome is recorded and the opening goes into the
+hash-chained audit log. An intent found without an outcome at start-up (the agent died between the two)
+is marked `unknown` and never sent again: the door sensors, read at start-up, tell what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cloud_link.ports import DurableStore
+from devices.lockers.board import LockBoard, LockBoardError, UnlockOutcome, UnlockResult
+
+log = logging.getLogger(__name__)
+
+PURPOSES = ("code", "staff", "remote", "test")
+
+
+class DoorAlreadyOpenedError(Exception):
+    """This attempt already opened (or tried to open) its door once."""
+
+    def __init__(self, attempt: str) -> None:
+        super().__init__(f"attempt {attempt} already opened its door once; a new attempt is needed")
+        self.attempt = attempt
+
+
+class AuditSink(Protocol):
+    async def append(
+        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any]
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Compartment:
+    id: str
+    board: str
+    lock: int
+
+
+@dataclass(frozen=True)
+class DoorOpening:
+    op_id: str
+    attempt: str
+    compartment: str
+    outcome: UnlockOutcome
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class DoorOpener:
+    def __init__(self, store: DurableStore, boards: Mapping[str, LockBoard], audit: AuditSink) -> None:
+        self._store = store
+        self._boards = boards
+        self._audit = audit
+
+    async def recover(self) -> list[str]:
+        """At start-up: intents without an outcome become `unknown` (never re-sent); returns their ids."""
+
+        def job(conn: sqlite3.Connection) -> list[str]:
+            rows = [r[0] for r in conn.execute("SELECT op_id FROM door_ops WHERE state = 'intent'")]
+            conn.execute(
+                "UPDATE door_ops SET state = 'unknown', finished_ms = ? WHERE state = 'intent'", (_now_ms(),)
+            )
+            return rows
+
+        interrupted = await self._store.write(job)
+        for op_id in interrupted:
+            log.warning("door operation %s was interrupted by a restart: not repeated; sensors decide", op_id)
+        return interrupted
+
+    async def open(
+        self,
+        compartment: Compartment,
+        *,
+        purpose: str,
+        attempt: str,
+        actor: str | None,
+        order_id: str | None = None,
+    ) -> DoorOpening:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown purpose {purpose!r}")
+        board = self._boards.get(compartment.board)
+        if board is None:
+            raise LockBoardError(f"compartment {compartment.id}: no board {compartment.board!r}")
+        op_id = str(uuid.uuid4())
+        created = _now_ms()
+
+        def intent(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO door_ops(op_id, compartment, purpose, attempt, order_id, actor, state, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'intent', ?)",
+                    (op_id, compartment.id, purpose, attempt, order_id, actor, created),
+                )
+            except sqlite3.IntegrityError:
+                raise DoorAlreadyOpenedError(attempt) from None
+
+        # Durable before the frame goes out: after a crash from here on, this attempt never opens again.
+        await self._store.write(intent)
+        try:
+            outcome = await board.unlock(compartment.lock)
+        except LockBoardError as exc:
+            log.error("unlocking %s failed: %s", compartment.id, exc)
+            outcome = UnlockOutcome(UnlockResult.UNKNOWN, None)
+        state = {"opened": "opened", "not_opened": "not_opened", "unknown": "unknown"}[outcome.result.value]
+        await self._store.write(
+            lambda c: c.execute(
+                "UPDATE door_ops SET state = ?, finished_ms = ? WHERE op_id = ?", (state, _now_ms(), op_id)
+            )
+        )
+        if outcome.result is not UnlockResult.NOT_OPENED:
+            # Opened, or perhaps opened: either way it is an opening to account for.
+            await self._audit.append(
+                purpose,
+                compartment=compartment.id,
+                actor=actor,
+                order_id=order_id,
+                detail={"op_id": op_id, "attempt": attempt, "result": outcome.result.value},
+            )
+        return DoorOpening(op_id, attempt, compartment.id, outcome)
+
+    def attempts(self, compartment: str) -> list[tuple[str, str, str]]:
+        """(attempt, purpose, state) of a compartment's door operations, oldest first."""
+        return self._store.read(
+            lambda c: [
+                (str(r[0]), str(r[1]), str(r[2]))
+                for r in c.execute(
+                    "SELECT attempt, purpose, state FROM door_ops WHERE compartment = ? ORDER BY created_ms",
+                    (compartment,),
+                )
+            ]
+        )
