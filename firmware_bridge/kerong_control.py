@@ -19,14 +19,13 @@ the demo and technician training. One command per line, one answer per line: `ok
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from collections.abc import Coroutine
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
+from firmware_bridge.emulator_support import LineControlServer
 from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
 
 CONTROL_HELP = (
@@ -49,47 +48,10 @@ CONTROL_ARGS: dict[str, tuple[int, int]] = {  # command: (fewest, most) argument
 }
 
 
-class LockControlServer:
+class LockControlServer(LineControlServer):
     def __init__(self, emulator: LockBoardEmulator, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
         self.emulator = emulator
-        self.path = Path(path)
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(self._client, str(self.path))
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        for task in self._tasks:
-            task.cancel()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                answer = self.execute(line.decode("utf-8", "replace").strip())
-                writer.write(answer.encode() + b"\n")
-                await writer.drain()
-        except (OSError, ValueError):
-            pass  # the client went away, or sent a line longer than the stream limit
-        finally:
-            writer.close()
-
-    def execute(self, line: str) -> str:
-        words = line.split()
-        if not words:
-            return "error empty command"
-        try:
-            return self._execute(words[0].lower(), words[1:])
-        except ValueError as exc:
-            return f"error {exc}"
 
     def _execute(self, command: str, args: list[str]) -> str:
         emu = self.emulator

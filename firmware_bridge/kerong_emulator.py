@@ -32,7 +32,6 @@ import contextlib
 import enum
 import logging
 import random
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -41,13 +40,11 @@ from dataclasses import dataclass, field
 from firmware_bridge.base_station.link import LinkClosedError
 from firmware_bridge.base_station.pty_line import (
     FaultyTransport,
-    LineError,
     LineFaults,
     LinePort,
-    PtyPort,
-    TcpPort,
     cancel_and_wait,
 )
+from firmware_bridge.emulator_support import open_port, run_emulator
 from firmware_bridge.kerong import (
     BOARDS,
     LOCKS_PER_BOARD,
@@ -460,41 +457,19 @@ def run_lock_board(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    port: LinePort
-    if args.tcp is not None:
-        port = TcpPort(*args.tcp, line_rate=args.line_rate)
-    else:
-        port = PtyPort(args.pty or "/tmp/lockers0", line_rate=args.line_rate)  # noqa: S108 - a well-known demo path
-    try:
-        asyncio.run(_main(emulator, port, args.control_socket))
-    except LineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _main(emulator: LockBoardEmulator, port: LinePort, control_socket: str | None) -> None:
     # The control server imports this module (Person, Action): imported here, not at the top.
     from firmware_bridge.kerong_control import LockControlServer  # noqa: PLC0415
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    control = LockControlServer(emulator, control_socket) if control_socket else None
-    async with emulator.running(port):
-        print(port.describe(), flush=True)
-        print(f"boards {' '.join(map(str, emulator.boards))} locks {emulator.lock_count}", flush=True)
-        if control is not None:
-            await control.start()
-            print(f"control {control.path}", flush=True)
-        print("ready", flush=True)
-        try:
-            await stop.wait()
-        finally:
-            if control is not None:
-                await control.close()
+    port = open_port(args, "/tmp/lockers0")  # noqa: S108 - a well-known demo path
+    control = LockControlServer(emulator, args.control_socket) if args.control_socket else None
+    code = run_emulator(
+        emulator.running,
+        port,
+        lambda: [f"boards {' '.join(map(str, emulator.boards))} locks {emulator.lock_count}"],
+        control,
+    )
     log.info("lock-board emulator stopped")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

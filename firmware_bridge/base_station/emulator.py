@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import random
-import signal
 import struct
 import sys
 import time
@@ -81,11 +80,8 @@ from firmware_bridge.base_station.messages import (
 from firmware_bridge.base_station.pty_line import (
     DEFAULT_LINE_RATE,
     FaultyTransport,
-    LineError,
     LineFaults,
     LinePort,
-    PtyPort,
-    TcpPort,
     cancel_and_wait,
 )
 from firmware_bridge.base_station.sim_tags import (
@@ -96,6 +92,7 @@ from firmware_bridge.base_station.sim_tags import (
     TagSpec,
     mixed,
 )
+from firmware_bridge.emulator_support import open_port, run_emulator
 from firmware_bridge.picture import PictureError, decode_picture, picture_hash
 from firmware_bridge.tag_types import TagType
 
@@ -937,38 +934,11 @@ def run_base_station(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    port: LinePort
-    if args.tcp is not None:
-        port = TcpPort(*args.tcp, line_rate=args.line_rate)
-    else:
-        port = PtyPort(args.pty or "/tmp/bs0", line_rate=args.line_rate)  # noqa: S108 - a well-known demo path
-    try:
-        asyncio.run(_main(emulator, port, args.control_socket))
-    except LineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _main(emulator: BaseStationEmulator, port: LinePort, control_socket: str | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    control = ControlServer(emulator, control_socket) if control_socket else None
-    async with emulator.running(port):
-        print(port.describe(), flush=True)
-        print(f"tags {len(emulator.tags)}", flush=True)
-        if control is not None:
-            await control.start()
-            print(f"control {control.path}", flush=True)
-        print("ready", flush=True)
-        try:
-            await stop.wait()
-        finally:
-            if control is not None:
-                await control.close()
+    port = open_port(args, "/tmp/bs0")  # noqa: S108 - a well-known demo path
+    control = ControlServer(emulator, args.control_socket) if args.control_socket else None
+    code = run_emulator(emulator.running, port, lambda: [f"tags {len(emulator.tags)}"], control)
     log.info("base-station emulator stopped")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
