@@ -210,6 +210,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX door_ops_by_compartment ON door_ops(compartment, created_ms)",
         ),
     ),
+    Migration(
+        5,
+        "locker compartments and pickups",
+        (
+            # Compartments of the pickup lockers (edge_agent.services.lockers): where each lock is, its
+            # size (S|M|L) and its place in the bank for the screen's message. `enabled` 0 = out of
+            # service, `oos_reason` says why (jammed, unexpected item, staff).
+            """CREATE TABLE compartments (
+                id TEXT PRIMARY KEY,
+                bank TEXT NOT NULL,
+                board_id TEXT NOT NULL,
+                lock INTEGER NOT NULL,
+                size TEXT NOT NULL,
+                row INTEGER NOT NULL,
+                col INTEGER NOT NULL,
+                enabled INTEGER NOT NULL DEFAULT 1,
+                oos_reason TEXT,
+                UNIQUE (board_id, lock)
+            )""",
+            # Pickup orders. state: created|loading|ready|collected|cancelled|expired|retrieval;
+            # code_issued_by: agent|cloud (the code itself lives only as an HMAC in pickup_codes).
+            """CREATE TABLE pickups (
+                order_id TEXT PRIMARY KEY,
+                size TEXT NOT NULL,
+                state TEXT NOT NULL,
+                compartment TEXT,
+                code_issued_by TEXT NOT NULL,
+                hold_until_ms INTEGER NOT NULL,
+                reminder_sent INTEGER NOT NULL DEFAULT 0,
+                created_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX pickups_by_state ON pickups(state, hold_until_ms)",
+            "CREATE INDEX pickups_by_compartment ON pickups(compartment, state)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
