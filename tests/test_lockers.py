@@ -444,3 +444,64 @@ async def test_recover_reports_differences_with_the_database(rig: Rig) -> None:
     assert len(r.sink.of("alarm.state_mismatch")) == 3
     assert svc.compartment("A-02").enabled is False  # not loaded into until staff checked it
     assert len(r.emulator.unlock_log) == 1  # recover opened nothing
+
+
+async def test_jam_during_a_collect_keeps_the_pickup_and_its_code(rig: Rig) -> None:
+    r = rig
+    r.person("A-01", PLACE)
+    code, comp = await load(r, "o-jc")
+    r.emulator.set_jammed(0, 1, True)
+    assert (await r.svc.collect("terminal-A", code)).status is CollectStatus.OK
+    (jam,) = await r.sink.wait("alarm.lock_jammed")
+    assert jam["compartment"] == comp and jam["during"] == "collect"
+    await r.svc.wait_idle()
+    p = r.svc.pickup("o-jc")
+    assert p is not None and p.state == "ready"
+    unavailable = await r.svc.collect("terminal-A", code)
+    assert unavailable.status is CollectStatus.UNAVAILABLE
+    assert r.unlocks(comp) == 2  # the load and the jammed collect: nothing sent while out of service
+    assert r.sink.of("pickup.collected") == [] and r.sink.of("pickup.not_collected") == []
+
+
+async def test_store_wide_guessing_raises_an_alarm(rig: Rig) -> None:
+    r = rig
+    for terminal in ("t-1", "t-2", "t-3"):
+        for i in range(10):
+            assert (await r.svc.collect(terminal, f"5{i:07d}")).status is CollectStatus.WRONG
+    (alarm,) = r.sink.of("alarm.code_guessing")
+    assert alarm["failures"] == 30 and alarm["terminals"] == ["t-1", "t-2", "t-3"]
+
+
+async def test_restart_after_the_door_closed_but_before_the_collect_was_recorded(rig: Rig) -> None:
+    r = rig
+    r.person("A-01", PLACE)
+    code, comp = await load(r, "o-rc")
+    r.person(comp, TAKE)
+    assert (await r.svc.collect("terminal-A", code)).status is CollectStatus.OK
+    await r.svc.close()  # the agent dies; the customer takes the parcel and closes the door meanwhile
+    await wait_until(lambda: r.emulator.latched(0, 1) and not r.emulator.item(0, 1))
+    r.db.close()
+    svc = r.new_service()
+    assert await svc.recover() == []
+    assert r.sink.of("pickup.collected") == [{"order_id": "o-rc", "compartment": comp}]
+    assert (await svc.collect("terminal-A", code)).status is CollectStatus.WRONG  # dead
+    assert r.unlocks(comp) == 2
+
+
+async def test_restart_during_a_load_finishes_it_with_a_fresh_code(rig: Rig) -> None:
+    r = rig
+    r.person("A-01", Person(open_after_s=0.1, hold_s=0.6, action=Action.PLACE))
+    first = await r.svc.create_pickup("o-rl", "S", T0 + DAY_MS * 7)
+    await r.svc.start_load("o-rl", "staff-1")
+    await r.svc.close()  # the agent dies with the door about to open
+    await wait_until(lambda: r.emulator.latched(0, 1) and r.emulator.item(0, 1))
+    r.db.close()
+    svc = r.new_service()
+    assert await svc.recover() == []
+    (ready,) = r.sink.of("pickup.ready")
+    assert ready["compartment"] == "A-01" and ready["code"] != first  # the first code was never sent
+    assert (await svc.collect("terminal-A", first or "")).status is CollectStatus.WRONG
+    r.person("A-01", TAKE)
+    assert (await svc.collect("terminal-A", ready["code"])).status is CollectStatus.OK
+    await r.sink.wait("pickup.collected")
+    assert r.unlocks("A-01") == 2

@@ -11,6 +11,8 @@ Issue 4, parts 3, 5 and 6 (DESIGN.md section 7):
   `pickup.not_collected` and the pickup stays ready with its code valid. `tick` sends `pickup.reminder`
   24 h before the hold ends and `pickup.expired` after it (the pickup then waits for staff: `retrieval`).
 - Every door opening goes through DoorOpener (once per attempt, durable intent, audited).
+- `alarm.code_guessing` when PickupCodes sees unusual failure rates store-wide (unless the caller set its own
+  hook).
 - Alarms (`run`, every `poll_s`): a door open with no opening in progress is `alarm.door_forced` and an
   `uncommanded` audit row, once per incident; a door open longer than `door_open_alarm_s` is
   `alarm.door_left_open`, once per incident; an opening whose lock is still latched after `jam_s` puts the
@@ -42,7 +44,7 @@ from cloud_link.ports import DurableStore
 from devices.lockers.board import LockBoard, LockBoardError, LockState, UnlockResult
 from edge_agent.services.doors import Compartment as DoorCompartment
 from edge_agent.services.doors import DoorAlreadyOpenedError, DoorOpener
-from edge_agent.services.pickup_codes import PickupCodeError, PickupCodes, VerifyStatus
+from edge_agent.services.pickup_codes import GuessingAlarm, PickupCodeError, PickupCodes, VerifyStatus
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +222,14 @@ class LockerService:
         self._commanded: set[str] = set()  # opened by us; cleared once the alarm loop sees the door latched
         self._codes_to_send: dict[str, str] = {}  # agent-issued codes until pickup.ready carries them
         self._tasks: set[asyncio.Task[None]] = set()
+        if codes.on_alarm is None:
+            codes.on_alarm = self._guessing
+
+    async def _guessing(self, alarm: GuessingAlarm) -> None:
+        await self._publish(
+            "alarm.code_guessing",
+            {"failures": alarm.failures, "window_s": alarm.window_s, "terminals": list(alarm.terminals)},
+        )
 
     # -- compartments ---------------------------------------------------------------------------
 
@@ -550,7 +560,7 @@ class LockerService:
             log.warning("compartment %s: door not closed within the collect time for order %s", spec.id,
                         opening.order_id)
             return  # still ready; the alarm loop reports the open door
-        if closed.item is not False:
+        if closed.item:  # None (no item sensor): the closed door ends the collect
             pickup = self.pickup(opening.order_id)
             if pickup is not None and pickup.state == "ready":
                 await self._publish("pickup.not_collected", {"order_id": opening.order_id, "compartment": spec.id})
@@ -736,6 +746,11 @@ class LockerService:
             if not state.locked:
                 mismatch("ready, door closed", pickup.order_id)
                 self._spawn(_Opening("collect", pickup.order_id, spec, "resumed", resumed=True), True)
+            elif state.item is False and self._collect_attempted(pickup.order_id):
+                # The agent stopped between the customer closing the door and recording the collect.
+                await self._codes.consume(pickup.order_id)
+                if await self._set_state(pickup.order_id, "collected", spec.id, only_from="ready"):
+                    await self._publish("pickup.collected", {"order_id": pickup.order_id, "compartment": spec.id})
             elif state.item is False:
                 mismatch("ready, item inside", pickup.order_id)
             return out
@@ -743,6 +758,17 @@ class LockerService:
         if not state.locked:
             mismatch(f"{pickup.state}, door closed", pickup.order_id)
         return out
+
+    def _collect_attempted(self, order_id: str) -> bool:
+        """Whether a customer's code opened (or may have opened) this order's door."""
+        row = self._db.read(
+            lambda c: c.execute(
+                "SELECT 1 FROM door_ops WHERE order_id = ? AND purpose = 'code' AND state IN ('opened', 'unknown') "
+                "LIMIT 1",
+                (order_id,),
+            ).fetchone()
+        )
+        return row is not None
 
     # -- events ---------------------------------------------------------------------------------
 
