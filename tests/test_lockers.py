@@ -505,3 +505,32 @@ async def test_restart_during_a_load_finishes_it_with_a_fresh_code(rig: Rig) -> 
     assert (await svc.collect("terminal-A", ready["code"])).status is CollectStatus.OK
     await r.sink.wait("pickup.collected")
     assert r.unlocks("A-01") == 2
+
+
+async def test_staff_retrieve_an_expired_order_and_the_compartment_is_free_again(rig: Rig) -> None:
+    r = rig
+    r.person("A-01", PLACE)
+    hold = T0 + DAY_MS
+    await r.svc.create_pickup("o-rt", "S", hold)
+    await r.svc.start_load("o-rt", "staff-1")
+    await r.sink.wait("pickup.ready")
+    r.clock.now = hold
+    await r.svc.tick()
+    with pytest.raises(LockerError):
+        await r.svc.start_retrieval("o-nothing", "staff-1")
+    r.person("A-01", LOOK)
+    await r.svc.start_retrieval("o-rt", "staff-1")
+    (failed,) = await r.sink.wait("pickup.retrieval_failed")
+    assert failed["reason"] == "item_inside"
+    await r.svc.wait_idle()
+    r.person("A-01", TAKE)
+    started = await r.svc.start_retrieval("o-rt", "staff-1")
+    assert started.compartment == "A-01"
+    await r.sink.wait("pickup.retrieved")
+    p = r.svc.pickup("o-rt")
+    assert p is not None and p.state == "expired"
+    r.person("A-01", PLACE)
+    await r.svc.create_pickup("o-next", "S", hold + 7 * DAY_MS)
+    assert (await r.svc.start_load("o-next", "staff-1")).compartment == "A-01"
+    await r.sink.wait("pickup.ready", 2)
+    assert r.audit.kinds() == ["staff", "staff", "staff", "staff"]

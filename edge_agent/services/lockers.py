@@ -9,7 +9,8 @@ Issue 4, parts 3, 5 and 6 (DESIGN.md section 7):
   terminal, answers never tell whether a code exists), opens the door and watches it: closed empty is
   `pickup.collected` (the code is used up only then), closed with the item still inside is
   `pickup.not_collected` and the pickup stays ready with its code valid. `tick` sends `pickup.reminder`
-  24 h before the hold ends and `pickup.expired` after it (the pickup then waits for staff: `retrieval`).
+  24 h before the hold ends and `pickup.expired` after it (the pickup then waits for staff: `retrieval`);
+  `start_retrieval` opens it for staff, closed empty is `pickup.retrieved` and the compartment is free.
 - Every door opening goes through DoorOpener (once per attempt, durable intent, audited).
 - `alarm.code_guessing` when PickupCodes sees unusual failure rates store-wide (unless the caller set its own
   hook).
@@ -391,6 +392,33 @@ class LockerService:
         await self._open_and_watch(opening, purpose="staff", actor=actor)
         return LoadStarted(order_id, compartment_id, door_message(spec))
 
+    async def start_retrieval(self, order_id: str, actor: str) -> LoadStarted:
+        """Staff take out an expired or cancelled order: its door opens; closed empty is `pickup.retrieved`."""
+        pickup = self.pickup(order_id)
+        if pickup is None or pickup.state != "retrieval" or pickup.compartment is None:
+            raise LockerError(f"order {order_id} is not waiting for retrieval")
+        spec = self.compartment(pickup.compartment).spec
+        if spec.id in self._openings:
+            raise LockerError(f"compartment {spec.id} is already open")
+        opening = _Opening("retrieval", order_id, spec, f"retrieval-{order_id}-{uuid.uuid4()}")
+        await self._open_and_watch(opening, purpose="staff", actor=actor)
+        return LoadStarted(order_id, spec.id, door_message(spec))
+
+    async def _retrieval_finished(self, opening: _Opening, closed: LockState | None) -> None:
+        spec = opening.spec
+        if closed is None:
+            return  # the alarm loop reports the open door; staff may try again
+        if closed.item:
+            payload = {"order_id": opening.order_id, "compartment": spec.id, "reason": "item_inside"}
+            await self._publish("pickup.retrieval_failed", payload)
+            return
+        pickup = self.pickup(opening.order_id)
+        if pickup is None:
+            return
+        final = "expired" if pickup.hold_until_ms <= self._clock() else "cancelled"
+        if await self._set_state(opening.order_id, final, spec.id, only_from="retrieval"):
+            await self._publish("pickup.retrieved", {"order_id": opening.order_id, "compartment": spec.id})
+
     # -- collecting -----------------------------------------------------------------------------
 
     async def collect(self, terminal: str, code: str) -> CollectResult:
@@ -487,6 +515,8 @@ class LockerService:
             closed = await self._poll_until(spec, True, timeout)
             if opening.kind == "load":
                 await self._load_finished(opening, closed)
+            elif opening.kind == "retrieval":
+                await self._retrieval_finished(opening, closed)
             else:
                 await self._collect_finished(opening, closed)
         except asyncio.CancelledError:
