@@ -195,6 +195,62 @@ class BaseStationSection(_Section):
     baudrate: int = Field(115200, ge=1200, le=4_000_000, description="Line rate of the serial port.")
 
 
+class LockerBusSection(_Section):
+    name: str = Field(pattern=ID_PATTERN, description="Name of the RS485 bus, used by [[lockers.boards]].")
+    url: str = Field(min_length=1, description="pyserial URL of the bus adapter (/dev/serial/by-id/..., socket://).")
+    baudrate: int = Field(19200, ge=1200, le=115200, description="Line rate; Kerong boards default to 19200 8N1.")
+
+
+class LockerBoardSection(_Section):
+    id: str = Field(pattern=ID_PATTERN, description="Board id, used by [[lockers.compartments]].")
+    bus: str = Field(description="The [[lockers.buses]] name the board hangs on.")
+    number: int = Field(ge=0, le=15, description="Board number set by its DIP switches (high address nibble).")
+    locks: int = Field(16, ge=1, le=16, description="Locks wired to the board.")
+
+
+class CompartmentSection(_Section):
+    id: str = Field(pattern=ID_PATTERN, description="Compartment id as shown to people, e.g. A-12.")
+    bank: str = Field(pattern=ID_PATTERN, description="The locker bank (one touch screen) it belongs to.")
+    board: str = Field(description="The [[lockers.boards]] id.")
+    lock: int = Field(ge=1, le=16, description="Lock number on the board, from 1.")
+    size: Literal["S", "M", "L"] = Field(description="Small, medium or large.")
+    row: int = Field(ge=1, le=20, description="Row in the bank, 1 = top (for the door message).")
+    column: int = Field(ge=1, le=20, description="Column in the bank, 1 = left.")
+
+
+class LockersSection(_Section):
+    enabled: bool = Field(False, description="Run the pickup lockers (needs the store's HMAC key secret).")
+    hold_days: int = Field(7, ge=1, le=60, description="How long an order waits when pickup.create gives no time.")
+    door_open_alarm_s: float = Field(60.0, gt=0, le=3600, description="A door open longer: alarm.door_left_open.")
+    jam_s: float = Field(10.0, gt=0, le=120, description="Unlocked but still latched after this long: jammed.")
+    buses: list[LockerBusSection] = Field(default_factory=list, description="RS485 buses of lock boards.")
+    boards: list[LockerBoardSection] = Field(default_factory=list, description="Kerong KR-CU16 lock boards.")
+    compartments: list[CompartmentSection] = Field(default_factory=list, description="Compartments, one table each.")
+
+    @model_validator(mode="after")
+    def _references(self) -> LockersSection:
+        buses = {b.name for b in self.buses}
+        boards = {b.id: b for b in self.boards}
+        problems = [f"board {b.id}: no bus named {b.bus!r}" for b in self.boards if b.bus not in buses]
+        places: set[tuple[str, int]] = set()
+        ids: set[str] = set()
+        for c in self.compartments:
+            board = boards.get(c.board)
+            if board is None:
+                problems.append(f"compartment {c.id}: no board {c.board!r}")
+            elif c.lock > board.locks:
+                problems.append(f"compartment {c.id}: board {c.board} has {board.locks} locks, not {c.lock}")
+            if (c.board, c.lock) in places:
+                problems.append(f"compartment {c.id}: lock {c.lock} of {c.board} is used twice")
+            if c.id in ids:
+                problems.append(f"compartment {c.id}: id used twice")
+            places.add((c.board, c.lock))
+            ids.add(c.id)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class AgentConfig(_Section):
     agent: AgentSection
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
@@ -203,6 +259,7 @@ class AgentConfig(_Section):
     commands: CommandsSection = Field(default_factory=CommandsSection)  # type: ignore[arg-type]
     local_broker: LocalBrokerSection = Field(default_factory=LocalBrokerSection)  # type: ignore[arg-type]
     labels: LabelsSection = Field(default_factory=LabelsSection)  # type: ignore[arg-type]
+    lockers: LockersSection = Field(default_factory=LockersSection)  # type: ignore[arg-type]
     base_stations: list[BaseStationSection] = Field(
         default_factory=list, description="Radio base stations of e-ink tags, one [[base_stations]] table each."
     )

@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 
@@ -25,17 +25,20 @@ from cloud_link.bus import EventBus
 from cloud_link.commands import CommandIntake, CommandRegistry
 from cloud_link.events import Event
 from cloud_link.mqtt_driver import Endpoint, Protocol, TlsSettings
-from cloud_link.outbox import Outbox
+from cloud_link.outbox import Outbox, OutboxFullError
 from cloud_link.session import CloudSession, SessionSettings
 from cloud_link.topics import Topics
 from devices.labels.render import LabelContent
 from devices.labels.render_pool import RenderPool
 from devices.labels.updates import LabelService
 from devices.labels.wifi import add_wifi_labels
+from devices.lockers.board import LockBoard
+from devices.lockers.kerong import KerongBoard
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent import __version__
 from edge_agent.commands_builtin import register_builtin_commands
 from edge_agent.commands_catalog import register_catalog_commands
+from edge_agent.commands_lockers import register_locker_commands
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import AgentMetrics
 from edge_agent.secrets import (
@@ -45,11 +48,16 @@ from edge_agent.secrets import (
     missing_secrets,
     read_secret,
 )
+from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord
 from edge_agent.services.catalog import ProductCatalog
+from edge_agent.services.doors import DoorOpener
 from edge_agent.services.labels import connect_catalog, label_settings, product_to_content, register_label_commands
+from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
+from edge_agent.services.pickup_codes import PickupCodes, store_key
 from edge_agent.storage import Database
 from edge_agent.systemd_notify import SystemdNotifier
 from edge_agent.web.app import WebContext, create_app
+from firmware_bridge.kerong_bus import KerongBus
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,27 @@ class _DeviceSink:
         self.metrics.bad_input(source, reason)
 
 
+@dataclass
+class _AuditToCloud:
+    """Every door opening: into the local hash-chained audit log, then to the cloud as audit.door_opened."""
+
+    audit: AuditLog
+    bus: EventBus
+
+    async def append(
+        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any]
+    ) -> AuditRecord:
+        record = await self.audit.append(
+            cast(AuditKind, kind), compartment=compartment, actor=actor, order_id=order_id, detail=detail
+        )
+        try:
+            await self.bus.publish("audit.door_opened", record.as_payload())
+        except OutboxFullError:
+            # The row is in the local chain; the full outbox already raised its alarm.
+            log.error("audit record %d kept locally only: the outbox is full", record.seq)
+        return record
+
+
 class Agent:
     def __init__(
         self,
@@ -118,6 +147,8 @@ class Agent:
         self.catalog: ProductCatalog | None = None
         self.labels: LabelService | None = None
         self.renderer: RenderPool | None = None
+        self.lockers: LockerService | None = None
+        self.locker_buses: dict[str, KerongBus] = {}
 
     # -- what producers use -------------------------------------------------------------------
 
@@ -163,6 +194,8 @@ class Agent:
             self.catalog = catalog = ProductCatalog(db)
             register_catalog_commands(registry, catalog)
             sink = _DeviceSink(self.bus, self.metrics)
+            if cfg.lockers.enabled:
+                await self._build_lockers(db, registry, sink)
             if cfg.base_stations or cfg.labels.wifi_labels:
                 self.renderer = RenderPool(cfg.labels.render_workers or None)
                 self.labels = LabelService(
@@ -244,6 +277,8 @@ class Agent:
                 background.append(tg.create_task(self.gateway.run(), name="device-gateway"))
             if self.labels is not None:
                 background.append(tg.create_task(self.labels.run(), name="labels"))
+            if self.lockers is not None:
+                background.append(tg.create_task(self._run_lockers(), name="lockers"))
             for i, extra in enumerate(self._extra):
                 background.append(tg.create_task(extra(self), name=f"extra-{i}"))
             if web_socket is not None:
@@ -300,6 +335,50 @@ class Agent:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    async def _build_lockers(self, db: Database, registry: CommandRegistry, sink: _DeviceSink) -> None:
+        cfg = self.config.lockers
+        assert self.bus is not None
+        audit = _AuditToCloud(AuditLog(db), self.bus)
+        self.locker_buses = {b.name: KerongBus(b.url, baudrate=b.baudrate) for b in cfg.buses}
+        boards: dict[str, LockBoard] = {
+            b.id: KerongBoard(self.locker_buses[b.bus], b.number, b.locks) for b in cfg.boards
+        }
+        codes = PickupCodes(db, store_key(self._env))
+        self.lockers = LockerService(
+            db,
+            boards,
+            DoorOpener(db, boards, audit),
+            codes,
+            audit=audit,
+            events=sink,
+            timings=LockerTimings(door_open_alarm_s=cfg.door_open_alarm_s, jam_s=cfg.jam_s),
+        )
+        await self.lockers.add_compartments(
+            [
+                CompartmentSpec(c.id, c.bank, c.board, c.lock, c.size, c.row, c.column)
+                for c in cfg.compartments
+            ]
+        )
+        register_locker_commands(registry, self.lockers, hold_days=cfg.hold_days)
+
+    async def _run_lockers(self) -> None:
+        """Buses, then the start-up reconciliation, then the alarm poll and the expiry clock."""
+        assert self.lockers is not None
+        lockers = self.lockers
+        async with asyncio.TaskGroup() as tg:
+            for name, bus in self.locker_buses.items():
+                tg.create_task(bus.run(), name=f"locker-bus-{name}")
+            for bus in self.locker_buses.values():
+                try:
+                    await bus.wait_connected(10.0)
+                except TimeoutError:
+                    log.error("locker bus %s is not reachable; lockers run without it until it is", bus.url)
+            await lockers.recover()
+            tg.create_task(lockers.run(), name="locker-poll")
+            while True:
+                await lockers.tick()
+                await asyncio.sleep(30.0)
 
     def _local_endpoint(self, client_id: str) -> Endpoint:
         lb = self.config.local_broker

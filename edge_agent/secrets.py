@@ -71,6 +71,8 @@ def missing_secrets(config: AgentConfig, env: Mapping[str, str] | None = None) -
             problems.append(
                 f"local_broker.username: set, but no {LOCAL_BROKER_PASSWORD.what} in {where(LOCAL_BROKER_PASSWORD)}"
             )
+        if config.lockers.enabled and not read_secret(STORE_HMAC_KEY, env):
+            problems.append(f"lockers.enabled: needs {STORE_HMAC_KEY.what} in {where(STORE_HMAC_KEY)}")
     except SecretError as exc:
         problems.append(f"secrets: {exc}")
     return problems

@@ -1,0 +1,63 @@
+"""Cloud commands of the pickup lockers: `pickup.create` and `pickup.cancel`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud_link.commands import CommandFailedError, CommandRegistry
+from edge_agent.services.lockers import LockerError, LockerService
+from edge_agent.services.pickup_codes import PickupCodeError
+
+ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+class PickupCreatePayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_id: str = Field(pattern=ORDER_ID_PATTERN, description="The order's id.")
+    size: Literal["S", "M", "L"] = Field(description="Compartment size the parcel needs.")
+    hold_until: dt.datetime | None = Field(
+        None, description="UTC time until which the order waits; lockers.hold_days from now when absent."
+    )
+    code: str | None = Field(
+        None, pattern=r"^[0-9]{8,12}$", description="The customer's code when the cloud issues it (8-12 digits)."
+    )
+
+
+class PickupCancelPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_id: str = Field(pattern=ORDER_ID_PATTERN)
+
+
+def register_locker_commands(registry: CommandRegistry, lockers: LockerService, *, hold_days: int) -> None:
+    async def create(payload: PickupCreatePayload) -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC)
+        hold_until = payload.hold_until or now + dt.timedelta(days=hold_days)
+        if hold_until.tzinfo is None:
+            raise CommandFailedError("invalid_payload", "hold_until: give a time zone (UTC, e.g. 2026-11-29T20:00:00Z)")
+        if hold_until <= now:
+            raise CommandFailedError("invalid_payload", "hold_until: already past")
+        try:
+            code = await lockers.create_pickup(
+                payload.order_id, payload.size, int(hold_until.timestamp() * 1000), payload.code
+            )
+        except (LockerError, PickupCodeError) as exc:
+            raise CommandFailedError("refused", str(exc)) from None
+        return {
+            "order_id": payload.order_id,
+            "hold_until": hold_until.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            # The agent's code travels with pickup.ready, once the parcel is in its compartment.
+            "code_issued_by": "cloud" if payload.code else ("agent" if code else "cloud"),
+        }
+
+    async def cancel(payload: PickupCancelPayload) -> dict[str, Any]:
+        try:
+            pickup = await lockers.cancel_pickup(payload.order_id)
+        except LockerError as exc:
+            raise CommandFailedError("refused", str(exc)) from None
+        return {"order_id": payload.order_id, "state": pickup.state}
+
+    registry.register("pickup.create", PickupCreatePayload, create, timeout=10, description="A new pickup order.")
+    registry.register("pickup.cancel", PickupCancelPayload, cancel, timeout=10, description="Cancel a pickup order.")

@@ -1,0 +1,66 @@
+"""Pickup lockers through the running agent: cloud command, load, collect with the code, events and audit
+records on a real cloud broker; the Kerong emulator on a real pty plays the boards and the people."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from edge_agent.services.lockers import CollectStatus
+from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
+from tests.conftest import agent_config, running_agent, wait_until
+from tests.support.broker import Broker
+from tests.support.subscriber import CloudSubscriber
+
+COMMANDS = "retail/v1/store-0001/commands"
+KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}
+
+
+async def test_create_load_collect_through_the_agent(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    emulator = LockBoardEmulator(1)
+    for c in emulator.compartments.values():
+        c.person = Person(open_after_s=None)
+    pty = tmp_path / "lockers0"
+    config = agent_config(
+        tmp_path / "data",
+        cloud_broker,
+        lockers={
+            "enabled": True,
+            "door_open_alarm_s": 30,
+            "buses": [{"name": "rs485", "url": str(pty)}],
+            "boards": [{"id": "kerong-0", "bus": "rs485", "number": 0}],
+            "compartments": [
+                {"id": "A-01", "bank": "A", "board": "kerong-0", "lock": 1, "size": "S", "row": 1, "column": 1},
+                {"id": "A-02", "bank": "A", "board": "kerong-0", "lock": 2, "size": "M", "row": 1, "column": 2},
+            ],
+        },
+    )
+    async with emulator.running(PtyPort(pty)), running_agent(config, env=KEY_ENV) as agent:
+        assert agent.lockers is not None
+        lockers = agent.lockers
+        subscriber.publish(COMMANDS, json.dumps({"command_id": "p1", "type": "pickup.create",
+                                                 "payload": {"order_id": "order-77", "size": "M"}}))
+        await asyncio.to_thread(subscriber.wait_events, 1, 20, "command.result")
+        await wait_until(lambda: lockers.pickup("order-77") is not None, timeout=10)
+        # Staff loads: the person opens the door, puts the parcel in and closes it.
+        emulator.compartments[(0, 2)].person = Person(open_after_s=0.1, hold_s=0.3, action=Action.PLACE)
+        await lockers.start_load("order-77", actor="staff-1")
+        ready = await asyncio.to_thread(subscriber.wait_events, 1, 20, "pickup.ready")
+        code = ready[0]["payload"]["code"]
+        assert ready[0]["payload"]["compartment"] == "A-02" and len(code) >= 8
+        # The customer types the code; the door opens, the parcel is taken, the door closes.
+        emulator.compartments[(0, 2)].person = Person(open_after_s=0.1, hold_s=0.3, action=Action.TAKE)
+        result = await lockers.collect("screen-A", code)
+        assert result.status is CollectStatus.OK
+        assert result.compartment == "A-02" and "first row from the top" in result.message
+        await asyncio.to_thread(subscriber.wait_events, 1, 20, "pickup.collected")
+        audits = await asyncio.to_thread(subscriber.wait_events, 2, 20, "audit.door_opened")
+        assert [a["payload"]["kind"] for a in audits] == ["staff", "code"]
+        # The code is dead now.
+        again = await lockers.collect("screen-A", code)
+        assert again.status is CollectStatus.WRONG
+        assert emulator.unlock_count(0, 2) == 2
