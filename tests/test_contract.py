@@ -143,7 +143,7 @@ def test_render_envelope_matches_the_event_schema() -> None:
 
 
 def test_event_to_wire_matches_the_rendered_envelope() -> None:
-    event = Event(new_event_id(), 5, 1, STORE, "pickup.ready", 1_795_000_000_123, {"code": "1234"})
+    event = Event(new_event_id(), 5, 1, STORE, "order.created", 1_795_000_000_123, {"code": "1234"})
     wire = event.to_wire()
     validate_event(wire)
     body = render_envelope(

@@ -68,9 +68,7 @@ EVENT_SCHEMAS = {
 # Optional fields the agent leaves out rather than sending null (documented on the contract page).
 OPTIONAL = {"payload.pickup.ready.json": {"code"}, "payload.alarm.state_mismatch.json": {"order_id"}}
 
-# payload.pickup.ready.json is not shipped yet: tests/test_contract.py validates a made-up pickup.ready event
-# ({"code": "1234"}) through the envelope, which a real schema refuses. Until that test uses another type, the
-# schema lives here; once the file ships it must be this one.
+# The shipped payload.pickup.ready.json must be exactly this (a second, independent statement of the contract).
 PICKUP_READY_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "urn:store-edge-agent:cloud-contract:v1:payload.pickup.ready.json",
