@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_link.commands import CommandFailedError, CommandRegistry
+from cloud_link.events import format_ts
 from edge_agent.services.lockers import LockerError, LockerService
 from edge_agent.services.pickup_codes import PickupCodeError
 
@@ -47,7 +48,7 @@ def register_locker_commands(registry: CommandRegistry, lockers: LockerService, 
             raise CommandFailedError("refused", str(exc)) from None
         return {
             "order_id": payload.order_id,
-            "hold_until": hold_until.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "hold_until": format_ts(int(hold_until.timestamp() * 1000)),  # the contract's UTC millisecond form
             # The agent's code travels with pickup.ready, once the parcel is in its compartment.
             "code_issued_by": "cloud" if payload.code else ("agent" if code else "cloud"),
         }
