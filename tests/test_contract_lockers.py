@@ -625,7 +625,7 @@ async def test_the_commands_answer_what_the_contract_says(rig: _Rig) -> None:
         later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
         answer = await _command(intake, "c-2", "pickup.create", {
             "order_id": "ORD-2", "size": "S", "hold_until": later.isoformat(), "code": "52718390"})
-        assert answer["result"] == {"order_id": "ORD-2", "hold_until": later.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        assert answer["result"] == {"order_id": "ORD-2", "hold_until": later.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
                                     "code_issued_by": "cloud"}
         answer = await _command(intake, "c-3", "pickup.create", {"order_id": "ORD-1", "size": "S"})
         assert answer["error"]["code"] == "refused"
