@@ -290,6 +290,7 @@ class Agent:
                         session=self.session,
                         metrics_loopback_only=cfg.web.metrics_loopback_only,
                         started_at=started_at,
+                        lockers=self.lockers,
                     )
                 )
                 server = _EmbeddedServer(

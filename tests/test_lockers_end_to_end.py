@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from edge_agent.services.lockers import CollectStatus
@@ -64,3 +65,48 @@ async def test_create_load_collect_through_the_agent(
         again = await lockers.collect("screen-A", code)
         assert again.status is CollectStatus.WRONG
         assert emulator.unlock_count(0, 2) == 2
+
+
+async def test_the_locker_screen_api_opens_a_door_and_throttles(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    import httpx
+
+    emulator = LockBoardEmulator(1)
+    for c in emulator.compartments.values():
+        c.person = Person(open_after_s=None)
+    pty = tmp_path / "lockers0"
+    config = agent_config(
+        tmp_path / "data",
+        cloud_broker,
+        lockers={
+            "enabled": True,
+            "buses": [{"name": "rs485", "url": str(pty)}],
+            "boards": [{"id": "kerong-0", "bus": "rs485", "number": 0}],
+            "compartments": [
+                {"id": "A-05", "bank": "A", "board": "kerong-0", "lock": 5, "size": "M", "row": 2, "column": 3},
+            ],
+        },
+    )
+    async with emulator.running(PtyPort(pty)), running_agent(config, env=KEY_ENV) as agent:
+        assert agent.lockers is not None
+        lockers = agent.lockers
+        await lockers.create_pickup("order-9", "M", int(time.time() * 1000) + 86_400_000)
+        emulator.compartments[(0, 5)].person = Person(open_after_s=0.1, hold_s=0.2, action=Action.PLACE)
+        await lockers.start_load("order-9", actor="staff-1")
+        ready = await asyncio.to_thread(subscriber.wait_events, 1, 20, "pickup.ready")
+        code = ready[0]["payload"]["code"]
+        base = f"http://127.0.0.1:{agent.web_port}/locker/A/api"
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.post(f"http://127.0.0.1:{agent.web_port}/locker/Z/api/collect",
+                                      json={"code": code})).status_code == 404
+            assert (await client.post(f"{base}/collect", json={"nope": 1})).status_code == 422
+            # Ten wrong codes, then the screen is locked out, even for the right code.
+            wrong = [await client.post(f"{base}/collect", json={"code": f"{n:08d}"}) for n in range(10)]
+            assert all(r.status_code == 200 and r.json()["status"] == "wrong" for r in wrong)
+            assert len({r.json()["message"] for r in wrong}) == 1
+            locked = await client.post(f"{base}/collect", json={"code": code})
+            assert locked.status_code == 429 and locked.json()["seconds_left"] > 0
+            assert "Retry-After" in locked.headers
+            assert (await client.get(f"{base}/status")).json()["locked_out"] is True
+            assert emulator.unlock_count(0, 5) == 1, "no door opened while locked out"

@@ -280,6 +280,10 @@ class LockerService:
 
     # -- pickups --------------------------------------------------------------------------------
 
+    @property
+    def codes(self) -> PickupCodes:
+        return self._codes
+
     def pickup(self, order_id: str) -> Pickup | None:
         row = self._db.read(
             lambda c: c.execute(

@@ -15,6 +15,8 @@ from cloud_link.outbox import Outbox
 from cloud_link.session import CloudSession
 from edge_agent import __version__
 from edge_agent.metrics import AgentMetrics
+from edge_agent.services.lockers import LockerService
+from edge_agent.web.locker_api import locker_router
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
 STALE_OUTBOX_S = 300.0
@@ -28,6 +30,7 @@ class WebContext:
     session: CloudSession | None
     metrics_loopback_only: bool = False
     started_at: float = 0.0
+    lockers: LockerService | None = None
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -83,4 +86,6 @@ def create_app(ctx: WebContext) -> FastAPI:
             return PlainTextResponse("metrics are served to loopback clients only\n", status_code=403)
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if ctx.lockers is not None:
+        app.include_router(locker_router(ctx.lockers))
     return app

@@ -1,0 +1,62 @@
+"""The locker screen's JSON API: a customer's code in, a door message out.
+
+A public shopper endpoint (no session, DESIGN.md section 7): it can only try a code. Each bank's screen
+is one terminal for the code throttle (10 failures in 10 minutes, then growing lockouts), whoever sends
+the request, so a phone on the store's Wi-Fi gains nothing over the screen. Answers never tell whether a
+code exists. The screen itself (HTML) comes with the locker-screen work; it calls these endpoints.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_agent.services.lockers import CollectStatus, LockerService
+
+BANK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class CodeEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Loose on purpose: whatever was typed is checked (and counted) by the service, not refused here,
+    # so a malformed code costs an attempt like any wrong one.
+    code: str = Field(max_length=64, description="The code as typed on the keypad.")
+
+
+def _terminal(bank_id: str) -> str:
+    return f"locker-screen:{bank_id}"
+
+
+def locker_router(lockers: LockerService) -> APIRouter:
+    router = APIRouter(prefix="/locker/{bank_id}/api", tags=["locker screen"])
+
+    def check_bank(bank_id: str) -> None:
+        if not BANK_RE.fullmatch(bank_id) or all(c.spec.bank != bank_id for c in lockers.compartments()):
+            raise HTTPException(status_code=404, detail="no such locker bank")
+
+    @router.post("/collect")
+    async def collect(bank_id: str, entry: CodeEntry) -> JSONResponse:
+        check_bank(bank_id)
+        result = await lockers.collect(_terminal(bank_id), entry.code.strip())
+        body: dict[str, Any] = {"status": result.status.value, "message": result.message}
+        if result.status is CollectStatus.OK:
+            body["compartment"] = result.compartment
+            return JSONResponse(body)
+        if result.status is CollectStatus.LOCKED_OUT:
+            body["seconds_left"] = result.seconds_left
+            return JSONResponse(body, status_code=429, headers={"Retry-After": str(max(1, result.seconds_left))})
+        if result.status is CollectStatus.UNAVAILABLE:
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body, status_code=200)
+
+    @router.get("/status")
+    async def status(bank_id: str) -> dict[str, Any]:
+        check_bank(bank_id)
+        seconds = lockers.codes.lockout_seconds_left(_terminal(bank_id))
+        return {"bank": bank_id, "locked_out": seconds > 0, "seconds_left": seconds}
+
+    return router
