@@ -72,6 +72,30 @@ class LineControlServer:
         raise NotImplementedError
 
 
+def host_port(text: str) -> tuple[str, int]:
+    """argparse type of `--tcp HOST:PORT`."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def rate(text: str) -> float:
+    """argparse type of a per-byte or per-event rate, 0..1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a rate is within 0..1, got {text!r}")
+    return value
+
+
+def positive(text: str) -> float:
+    """argparse type of a positive number."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def open_port(args: argparse.Namespace, default_pty: str) -> LinePort:
     """`--tcp HOST:PORT` or `--pty PATH` (the default path when neither is given)."""
     if args.tcp is not None:

@@ -44,7 +44,7 @@ from firmware_bridge.base_station.pty_line import (
     LinePort,
     cancel_and_wait,
 )
-from firmware_bridge.emulator_support import open_port, run_emulator
+from firmware_bridge.emulator_support import host_port, open_port, positive, rate, run_emulator
 from firmware_bridge.kerong import (
     BOARDS,
     LOCKS_PER_BOARD,
@@ -381,50 +381,29 @@ class LockBoardEmulator:
 # -- command line ---------------------------------------------------------------------------------
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate is within 0..1, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `edge-agent simulate lock-board` (and of `python -m firmware_bridge.kerong_emulator`)."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--pty", metavar="PATH", help="symlink to the emulator's pty (default /tmp/lockers0)")
-    where.add_argument("--tcp", metavar="HOST:PORT", type=_host_port, help="listen on TCP (agent: socket://HOST:PORT)")
+    where.add_argument("--tcp", metavar="HOST:PORT", type=host_port, help="listen on TCP (agent: socket://HOST:PORT)")
     parser.add_argument("--boards", type=int, default=2, help="boards 0..N-1 on the line (default 2)")
     parser.add_argument("--locks", type=int, default=LOCKS_PER_BOARD, help="locks per board (default 16)")
     parser.add_argument("--seed", type=int, default=1, help="seed of people, items and faults (default 1)")
     parser.add_argument(
-        "--line-rate", type=_positive, default=DEFAULT_LINE_RATE, help="line bytes/s each way (default 1920)"
+        "--line-rate", type=positive, default=DEFAULT_LINE_RATE, help="line bytes/s each way (default 1920)"
     )
-    parser.add_argument("--items", type=_rate, default=0.0, help="share of compartments holding an item at start")
-    parser.add_argument("--open-after", type=_positive, default=4.0, help="people open within this many s (default 4)")
-    parser.add_argument("--hold", type=_positive, default=6.0, help="and close within this many s later (default 6)")
-    parser.add_argument("--never-opens", type=_rate, default=0.0, help="share of unlocks nobody opens the door after")
+    parser.add_argument("--items", type=rate, default=0.0, help="share of compartments holding an item at start")
+    parser.add_argument("--open-after", type=positive, default=4.0, help="people open within this many s (default 4)")
+    parser.add_argument("--hold", type=positive, default=6.0, help="and close within this many s later (default 6)")
+    parser.add_argument("--never-opens", type=rate, default=0.0, help="share of unlocks nobody opens the door after")
     parser.add_argument(
         "--forced-per-hour", type=float, default=0.0, help="doors forced open without a command, per hour (default 0)"
     )
-    parser.add_argument("--jammed", type=_rate, default=0.0, help="share of locks jammed at start")
-    parser.add_argument("--corrupt", type=_rate, default=0.0, help="per-byte rate of flipped bits, both directions")
-    parser.add_argument("--drop", type=_rate, default=0.0, help="per-byte rate of dropped bytes, both directions")
-    parser.add_argument("--insert", type=_rate, default=0.0, help="per-byte rate of inserted bytes, both directions")
-    parser.add_argument("--reply-loss", type=_rate, default=0.0, help="share of requests acted on but not answered")
+    parser.add_argument("--jammed", type=rate, default=0.0, help="share of locks jammed at start")
+    parser.add_argument("--corrupt", type=rate, default=0.0, help="per-byte rate of flipped bits, both directions")
+    parser.add_argument("--drop", type=rate, default=0.0, help="per-byte rate of dropped bytes, both directions")
+    parser.add_argument("--insert", type=rate, default=0.0, help="per-byte rate of inserted bytes, both directions")
+    parser.add_argument("--reply-loss", type=rate, default=0.0, help="share of requests acted on but not answered")
     parser.add_argument("--control-socket", metavar="PATH", help="unix socket taking test commands (see 'help')")
 
 

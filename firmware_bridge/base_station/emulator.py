@@ -92,7 +92,7 @@ from firmware_bridge.base_station.sim_tags import (
     TagSpec,
     mixed,
 )
-from firmware_bridge.emulator_support import open_port, run_emulator
+from firmware_bridge.emulator_support import host_port, open_port, positive, rate, run_emulator
 from firmware_bridge.picture import PictureError, decode_picture, picture_hash
 from firmware_bridge.tag_types import TagType
 
@@ -868,51 +868,30 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # -- command line ---------------------------------------------------------------------------------
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate is within 0..1, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `edge-agent simulate base-station` (and of `python -m ...emulator`)."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--pty", metavar="PATH", help="symlink to the emulator's pty (default /tmp/bs0)")
-    where.add_argument("--tcp", metavar="HOST:PORT", type=_host_port, help="listen on TCP (agent: socket://HOST:PORT)")
+    where.add_argument("--tcp", metavar="HOST:PORT", type=host_port, help="listen on TCP (agent: socket://HOST:PORT)")
     parser.add_argument("--tags", type=int, default=20, help="number of simulated tags, of mixed sizes (default 20)")
     parser.add_argument("--seed", type=int, default=1, help="seed of tag ids, telemetry and faults (default 1)")
     parser.add_argument("--fast", action="store_true", help="tags listen all the time (no waiting for check-ins)")
     parser.add_argument(
-        "--line-rate", type=_positive, default=DEFAULT_LINE_RATE, help="line bytes/s each way (default 11520)"
+        "--line-rate", type=positive, default=DEFAULT_LINE_RATE, help="line bytes/s each way (default 11520)"
     )
     parser.add_argument(
-        "--air-rate", type=_positive, default=DEFAULT_AIR_RATE, help="radio bytes/s of picture data (default 20000)"
+        "--air-rate", type=positive, default=DEFAULT_AIR_RATE, help="radio bytes/s of picture data (default 20000)"
     )
     parser.add_argument(
-        "--checkin", type=_positive, default=DEFAULT_CHECKIN_S, help="tag check-in interval, seconds (default 30)"
+        "--checkin", type=positive, default=DEFAULT_CHECKIN_S, help="tag check-in interval, seconds (default 30)"
     )
-    parser.add_argument("--radio-loss", type=_rate, default=0.0, help="probability a radio delivery attempt fails")
+    parser.add_argument("--radio-loss", type=rate, default=0.0, help="probability a radio delivery attempt fails")
     parser.add_argument(
         "--max-transfers", type=int, default=DEFAULT_MAX_TRANSFERS, help="transfers held at once (default 64)"
     )
-    parser.add_argument("--corrupt", type=_rate, default=0.0, help="per-byte rate of flipped bits, both directions")
-    parser.add_argument("--drop", type=_rate, default=0.0, help="per-byte rate of dropped bytes, both directions")
-    parser.add_argument("--insert", type=_rate, default=0.0, help="per-byte rate of inserted bytes, both directions")
+    parser.add_argument("--corrupt", type=rate, default=0.0, help="per-byte rate of flipped bits, both directions")
+    parser.add_argument("--drop", type=rate, default=0.0, help="per-byte rate of dropped bytes, both directions")
+    parser.add_argument("--insert", type=rate, default=0.0, help="per-byte rate of inserted bytes, both directions")
     parser.add_argument("--state-dir", metavar="DIR", help="write each tag's picture and tags.json here")
     parser.add_argument("--control-socket", metavar="PATH", help="unix socket taking fault commands (see 'help')")
 
