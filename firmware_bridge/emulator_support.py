@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,6 +70,29 @@ class LineControlServer:
 
     def _execute(self, command: str, args: list[str]) -> str:
         raise NotImplementedError
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a slow command (an unplug) after answering; cancelled when the server closes."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def on_off(text: str) -> bool:
+    """A control command's on/off word."""
+    if text.lower() in ("on", "1", "true", "yes"):
+        return True
+    if text.lower() in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"expected on or off, got {text!r}")
+
+
+def seconds(text: str) -> float:
+    """A control command's duration, 0 to 3600 s."""
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise ValueError(f"seconds must be within 0..3600, got {text!r}")
+    return value
 
 
 def host_port(text: str) -> tuple[str, int]:

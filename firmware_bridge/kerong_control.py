@@ -18,14 +18,11 @@ the demo and technician training. One command per line, one answer per line: `ok
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from collections.abc import Coroutine
 from dataclasses import asdict
-from typing import Any
 
-from firmware_bridge.emulator_support import LineControlServer
+from firmware_bridge.emulator_support import LineControlServer, on_off, seconds
 from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
 
 CONTROL_HELP = (
@@ -71,7 +68,7 @@ class LockControlServer(LineControlServer):
             emu.set_reply_loss(float(args[0]))
             return "ok"
         if command == "unplug":
-            self._spawn(emu.unplug(_seconds(args[0])))
+            self._spawn(emu.unplug(seconds(args[0])))
             return "ok"
         board, lock = int(args[0]), int(args[1])
         c = emu.compartment(board, lock)
@@ -81,39 +78,22 @@ class LockControlServer(LineControlServer):
                 f" jammed={int(c.jammed)} unlocks={c.unlocks}"
             )
         if command == "force":
-            emu.force_open(board, lock, _seconds(args[2]) if len(args) == 3 else None)
+            emu.force_open(board, lock, seconds(args[2]) if len(args) == 3 else None)
         elif command == "close":
             emu.close_door(board, lock)
         elif command == "item":
-            emu.set_item(board, lock, _on_off(args[2]))
+            emu.set_item(board, lock, on_off(args[2]))
         elif command == "jam":
-            emu.set_jammed(board, lock, _on_off(args[2]))
+            emu.set_jammed(board, lock, on_off(args[2]))
         elif command == "person":
             if args[2] == "random":
                 emu.set_person(board, lock, None)
             elif len(args) != 5:
                 return "error person B L OPEN|never HOLD ACTION"
             else:
-                open_after = None if args[2] == "never" else _seconds(args[2])
-                emu.set_person(board, lock, Person(open_after, _seconds(args[3]), Action(args[4])))
+                open_after = None if args[2] == "never" else seconds(args[2])
+                emu.set_person(board, lock, Person(open_after, seconds(args[3]), Action(args[4])))
         return "ok"
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
-def _on_off(text: str) -> bool:
-    if text.lower() in ("on", "1", "true", "yes"):
-        return True
-    if text.lower() in ("off", "0", "false", "no"):
-        return False
-    raise ValueError(f"expected on or off, got {text!r}")
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 3600:
-        raise ValueError(f"seconds must be within 0..3600, got {text!r}")
-    return value

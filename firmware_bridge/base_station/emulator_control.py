@@ -16,15 +16,13 @@ One command per line, one answer per line: `ok [...]` or `error <why>`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from collections.abc import Coroutine
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from firmware_bridge.base_station.sim_tags import EmulatorError
-from firmware_bridge.emulator_support import LineControlServer
+from firmware_bridge.emulator_support import LineControlServer, on_off, seconds
 
 if TYPE_CHECKING:
     from firmware_bridge.base_station.emulator import BaseStationEmulator
@@ -68,9 +66,9 @@ class ControlServer(LineControlServer):
         if command == "reset":
             emu.reset()
         elif command == "unplug":
-            self._spawn(emu.unplug(_seconds(args[0])))  # answered at once; the line comes back later
+            self._spawn(emu.unplug(seconds(args[0])))  # answered at once; the line comes back later
         elif command == "out-of-range":
-            emu.set_out_of_range(_tag_arg(args[0]), _on_off(args[1]))
+            emu.set_out_of_range(_tag_arg(args[0]), on_off(args[1]))
         elif command == "battery":
             emu.set_battery(_tag_arg(args[0]), int(args[1]))
         elif command == "button":
@@ -79,19 +77,15 @@ class ControlServer(LineControlServer):
         elif command == "faults":
             emu.set_line_faults(float(args[0]), float(args[1]), float(args[2]))
         elif command == "fast":
-            emu.set_fast(None if args[0] == "all" else _tag_arg(args[0]), _on_off(args[1]))
+            emu.set_fast(None if args[0] == "all" else _tag_arg(args[0]), on_off(args[1]))
         elif command == "checkin":
-            emu.set_checkin_interval(_seconds(args[0]))
+            emu.set_checkin_interval(seconds(args[0]))
         elif command == "status":
             return "ok " + json.dumps(asdict(emu.counters), separators=(",", ":"))
         elif command == "help":
             return "ok " + CONTROL_HELP
         return "ok"
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _tag_arg(text: str) -> bytes:
@@ -104,16 +98,3 @@ def _tag_arg(text: str) -> bytes:
     return raw
 
 
-def _on_off(text: str) -> bool:
-    if text.lower() in ("on", "1", "true", "yes"):
-        return True
-    if text.lower() in ("off", "0", "false", "no"):
-        return False
-    raise ValueError(f"expected on or off, got {text!r}")
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 3600:
-        raise ValueError(f"seconds must be within 0..3600, got {text!r}")
-    return value
