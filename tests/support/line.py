@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import random
 
 from firmware_bridge.base_station.link import LinkClosedError
+from firmware_bridge.base_station.pty_line import LineFaults
 
 
 class _Direction:
-    def __init__(self, rate: float, corrupt: float, drop: float, rng: random.Random) -> None:
+    def __init__(self, rate: float, faults: LineFaults) -> None:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
         self.rate = rate
-        self.corrupt = corrupt
-        self.drop = drop
-        self.rng = rng
+        self.faults = faults
         self.waiting = 0
         self.closed = False
-
-    def damage(self, data: bytes) -> bytes:
-        if not self.corrupt and not self.drop:
-            return data
-        out = bytearray()
-        for byte in data:
-            r = self.rng.random()
-            if r < self.drop:
-                continue
-            out.append(byte ^ (1 << self.rng.randrange(8)) if r < self.drop + self.corrupt else byte)
-        return bytes(out)
 
 
 class LineEnd:
@@ -50,7 +37,7 @@ class LineEnd:
         # Paced like a UART: the bytes take len/rate seconds to cross.
         await asyncio.sleep(len(data) / self._tx.rate)
         self._tx.waiting -= len(data)
-        self._tx.queue.put_nowait(self._tx.damage(data))
+        self._tx.queue.put_nowait(self._tx.faults.apply(data))
 
     def out_waiting(self) -> int:
         return self._tx.waiting
@@ -58,9 +45,9 @@ class LineEnd:
 
 class MemoryLine:
     def __init__(self, rate: float = 11520.0, corrupt: float = 0.0, drop: float = 0.0, seed: int = 1) -> None:
-        rng = random.Random(seed)
-        self._ab = _Direction(rate, corrupt, drop, rng)
-        self._ba = _Direction(rate, corrupt, drop, rng)
+        # The emulator's own fault injector, one per direction.
+        self._ab = _Direction(rate, LineFaults(corrupt, drop, seed=seed))
+        self._ba = _Direction(rate, LineFaults(corrupt, drop, seed=seed + 1))
         self.a = LineEnd(self._ab, self._ba)
         self.b = LineEnd(self._ba, self._ab)
 
