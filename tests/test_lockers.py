@@ -534,3 +534,47 @@ async def test_staff_retrieve_an_expired_order_and_the_compartment_is_free_again
     assert (await r.svc.start_load("o-next", "staff-1")).compartment == "A-01"
     await r.sink.wait("pickup.ready", 2)
     assert r.audit.kinds() == ["staff", "staff", "staff", "staff"]
+
+
+async def test_banks_keep_to_their_own_compartments(rig: Rig) -> None:
+    r = rig
+    await r.svc.add_compartments([CompartmentSpec("B-01", "B", "kerong-0", 5, "S", 1, 1)])
+    r.emulator.set_person(0, 5, PLACE)
+    code = await r.svc.create_pickup("o-b", "S", T0 + 7 * DAY_MS)
+    assert code is not None
+    started = await r.svc.start_load("o-b", "courier-7", bank="B")
+    assert started.compartment == "B-01"  # A-01 is free and sorts first, but the courier stands at bank B
+    await r.sink.wait("pickup.ready")
+    await r.svc.create_pickup("o-b2", "S", T0 + 7 * DAY_MS)
+    with pytest.raises(LockerError, match="in bank B"):
+        await r.svc.start_load("o-b2", "courier-7", bank="B")
+    # The right code at the wrong bank's screen opens nothing, costs no attempt, and says where to go.
+    elsewhere = await r.svc.collect("locker-screen:A", code, bank="A")
+    assert elsewhere.status is CollectStatus.ELSEWHERE and "locker B" in elsewhere.message
+    assert r.emulator.unlock_count(0, 5) == 1 and r.unlocks("A-01") == 0
+    r.emulator.set_person(0, 5, TAKE)
+    assert (await r.svc.collect("locker-screen:B", code, bank="B")).status is CollectStatus.OK
+    await r.sink.wait("pickup.collected")
+    assert r.emulator.unlock_count(0, 5) == 2
+
+
+async def test_retrieval_tasks_and_open_alarms_per_bank(rig: Rig) -> None:
+    r = rig
+    await r.svc.add_compartments([CompartmentSpec("B-01", "B", "kerong-0", 5, "S", 1, 1)])
+    r.person("A-01", PLACE)
+    await load(r, "o-exp", hold_ms=DAY_MS)
+    r.clock.now = T0 + DAY_MS
+    await r.svc.tick()
+    assert [p.order_id for p in r.svc.retrievals("A")] == ["o-exp"]
+    assert r.svc.retrievals("B") == [] and [p.order_id for p in r.svc.retrievals()] == ["o-exp"]
+    assert r.svc.open_alarms() == []
+    await r.svc.set_in_service("A-02", False, "jammed")
+    async with alarm_loop(r.svc):
+        r.emulator.force_open(0, 5)
+        await r.sink.wait("alarm.door_forced", timeout=2.0)
+        kinds_a = [(a.kind, a.compartment) for a in r.svc.open_alarms("A")]
+        kinds_b = [(a.kind, a.compartment) for a in r.svc.open_alarms("B")]
+    assert kinds_a == [("out_of_service", "A-02")]
+    assert kinds_b == [("door_forced", "B-01")]
+    forced = r.svc.open_alarms("B")[0]
+    assert forced.since_ms is not None and abs(forced.since_ms - r.clock.now) < 5000

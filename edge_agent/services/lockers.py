@@ -132,6 +132,7 @@ class CollectStatus(enum.Enum):
     WRONG = "wrong"
     LOCKED_OUT = "locked_out"
     UNAVAILABLE = "unavailable"  # a valid code, but its door is out of service: staff must help
+    ELSEWHERE = "elsewhere"  # a valid code typed at another bank's screen: nothing opens here
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,14 @@ class CollectResult:
     message: str
     compartment: str | None = None
     seconds_left: int = 0
+
+
+@dataclass(frozen=True)
+class OpenAlarm:
+    kind: str  # out_of_service | door_forced | door_left_open | code_guessing
+    compartment: str | None
+    since_ms: int | None  # when the door was first seen open, where known
+    message: str
 
 
 @dataclass(frozen=True)
@@ -278,6 +287,41 @@ class LockerService:
             )
         )
 
+    def retrievals(self, bank: str | None = None) -> list[Pickup]:
+        """Pickups waiting for staff to take them out (expired or cancelled while loaded), oldest first."""
+        rows = self._db.read(
+            lambda c: c.execute(
+                f"SELECT {', '.join('p.' + n for n in _PICKUP_COLUMNS.split(', '))} FROM pickups p "  # noqa: S608
+                "JOIN compartments c ON c.id = p.compartment WHERE p.state = 'retrieval' AND (? IS NULL OR c.bank = ?) "
+                "ORDER BY p.updated_ms, p.order_id",
+                (bank, bank),
+            ).fetchall()
+        )
+        return [_pickup(r) for r in rows]
+
+    def open_alarms(self, bank: str | None = None) -> list[OpenAlarm]:
+        """What staff must look at now: compartments out of service, doors open without a command or
+        open too long, and suspected code guessing (store-wide)."""
+        infos = [i for i in self.compartments() if bank is None or i.spec.bank == bank]
+        now_mono, now_ms = time.monotonic(), self._clock()
+        alarms: list[OpenAlarm] = []
+        for info in infos:
+            cid = info.spec.id
+            if not info.enabled:
+                message = f"Door {cid} is out of service ({info.oos_reason})."
+                alarms.append(OpenAlarm("out_of_service", cid, None, message))
+            incident = self._incidents.get(cid)
+            if incident is None:
+                continue
+            since = now_ms - int((now_mono - incident.since) * 1000)
+            if not incident.commanded:
+                alarms.append(OpenAlarm("door_forced", cid, since, f"Door {cid} was opened without a command."))
+            elif incident.left_open_raised:
+                alarms.append(OpenAlarm("door_left_open", cid, since, f"Door {cid} has been left open."))
+        if self._codes.guessing_suspected:
+            alarms.append(OpenAlarm("code_guessing", None, None, "Unusually many wrong pickup codes were typed."))
+        return alarms
+
     # -- pickups --------------------------------------------------------------------------------
 
     @property
@@ -359,8 +403,9 @@ class LockerService:
 
     # -- loading --------------------------------------------------------------------------------
 
-    async def start_load(self, order_id: str, actor: str) -> LoadStarted:
-        """Staff or a courier loads `order_id`: a free compartment of its size (or larger) opens."""
+    async def start_load(self, order_id: str, actor: str, *, bank: str | None = None) -> LoadStarted:
+        """Staff or a courier loads `order_id`: a free compartment of its size (or larger) opens, in `bank`
+        when given (the bank whose screen the courier stands at)."""
         size_rank = {s: i for i, s in enumerate(SIZES)}
         now = self._clock()
         busy = tuple(self._openings)
@@ -374,16 +419,18 @@ class LockerService:
             sizes = SIZES[size_rank[str(row[1])] :]
             marks = ", ".join("?" for _ in sizes)
             skip = ", ".join("?" for _ in busy) or "''"
+            in_bank = "" if bank is None else "AND c.bank = ? "
             free = conn.execute(
                 # Only placeholders are formatted in.
-                f"SELECT c.id FROM compartments c WHERE c.enabled = 1 AND c.size IN ({marks}) "  # noqa: S608
+                f"SELECT c.id FROM compartments c WHERE c.enabled = 1 AND c.size IN ({marks}) {in_bank}"  # noqa: S608
                 f"AND c.id NOT IN ({skip}) AND NOT EXISTS (SELECT 1 FROM pickups p WHERE p.compartment = c.id "
                 "AND p.state IN ('loading', 'ready', 'retrieval')) "
                 "ORDER BY CASE c.size WHEN 'S' THEN 0 WHEN 'M' THEN 1 ELSE 2 END, c.id LIMIT 1",
-                (*sizes, *busy),
+                (*sizes, *(() if bank is None else (bank,)), *busy),
             ).fetchone()
             if free is None:
-                raise LockerError(f"order {order_id}: no free compartment of size {row[1]} or larger")
+                where = "" if bank is None else f" in bank {bank}"
+                raise LockerError(f"order {order_id}: no free compartment of size {row[1]} or larger{where}")
             conn.execute(
                 "UPDATE pickups SET state = 'loading', compartment = ?, updated_ms = ? WHERE order_id = ?",
                 (free[0], now, order_id),
@@ -425,8 +472,9 @@ class LockerService:
 
     # -- collecting -----------------------------------------------------------------------------
 
-    async def collect(self, terminal: str, code: str) -> CollectResult:
-        """A customer typed `code` at `terminal`: OK opens the door; every failure reads the same."""
+    async def collect(self, terminal: str, code: str, *, bank: str | None = None) -> CollectResult:
+        """A customer typed `code` at `terminal`: OK opens the door; every failure reads the same. With
+        `bank` (the screen's bank), a parcel in another bank opens nothing and the answer names its bank."""
         try:
             outcome = await self._codes.verify(terminal, code)
         except PickupCodeError as exc:
@@ -444,6 +492,12 @@ class LockerService:
             # A code for an order not (yet) in a compartment opens nothing, and reads like any wrong code.
             return CollectResult(CollectStatus.WRONG, MSG_WRONG)
         info = self.compartment(pickup.compartment)
+        if bank is not None and info.spec.bank != bank:
+            # Only the code's holder learns this; the code stays valid for the right screen.
+            return CollectResult(
+                CollectStatus.ELSEWHERE,
+                f"Your parcel is in locker {info.spec.bank}. Please type your code on that locker's screen.",
+            )
         current = self._openings.get(info.spec.id)
         if current is not None and current.order_id == pickup.order_id:
             # Typed again while its door is open: never a second opening.

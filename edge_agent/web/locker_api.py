@@ -41,7 +41,7 @@ def locker_router(lockers: LockerService) -> APIRouter:
     @router.post("/collect")
     async def collect(bank_id: str, entry: CodeEntry) -> JSONResponse:
         check_bank(bank_id)
-        result = await lockers.collect(_terminal(bank_id), entry.code.strip())
+        result = await lockers.collect(_terminal(bank_id), entry.code.strip(), bank=bank_id)
         body: dict[str, Any] = {"status": result.status.value, "message": result.message}
         if result.status is CollectStatus.OK:
             body["compartment"] = result.compartment
@@ -51,6 +51,8 @@ def locker_router(lockers: LockerService) -> APIRouter:
             return JSONResponse(body, status_code=429, headers={"Retry-After": str(max(1, result.seconds_left))})
         if result.status is CollectStatus.UNAVAILABLE:
             return JSONResponse(body, status_code=503)
+        if result.status is CollectStatus.ELSEWHERE:
+            return JSONResponse(body, status_code=409)
         return JSONResponse(body, status_code=200)
 
     @router.get("/status")
