@@ -45,6 +45,11 @@ ensure_system() {
     if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
         apt_install mosquitto
     fi
+    # The browser tests drive the system Chromium through Playwright (DESIGN.md section 4): Playwright's
+    # own browser download is never used, so the Debian package is the one browser we test against.
+    if [ ! -x /usr/bin/chromium ]; then
+        apt_install chromium
+    fi
     # Fonts for e-ink tags: a CJK font for product names, DejaVu for digits and Latin text.
     if [ ! -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
         apt_install fonts-wqy-zenhei fonts-dejavu-core
