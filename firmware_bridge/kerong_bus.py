@@ -15,6 +15,11 @@ Driver rules:
   (`UnlockReport.status is None`) must read again before doing anything.
 - bytes received before a request are stale: they are dropped, and the decoder starts afresh.
 
+Priority: an unlock is somebody standing at the locker, a status read is a poll that can wait. Requests
+queue in priority order (unlocks first, then first come first served), so an unlock waits for at most
+the one exchange already on the line and its gap, never for a queue of polls. The bus is not held while
+the solenoid settles after an unlock: other requests use that time.
+
 `run()` keeps the port open by itself: when it fails (USB adapter unplugged, ser2net gone) it is
 re-opened every `reopen_interval_s`; requests made meanwhile time out like unanswered ones.
 """
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +47,45 @@ DEFAULT_TIMEOUT_S = 0.3
 DEFAULT_READ_RETRIES = 3
 # After an unlock, the time the solenoid needs before the hook switch reads released.
 DEFAULT_UNLOCK_SETTLE_S = 0.05
+
+
+PRIORITY_UNLOCK = 0
+PRIORITY_READ = 1
+
+
+class _PriorityLock:
+    """An asyncio lock granted in (priority, arrival) order instead of arrival order alone."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, priority: int) -> AsyncIterator[None]:
+        if self._held or self._waiters:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiters, (priority, next(self._arrivals), waiter))
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # granted just as we were cancelled: pass it on
+                raise
+        self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._held = False
+        while self._waiters:
+            _, _, waiter = heapq.heappop(self._waiters)
+            if not waiter.done():
+                self._held = True  # handed over directly: nobody can slip in between
+                waiter.set_result(None)
+                return
 
 
 class KerongBusError(Exception):
@@ -100,7 +146,7 @@ class KerongBus:
         self.unlock_settle_s = unlock_settle_s
         self.reopen_interval_s = reopen_interval_s
         self.stats = BusStats()
-        self._lock = asyncio.Lock()
+        self._lock = _PriorityLock()
         self._decoder = FrameDecoder(replies=True)
         self._replies: asyncio.Queue[LockReply | StatusReply] = asyncio.Queue(maxsize=16)
         self._port: SerialPort | None = None
@@ -220,7 +266,7 @@ class KerongBus:
     async def read_status(self, board: int) -> StatusReply:
         """Every lock's hook and item sensor on one board (0x32), with bounded retries."""
         request = Request(Command.READ_ALL, board)
-        async with self._lock:
+        async with self._lock.hold(PRIORITY_READ):
             return await self._read(request)
 
     async def unlock(self, board: int, lock: int) -> UnlockReport:
@@ -232,16 +278,18 @@ class KerongBus:
         return await self._unlock(Request(Command.UNLOCK_ALL, board))
 
     async def _unlock(self, request: Request) -> UnlockReport:
-        async with self._lock:
+        async with self._lock.hold(PRIORITY_UNLOCK):
             reply = await self._exchange(request)  # never repeated, whatever happens
-            if reply is None:
-                self.stats.unlocks_unanswered += 1
-                log.warning("lock bus %s: unlock %s unanswered; reading the status", self.url, request)
-            if self.unlock_settle_s:
-                await asyncio.sleep(self.unlock_settle_s)
-            try:
+        if reply is None:
+            self.stats.unlocks_unanswered += 1
+            log.warning("lock bus %s: unlock %s unanswered; reading the status", self.url, request)
+        if self.unlock_settle_s:
+            await asyncio.sleep(self.unlock_settle_s)
+        try:
+            # Ahead of the polls too: the caller (a customer) is waiting for this answer.
+            async with self._lock.hold(PRIORITY_UNLOCK):
                 status = await self._read(Request(Command.READ_ALL, request.board))
-            except KerongBusError as exc:
-                log.error("lock bus %s: no status after unlock %s: %s", self.url, request, exc.reason)
-                status = None
-            return UnlockReport(answered=reply is not None, status=status)
+        except KerongBusError as exc:
+            log.error("lock bus %s: no status after unlock %s: %s", self.url, request, exc.reason)
+            status = None
+        return UnlockReport(answered=reply is not None, status=status)

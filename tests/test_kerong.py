@@ -385,6 +385,24 @@ async def test_requests_keep_the_inter_frame_gap(tmp_path: Path) -> None:
         assert time.monotonic() - start >= 3 * 0.05
 
 
+async def test_an_unlock_overtakes_queued_status_reads(tmp_path: Path) -> None:
+    emulator = LockBoardEmulator(1)
+    emulator.set_person(0, 4, Person(open_after_s=None))
+    async with rig(tmp_path, emulator) as bus:
+        reads = [asyncio.create_task(bus.read_status(0)) for _ in range(8)]
+        await asyncio.sleep(0)  # all eight queued (the first already on the line)
+        started = time.monotonic()
+        report = await bus.unlock(0, 4)
+        unlocked_at = emulator.unlock_log[0].at
+        finished = [t.done() for t in reads]
+        await asyncio.gather(*reads)
+    assert report.status is not None and not report.status.locked(4)
+    # One exchange and one gap at most before the unlock frame, not eight.
+    per_exchange = bus.frame_gap_s + 14 / (DEFAULT_LINE_RATE)
+    assert unlocked_at - started < 2 * per_exchange + 0.05
+    assert finished.count(True) < len(reads)  # the rest waited (some ran while the solenoid settled)
+
+
 async def test_unlock_all_releases_every_lock_of_that_board_once(tmp_path: Path) -> None:
     emulator = LockBoardEmulator([0, 1])
     for c in emulator.compartments.values():

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from cloud_link.ports import DurableStore
 from devices.lockers.board import LockBoard, LockBoardError, LockState, UnlockResult
+from devices.lockers.shared_reads import SharedReads
 from edge_agent.services.doors import Compartment as DoorCompartment
 from edge_agent.services.doors import DoorAlreadyOpenedError, DoorOpener
 from edge_agent.services.pickup_codes import GuessingAlarm, PickupCodeError, PickupCodes, VerifyStatus
@@ -221,6 +222,8 @@ class LockerService:
     ) -> None:
         self._db = db
         self._boards = boards
+        # Watchers and the alarm poll share one read per board per poll period (devices/lockers/shared_reads).
+        self._reads = {board_id: SharedReads(board) for board_id, board in boards.items()}
         self._doors = doors
         self._codes = codes
         self._audit = audit
@@ -542,20 +545,23 @@ class LockerService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read(self, spec: CompartmentSpec) -> LockState | None:
-        board = self._boards.get(spec.board_id)
-        if board is None:
+    async def _read(self, spec: CompartmentSpec, not_before: float = float("-inf")) -> LockState | None:
+        reads = self._reads.get(spec.board_id)
+        if reads is None:
             return None
         try:
-            return await board.read(spec.lock)
-        except LockBoardError as exc:
+            return await reads.read(spec.lock, max_age_s=self.timings.poll_s, not_before=not_before)
+        except (LockBoardError, ValueError) as exc:
             log.warning("reading %s: %s", spec.id, exc)
             return None
 
-    async def _poll_until(self, spec: CompartmentSpec, want_locked: bool, timeout_s: float) -> LockState | None:
+    async def _poll_until(
+        self, spec: CompartmentSpec, want_locked: bool, timeout_s: float, not_before: float
+    ) -> LockState | None:
+        """Until the door is (un)latched as wanted, by readings taken after `not_before` (the unlock)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            state = await self._read(spec)
+            state = await self._read(spec, not_before)
             if state is not None and state.locked == want_locked:
                 return state
             if time.monotonic() >= deadline:
@@ -565,12 +571,13 @@ class LockerService:
     async def _watch(self, opening: _Opening, opened: bool) -> None:
         spec = opening.spec
         t = self.timings
+        since = time.monotonic()  # the unlock is done: only readings from now on tell about this opening
         try:
-            if not opened and await self._poll_until(spec, False, t.jam_s) is None:
+            if not opened and await self._poll_until(spec, False, t.jam_s, since) is None:
                 await self._jammed(opening)
                 return
             timeout = t.load_timeout_s if opening.kind == "load" else t.collect_timeout_s
-            closed = await self._poll_until(spec, True, timeout)
+            closed = await self._poll_until(spec, True, timeout, since)
             if opening.kind == "load":
                 await self._load_finished(opening, closed)
             elif opening.kind == "retrieval":
@@ -734,18 +741,22 @@ class LockerService:
         by_board: dict[str, list[CompartmentInfo]] = {}
         for info in self.compartments():
             by_board.setdefault(info.spec.board_id, []).append(info)
-        for board_id, infos in by_board.items():
-            board = self._boards.get(board_id)
-            if board is None:
-                continue
-            try:
-                states = await board.read_all()
-            except LockBoardError as exc:
-                log.warning("alarm poll of %s: %s", board_id, exc)
-                continue
-            for info in infos:
-                if 1 <= info.spec.lock <= len(states):
-                    await self._check_door(info.spec, states[info.spec.lock - 1])
+        # Boards on different buses are read at the same time; each bus serialises its own.
+        await asyncio.gather(*(self._poll_board(board_id, infos) for board_id, infos in by_board.items()))
+
+    async def _poll_board(self, board_id: str, infos: list[CompartmentInfo]) -> None:
+        reads = self._reads.get(board_id)
+        if reads is None:
+            return
+        try:
+            # A watcher's reading from the last half period is as good as a new one.
+            states = await reads.read_all(max_age_s=self.timings.poll_s / 2)
+        except LockBoardError as exc:
+            log.warning("alarm poll of %s: %s", board_id, exc)
+            return
+        for info in infos:
+            if 1 <= info.spec.lock <= len(states):
+                await self._check_door(info.spec, states[info.spec.lock - 1])
 
     async def _check_door(self, spec: CompartmentSpec, state: LockState) -> None:
         now = time.monotonic()
