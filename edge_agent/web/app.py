@@ -17,6 +17,7 @@ from edge_agent import __version__
 from edge_agent.metrics import AgentMetrics
 from edge_agent.services.lockers import LockerService
 from edge_agent.web.locker_api import locker_router
+from edge_agent.web.locker_screen import locker_screen_router
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
 STALE_OUTBOX_S = 300.0
@@ -88,4 +89,5 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     if ctx.lockers is not None:
         app.include_router(locker_router(ctx.lockers))
+        app.include_router(locker_screen_router(ctx.lockers))
     return app

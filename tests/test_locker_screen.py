@@ -1,0 +1,253 @@
+"""The locker screen in the system Chromium, through the running agent; the Kerong emulator on a real pty
+plays the lock board and the people at the doors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, expect
+
+from edge_agent.config import AgentConfig
+from edge_agent.runtime import Agent
+from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
+from tests.conftest import agent_config, running_agent, wait_until
+from tests.support.broker import Broker
+from tests.support.browser import LANDSCAPE, PORTRAIT, chromium
+from tests.support.subscriber import CloudSubscriber
+
+# One browser for the module: every test runs in the module's event loop, where the browser lives.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}
+DOOR_12 = "Door 12 is open: second row from the top, third from the left"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as b:
+        yield b
+
+
+def lockers_config(tmp_path: Path, cloud: Broker | None) -> tuple[LockBoardEmulator, PtyPort, AgentConfig]:
+    """Bank A: a small door 1 (top left) and a medium door 12 (second row, third from the left)."""
+    emulator = LockBoardEmulator(1)
+    for c in emulator.compartments.values():
+        c.person = Person(open_after_s=None)
+    pty = tmp_path / "lockers0"
+    config = agent_config(
+        tmp_path / "data",
+        cloud,
+        lockers={
+            "enabled": True,
+            "buses": [{"name": "rs485", "url": str(pty)}],
+            "boards": [{"id": "kerong-0", "bus": "rs485", "number": 0}],
+            "compartments": [
+                {"id": "A-01", "bank": "A", "board": "kerong-0", "lock": 1, "size": "S", "row": 1, "column": 1},
+                {"id": "A-12", "bank": "A", "board": "kerong-0", "lock": 12, "size": "M", "row": 2, "column": 3},
+            ],
+        },
+    )
+    return emulator, PtyPort(pty), config
+
+
+@contextlib.asynccontextmanager
+async def lockers_agent(tmp_path: Path, cloud: Broker | None) -> AsyncIterator[tuple[Agent, LockBoardEmulator]]:
+    emulator, port, config = lockers_config(tmp_path, cloud)
+    async with emulator.running(port), running_agent(config, env=KEY_ENV, wait_for_cloud=cloud is not None) as agent:
+        assert agent.lockers is not None
+        yield agent, emulator
+
+
+async def loaded_order(agent: Agent, emulator: LockBoardEmulator, order_id: str) -> str:
+    """A medium parcel loaded into door 12 by staff; returns the customer's code."""
+    assert agent.lockers is not None
+    lockers = agent.lockers
+    code = await lockers.create_pickup(order_id, "M", int(time.time() * 1000) + 86_400_000)
+    assert code is not None
+    emulator.compartments[(0, 12)].person = Person(open_after_s=0.1, hold_s=0.2, action=Action.PLACE)
+    await lockers.start_load(order_id, actor="staff-1")
+    await wait_until(lambda: (p := lockers.pickup(order_id)) is not None and p.state == "ready", timeout=10)
+    return code
+
+
+async def open_screen(browser: Browser, agent: Agent, query: str = "", viewport: dict[str, int] = PORTRAIT) -> Page:
+    page = await browser.new_page(viewport=viewport)  # type: ignore[arg-type]
+    errors: list[str] = []
+    # A CSP violation or a script error shows up here: the tests fail on it rather than on a timeout.
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location.get('url')}") if msg.type == "error" else None)
+    page.errors = errors  # type: ignore[attr-defined]
+    await page.goto(f"http://127.0.0.1:{agent.web_port}/locker/A{query}")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    return page
+
+
+async def tap_code(page: Page, code: str) -> None:
+    for digit in code:
+        await page.click(f'#keypad [data-key="{digit}"]')
+
+
+async def answered(page: Page) -> None:
+    """Wait until the screen has the agent's answer to the code just sent (Open is disabled meanwhile)."""
+    # Locator assertions rather than wait_for_function: the page's CSP forbids the eval that one needs.
+    await expect(page.locator("#key-enter")).to_be_enabled()
+
+
+async def test_a_code_tapped_on_the_keypad_opens_its_door(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber, browser: Browser
+) -> None:
+    async with lockers_agent(tmp_path, cloud_broker) as (agent, emulator):
+        code = await loaded_order(agent, emulator, "order-1")
+        emulator.compartments[(0, 12)].person = Person(open_after_s=0.1, hold_s=0.3, action=Action.TAKE)
+        loads = emulator.unlock_count(0, 12)
+        page = await open_screen(browser, agent)
+        await tap_code(page, code[:3])
+        await page.click('#keypad [data-key="delete"]')
+        await tap_code(page, code[2:])
+        await expect(page.locator("#field-code")).to_have_attribute("data-value", code)
+        # Grouped for reading: "1234 5678".
+        groups = await page.locator("#field-code .group").all_inner_texts()
+        assert groups == [code[i : i + 4] for i in range(0, len(code), 4)]
+        await page.click('#keypad [data-key="enter"]')
+        await expect(page.locator("#door-message")).to_have_text(DOOR_12)
+        await expect(page.locator("#screen-door")).to_be_visible()
+        await expect(page.locator("#keypad")).to_be_hidden()
+        await asyncio.to_thread(subscriber.wait_events, 1, 20, "pickup.collected")
+        assert emulator.unlock_count(0, 12) == loads + 1, "exactly one unlock for the customer"
+        assert emulator.unlock_count(0, 1) == 0
+        # Done: back to an empty keypad for the next customer.
+        await page.click("#door-done")
+        await expect(page.locator("#screen-code")).to_be_visible()
+        await expect(page.locator("#field-code")).to_have_attribute("data-value", "")
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_ten_wrong_codes_lock_the_screen_with_a_countdown(
+    tmp_path: Path, cloud_broker: Broker, browser: Browser
+) -> None:
+    async with lockers_agent(tmp_path, cloud_broker) as (agent, emulator):
+        code = await loaded_order(agent, emulator, "order-2")
+        loads = emulator.unlock_count(0, 12)
+        page = await open_screen(browser, agent)
+        message = page.locator("#code-message")
+        # A USB keypad: digits and Enter from the keyboard.
+        wrong = [f"{n:08d}" for n in range(10)]
+        assert code not in wrong
+        for n, guess in enumerate(wrong):
+            await page.keyboard.type(guess)
+            await page.keyboard.press("Enter")
+            await answered(page)
+            if n < 9:
+                await expect(message).to_have_text("This code does not open a door. Please check it and try again.")
+        # The tenth failure started the lockout; the screen says so at once, with a countdown.
+        await expect(message).to_have_attribute("data-kind", "lockout")
+        await expect(message).to_have_text(re.compile(r"Too many wrong codes\. Please try again in \d+ s\."))
+        first = int(await message.get_attribute("data-seconds-left") or 0)
+        assert 0 < first <= 30
+        await expect(message).not_to_have_attribute("data-seconds-left", str(first), timeout=5000)
+        assert 0 < int(await message.get_attribute("data-seconds-left") or 0) < first, "counting down"
+        # The right code opens nothing now.
+        await tap_code(page, code)
+        await page.click('#keypad [data-key="enter"]')
+        await answered(page)
+        await expect(message).to_have_attribute("data-kind", "lockout")
+        await expect(page.locator("#screen-door")).to_be_hidden()
+        # A reload (or a restarted screen) learns of the lockout from the status endpoint.
+        await page.reload()
+        await expect(page.locator("#code-message")).to_have_attribute("data-kind", "lockout")
+        await asyncio.sleep(0.5)
+        assert emulator.unlock_count(0, 12) == loads, "no door opened while locked out"
+
+
+async def test_the_screen_resets_after_idle_time(tmp_path: Path, browser: Browser) -> None:
+    async with lockers_agent(tmp_path, None) as (agent, _emulator):
+        page = await open_screen(browser, agent, "?idle_s=3")
+        field = page.locator("#field-code")
+        await tap_code(page, "12345678")
+        await page.click('#keypad [data-key="enter"]')
+        await answered(page)
+        await expect(page.locator("#code-message")).to_have_attribute("data-kind", "error")
+        await tap_code(page, "42")
+        await expect(field).to_have_attribute("data-value", "42")
+        touched = time.monotonic()
+        await expect(field).to_have_attribute("data-value", "", timeout=8000)
+        assert time.monotonic() - touched > 2.5, "reset only after the idle time"
+        await expect(page.locator("#code-message")).to_be_empty()
+        # Sign-in screens go back to the customer's keypad too.
+        await page.click("#staff-button")
+        await expect(page.locator("#screen-signin")).to_be_visible()
+        await tap_code(page, "77")
+        await expect(page.locator("#field-staff-number")).to_have_attribute("data-value", "77")
+        await expect(page.locator("#screen-code")).to_be_visible(timeout=8000)
+        await expect(page.locator("#screen-signin")).to_be_hidden()
+        await expect(page.locator("#field-staff-number")).to_have_attribute("data-value", "")
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_touch_targets_kiosk_hygiene_and_headers(tmp_path: Path, browser: Browser) -> None:
+    async with lockers_agent(tmp_path, None) as (agent, _emulator):
+        base = f"http://127.0.0.1:{agent.web_port}"
+        for viewport in (PORTRAIT, LANDSCAPE):
+            page = await open_screen(browser, agent, viewport=viewport)
+            keys = page.locator("#keypad button")
+            assert await keys.count() == 13  # 0-9, Clear, Delete, Open
+            for button in [*await keys.all(), page.locator("#staff-button"), page.locator("#lang-button")]:
+                box = await button.bounding_box()
+                assert box is not None
+                label = await button.inner_text()
+                assert box["width"] >= 48 and box["height"] >= 48, (viewport, label, box)
+                # On screen, not scrolled away: the page never scrolls.
+                assert box["y"] + box["height"] <= viewport["height"] and box["x"] + box["width"] <= viewport["width"]
+            digit = await page.locator('#keypad [data-key="5"]').bounding_box()
+            assert digit is not None and digit["height"] >= 90, "about 96 px on the screens we ship for"
+            await page.close()
+
+        page = await open_screen(browser, agent)
+        prevented = await page.evaluate(
+            """() => {
+                const event = new MouseEvent('contextmenu', {bubbles: true, cancelable: true});
+                document.querySelector('#keypad [data-key="5"]').dispatchEvent(event);
+                return event.defaultPrevented;
+            }"""
+        )
+        assert prevented is True
+        kiosk: dict[str, Any] = await page.evaluate(
+            """() => ({
+                userSelect: getComputedStyle(document.body).userSelect,
+                touchAction: getComputedStyle(document.body).touchAction,
+                links: document.querySelectorAll('a, [href]:not(link)').length,
+                viewport: document.querySelector('meta[name=viewport]').content,
+            })"""
+        )
+        assert kiosk["userSelect"] == "none" and kiosk["touchAction"] == "manipulation"
+        assert kiosk["links"] == 0, "no way out of the app"
+        assert "user-scalable=no" in kiosk["viewport"]
+        assert page.errors == []  # type: ignore[attr-defined]
+
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            screen = await client.get("/locker/A")
+            assert screen.status_code == 200
+            csp = screen.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp
+            assert screen.headers["x-frame-options"] == "DENY"
+            assert screen.headers["cache-control"] == "no-store"
+            assert "<script>" not in screen.text and " style=" not in screen.text
+            for path in ("/locker/Z", "/locker/A..B", "/locker/%2e%2e"):
+                missing = await client.get(path)
+                assert missing.status_code == 404, path
+                assert "content-security-policy" in missing.headers
+            assert (await client.get("/static/locker/index.html")).status_code == 404
+            js = re.search(r'src="([^"]+)"', screen.text)
+            assert js is not None
+            script = await client.get(js.group(1))
+            assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
