@@ -12,7 +12,8 @@ Codes (DESIGN.md section 7, issue 4 part 4):
   new order happens to draw the same code: then the dead row's MAC is replaced by a tombstone MAC
   (HMAC of the order id under a separate label), which no code can produce.
 
-Throttle per terminal (`ThrottlePolicy`, defaults shown):
+Throttle per terminal (`ThrottlePolicy`, defaults shown; the mechanics live in `throttle.Throttle`, which the
+staff sign-in of the locker screens shares):
 - every code typed is recorded in `code_attempts`; at most 10 failed codes per terminal in any 10 minutes:
   the failure that makes 10 in the window starts a lockout;
 - while locked out, every code (right or wrong) answers LOCKED_OUT with the seconds left, and is not even
@@ -43,7 +44,6 @@ import hashlib
 import hmac
 import inspect
 import logging
-import math
 import re
 import secrets
 import sqlite3
@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 from cloud_link.ports import DurableStore
 from edge_agent.secrets import STORE_HMAC_KEY, SecretError, read_secret, where
+from edge_agent.services.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,6 @@ TERMINAL_MAX = 64
 # A generated code that collides with a live one is drawn again; with 10^8 codes and a few hundred live
 # ones a second collision in a row is already a one-in-ten-billion event.
 ISSUE_ATTEMPTS = 5
-# Attempts are kept this long (the windows need only minutes); older ones are removed as new ones arrive.
-ATTEMPTS_KEPT_MS = 24 * 3600 * 1000
 _TOMBSTONE_LABEL = b"edge-agent pickup-code tombstone\x00"
 
 CodeState = str  # live | used | cancelled | expired
@@ -184,6 +183,12 @@ def store_key(env: Mapping[str, str] | None = None) -> bytes:
     return key
 
 
+def code_mac(key: bytes, code: str, label: bytes = b"") -> str:
+    """Hex HMAC-SHA256 of a digit code under the store key: what the database holds instead of the code.
+    `label` separates uses (courier codes carry one, pickup codes none), so equal digits never share a MAC."""
+    return hmac.new(key, label + code.encode("ascii"), hashlib.sha256).hexdigest()
+
+
 def _check_id(name: str, value: str, max_len: int) -> None:
     if not isinstance(value, str) or not value or len(value) > max_len or not value.isprintable():
         raise PickupCodeError(f"{name}: must be 1-{max_len} printable characters")
@@ -210,6 +215,7 @@ class PickupCodes:
         self._key = bytes(key)
         self.code_digits = code_digits
         self.policy = policy or ThrottlePolicy()
+        self._throttle = Throttle(self.policy, "code")
         self.on_alarm = on_alarm
         self._clock = clock
         self._last_alarm_ms: int | None = None
@@ -222,7 +228,7 @@ class PickupCodes:
         return f"{secrets.randbelow(10**self.code_digits):0{self.code_digits}d}"
 
     def mac(self, code: str) -> str:
-        return hmac.new(self._key, code.encode("ascii"), hashlib.sha256).hexdigest()
+        return code_mac(self._key, code)
 
     def _tombstone(self, order_id: str) -> str:
         return hmac.new(self._key, _TOMBSTONE_LABEL + order_id.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -312,14 +318,8 @@ class PickupCodes:
 
     def lockout_seconds_left(self, terminal: str) -> int:
         """Seconds until `terminal` may try a code again (0 when it is not locked out), for the locker screen."""
-        row = self._db.read(lambda c: c.execute(
-            "SELECT until_ms FROM code_lockouts WHERE terminal = ?", (terminal,)
-        ).fetchone())
-        if row is None:
-            return 0
         now = self._clock()
-        until = min(int(row[0]), now + self.policy.max_lockout_ms)
-        return max(0, math.ceil((until - now) / 1000))
+        return self._db.read(lambda c: self._throttle.seconds_left(c, terminal, now))
 
     # -- checking -------------------------------------------------------------------------------
 
@@ -339,47 +339,26 @@ class PickupCodes:
         self, conn: sqlite3.Connection, terminal: str, mac: str | None, now: int, consume: bool
     ) -> tuple[VerifyOutcome, int]:
         p = self.policy
-        lock = conn.execute("SELECT until_ms, level FROM code_lockouts WHERE terminal = ?", (terminal,)).fetchone()
-        if lock is not None:
-            until = min(int(lock[0]), now + p.max_lockout_ms)  # a clock set backwards cannot stretch it
-            if until > now:
-                return VerifyOutcome(VerifyStatus.LOCKED_OUT, seconds_left=math.ceil((until - now) / 1000)), 0
-        conn.execute("DELETE FROM code_attempts WHERE ts_ms < ?", (now - ATTEMPTS_KEPT_MS,))
+        seconds_left = self._throttle.seconds_left(conn, terminal, now)
+        if seconds_left > 0:
+            return VerifyOutcome(VerifyStatus.LOCKED_OUT, seconds_left=seconds_left), 0
         if mac is not None:
             row = conn.execute(
                 "SELECT order_id, code_mac, state, expires_ms FROM pickup_codes WHERE code_mac = ?", (mac,)
             ).fetchone()
             if row is not None and hmac.compare_digest(str(row[1]), mac) and row[2] == LIVE and row[3] > now:
-                conn.execute("INSERT INTO code_attempts(terminal, ts_ms, ok) VALUES (?, ?, 1)", (terminal, now))
+                self._throttle.success(conn, terminal, now)
                 if consume:
                     conn.execute(
                         "UPDATE pickup_codes SET state = 'used', used_ms = ? WHERE order_id = ?", (now, row[0])
                     )
                 return VerifyOutcome(VerifyStatus.OK, order_id=str(row[0])), 0
-        conn.execute("INSERT INTO code_attempts(terminal, ts_ms, ok) VALUES (?, ?, 0)", (terminal, now))
-        failures = conn.execute(
-            "SELECT COUNT(*) FROM code_attempts WHERE terminal = ? AND ts_ms > ? AND ok = 0",
-            (terminal, now - p.window_ms),
-        ).fetchone()[0]
-        if failures >= p.max_failures:
-            level = 1
-            if lock is not None:
-                quiet = max(0, now - int(lock[0]))
-                level = min(max(0, int(lock[1]) - quiet // p.level_decay_ms) + 1, p.max_level)
-            until = now + p.lockout_ms(level)
-            conn.execute(
-                "INSERT INTO code_lockouts(terminal, until_ms, level) VALUES (?, ?, ?) "
-                "ON CONFLICT(terminal) DO UPDATE SET until_ms = excluded.until_ms, level = excluded.level",
-                (terminal, until, level),
-            )
-            log.warning(
-                "terminal %s locked out for %d s (level %d) after %d failed codes",
-                terminal, p.lockout_ms(level) // 1000, level, failures,
-            )
+        failure = self._throttle.failure(conn, terminal, now)
         store_failures = conn.execute(
             "SELECT COUNT(*) FROM code_attempts WHERE ts_ms > ? AND ok = 0", (now - p.store_window_ms,)
         ).fetchone()[0]
-        return VerifyOutcome(VerifyStatus.WRONG, attempts_left=max(0, p.max_failures - failures)), int(store_failures)
+        outcome = VerifyOutcome(VerifyStatus.WRONG, attempts_left=max(0, p.max_failures - failure.failures))
+        return outcome, int(store_failures)
 
     async def _check_store_rate(self, failures: int, now: int) -> None:
         p = self.policy
