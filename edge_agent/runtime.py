@@ -38,6 +38,7 @@ from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent import __version__
 from edge_agent.commands_builtin import register_builtin_commands
 from edge_agent.commands_catalog import register_catalog_commands
+from edge_agent.commands_courier import register_courier_commands
 from edge_agent.commands_lockers import register_locker_commands
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import AgentMetrics
@@ -52,6 +53,7 @@ from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord
 from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.doors import DoorOpener
 from edge_agent.services.labels import connect_catalog, label_settings, product_to_content, register_label_commands
+from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
 from edge_agent.services.pickup_codes import PickupCodes, store_key
 from edge_agent.storage import Database
@@ -148,6 +150,7 @@ class Agent:
         self.labels: LabelService | None = None
         self.renderer: RenderPool | None = None
         self.lockers: LockerService | None = None
+        self.locker_staff: LockerStaff | None = None
         self.locker_buses: dict[str, KerongBus] = {}
 
     # -- what producers use -------------------------------------------------------------------
@@ -291,6 +294,7 @@ class Agent:
                         metrics_loopback_only=cfg.web.metrics_loopback_only,
                         started_at=started_at,
                         lockers=self.lockers,
+                        locker_staff=self.locker_staff,
                     )
                 )
                 server = _EmbeddedServer(
@@ -362,6 +366,10 @@ class Agent:
             ]
         )
         register_locker_commands(registry, self.lockers, hold_days=cfg.hold_days)
+        # Staff and courier sign-in on the locker screens; a staff terminal locked out for guessing raises the
+        # pickup codes' alarm.code_guessing (the hook LockerService installed on `codes`).
+        self.locker_staff = LockerStaff(db, store_key(self._env), on_alarm=codes.on_alarm)
+        register_courier_commands(registry, self.locker_staff)
 
     async def _run_lockers(self) -> None:
         """Buses, then the start-up reconciliation, then the alarm poll and the expiry clock."""

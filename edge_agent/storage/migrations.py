@@ -246,6 +246,48 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pickups_by_compartment ON pickups(compartment, state)",
         ),
     ),
+    Migration(
+        6,
+        "locker staff accounts, courier codes, sign-in attempts and lockouts",
+        (
+            # Staff who sign in on the locker screens (edge_agent.services.locker_staff). The PIN is never
+            # stored: `pin_hash` is its argon2id hash (PHC string, with its own salt and parameters).
+            """CREATE TABLE locker_staff (
+                staff_number TEXT PRIMARY KEY,
+                name TEXT,
+                pin_hash TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                last_sign_in_ms INTEGER
+            )""",
+            # One-time courier codes. The code is never stored: `code_mac` is the hex HMAC-SHA256 of it under
+            # the store's key. state: live|used|revoked; a code signs in once, while live and before
+            # `valid_until_ms` (past that it is dead without any change of state).
+            """CREATE TABLE courier_codes (
+                code_mac TEXT PRIMARY KEY,
+                courier_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                valid_until_ms INTEGER NOT NULL,
+                used_ms INTEGER
+            )""",
+            "CREATE INDEX courier_codes_by_courier ON courier_codes(courier_id, state)",
+            # Sign-in attempts and lockouts per key (a staff terminal `locker-staff:{bank}` or a staff number),
+            # kept apart from the pickup codes' tables so that staff sign-ins never count as pickup-code guesses.
+            """CREATE TABLE signin_attempts (
+                key TEXT NOT NULL,
+                ts_ms INTEGER NOT NULL,
+                ok INTEGER NOT NULL
+            )""",
+            "CREATE INDEX signin_attempts_by_key ON signin_attempts(key, ts_ms)",
+            "CREATE INDEX signin_attempts_by_time ON signin_attempts(ts_ms)",
+            """CREATE TABLE signin_lockouts (
+                key TEXT PRIMARY KEY,
+                until_ms INTEGER NOT NULL,
+                level INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

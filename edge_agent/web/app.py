@@ -15,9 +15,11 @@ from cloud_link.outbox import Outbox
 from cloud_link.session import CloudSession
 from edge_agent import __version__
 from edge_agent.metrics import AgentMetrics
+from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import LockerService
 from edge_agent.web.locker_api import locker_router
 from edge_agent.web.locker_screen import locker_screen_router
+from edge_agent.web.locker_staff_api import locker_staff_router
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
 STALE_OUTBOX_S = 300.0
@@ -32,6 +34,7 @@ class WebContext:
     metrics_loopback_only: bool = False
     started_at: float = 0.0
     lockers: LockerService | None = None
+    locker_staff: LockerStaff | None = None
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -90,4 +93,6 @@ def create_app(ctx: WebContext) -> FastAPI:
     if ctx.lockers is not None:
         app.include_router(locker_router(ctx.lockers))
         app.include_router(locker_screen_router(ctx.lockers))
+        if ctx.locker_staff is not None:
+            app.include_router(locker_staff_router(ctx.lockers, ctx.locker_staff))
     return app
