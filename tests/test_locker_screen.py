@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
 from edge_agent.config import AgentConfig
 from edge_agent.runtime import Agent
@@ -80,12 +80,19 @@ async def loaded_order(agent: Agent, emulator: LockBoardEmulator, order_id: str)
     return code
 
 
+def console_error(msg: ConsoleMessage) -> bool:
+    # Chromium logs every 4xx answer as "Failed to load resource"; the API's 401, 409 and 429 are answers
+    # the page handles, not errors.
+    url = str(msg.location.get("url", ""))
+    return msg.type == "error" and not (msg.text.startswith("Failed to load resource") and "/api/" in url)
+
+
 async def open_screen(browser: Browser, agent: Agent, query: str = "", viewport: dict[str, int] = PORTRAIT) -> Page:
     page = await browser.new_page(viewport=viewport)  # type: ignore[arg-type]
     errors: list[str] = []
     # A CSP violation or a script error shows up here: the tests fail on it rather than on a timeout.
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location.get('url')}") if msg.type == "error" else None)
+    page.on("console", lambda msg: errors.append(f"{msg.text} {msg.location.get('url')}") if console_error(msg) else None)
     page.errors = errors  # type: ignore[attr-defined]
     await page.goto(f"http://127.0.0.1:{agent.web_port}/locker/A{query}")
     await expect(page.locator("body")).to_have_attribute("data-ready", "true")
@@ -251,3 +258,4 @@ async def test_touch_targets_kiosk_hygiene_and_headers(tmp_path: Path, browser: 
             assert js is not None
             script = await client.get(js.group(1))
             assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+
