@@ -266,8 +266,8 @@
     const screen = SCREENS[name];
     $("keypad").hidden = !screen.keypad;
     $("app").classList.toggle("no-keypad", !screen.keypad);
-    // The Staff button is for the customer screens; once signed in, the menu has Sign out.
-    $("staff-button").hidden = !(name === "code" || name === "door") || state.token !== null;
+    // The Staff button sits on the customer keypad only; once signed in, the menu has Sign out.
+    $("staff-button").hidden = name !== "code" || state.token !== null;
     if (screen.field) {
       activeField = fields[screen.field];
       if (name === "signin" && state.signinKind === "courier") {
