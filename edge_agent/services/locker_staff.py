@@ -154,7 +154,7 @@ class LockerStaff:
         self._hasher = hasher or PasswordHasher(type=Type.ID)
         if self._hasher.type is not Type.ID:
             raise StaffError("PIN hashes must be argon2id")
-        self.sessions = sessions or SessionStore()
+        self.sessions = SessionStore() if sessions is None else sessions  # (an empty store is falsy)
         self._terminals = Throttle(terminal_policy, "signin", what="staff terminal")
         self._numbers = Throttle(staff_number_policy, "signin", what="staff number")
         self.on_alarm = on_alarm
