@@ -259,3 +259,111 @@ async def test_touch_targets_kiosk_hygiene_and_headers(tmp_path: Path, browser: 
             script = await client.get(js.group(1))
             assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
 
+
+# -- staff and couriers (the staff API: edge_agent/web/locker_staff_api.py) ----------------------------
+
+STAFF, PIN = "1234", "482915"
+
+
+async def sign_in_staff(page: Page, staff_number: str = STAFF, pin: str = PIN) -> None:
+    await page.click("#staff-button")
+    await expect(page.locator("#screen-signin")).to_be_visible()
+    await tap_code(page, staff_number)
+    await expect(page.locator("#key-enter")).to_have_text("Next")
+    await page.click('#keypad [data-key="enter"]')
+    await tap_code(page, pin)
+    # The PIN is masked on screen.
+    pin_field = page.locator("#field-pin")
+    await expect(pin_field).to_have_attribute("data-length", str(len(pin)))
+    assert not re.search(r"\d", await pin_field.inner_text())
+    await expect(page.locator("#key-enter")).to_have_text("Sign in")
+    await page.click('#keypad [data-key="enter"]')
+
+
+async def test_staff_sign_in_load_and_retrieval(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber, browser: Browser
+) -> None:
+    async with lockers_agent(tmp_path, cloud_broker) as (agent, emulator):
+        assert agent.lockers is not None and agent.locker_staff is not None
+        lockers, staff = agent.lockers, agent.locker_staff
+        await staff.add_staff(STAFF, PIN)
+        await lockers.create_pickup("order-5", "M", int(time.time() * 1000) + 86_400_000)
+        page = await open_screen(browser, agent, viewport=LANDSCAPE)
+
+        # A wrong PIN: the server's answer, and the PIN is gone from the screen.
+        await sign_in_staff(page, pin="903417")
+        await expect(page.locator("#signin-message")).to_have_text("Sign-in failed. Please check and try again.")
+        await expect(page.locator("#field-pin")).to_have_attribute("data-length", "0")
+        await page.click("#signin-back")
+
+        await sign_in_staff(page)
+        await expect(page.locator("#screen-menu")).to_be_visible()
+        await expect(page.locator("#menu-who")).to_contain_text(STAFF)
+        await expect(page.locator("#menu-retrieval")).to_be_visible()
+        await expect(page.locator("#menu-alarms")).to_be_visible()
+
+        # Load: a keyboard-wedge scanner types the order number fast and ends with Enter.
+        await page.click("#menu-load")
+        await expect(page.locator("#screen-load")).to_be_visible()
+        emulator.compartments[(0, 12)].person = Person(open_after_s=0.1, hold_s=0.3, action=Action.PLACE)
+        await page.keyboard.type("order-5")
+        await expect(page.locator("#field-order")).to_have_attribute("data-value", "order-5")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#door-message")).to_have_text(DOOR_12)
+        ready = await asyncio.to_thread(subscriber.wait_events, 1, 20, "pickup.ready")
+        assert ready[0]["payload"]["order_id"] == "order-5" and ready[0]["payload"]["compartment"] == "A-12"
+        await page.click("#door-done")
+        await expect(page.locator("#screen-menu")).to_be_visible()
+
+        # Retrieval: the order is cancelled while loaded; staff take it out from the list.
+        await lockers.cancel_pickup("order-5")
+        await page.click("#menu-retrieval")
+        item = page.locator('#retrieval-list button[data-order-id="order-5"]')
+        await expect(item).to_be_visible()
+        assert (box := await item.bounding_box()) is not None and box["height"] >= 48
+        emulator.compartments[(0, 12)].person = Person(open_after_s=0.1, hold_s=0.3, action=Action.TAKE)
+        await item.click()
+        await expect(page.locator("#door-message")).to_have_text(DOOR_12)
+        await asyncio.to_thread(subscriber.wait_events, 1, 20, "pickup.retrieved")
+        await page.click("#door-done")
+
+        # The agent ends the session (staff removed, or its own idle timer): the next call goes to sign-in.
+        assert staff.sessions.end_actor(f"staff:{STAFF}") == 1
+        await page.click("#menu-alarms")
+        await expect(page.locator("#screen-signin")).to_be_visible()
+        await expect(page.locator("#signin-message")).to_have_text("You were signed out. Please sign in again.")
+
+        # Sign out from the menu ends the session on the agent too.
+        await page.click("#signin-back")
+        await sign_in_staff(page)
+        await expect(page.locator("#screen-menu")).to_be_visible()
+        assert len(staff.sessions) == 1
+        await page.click("#menu-sign-out")
+        await expect(page.locator("#screen-code")).to_be_visible()
+        await wait_until(lambda: len(staff.sessions) == 0, timeout=5)
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_courier_loads_but_sees_no_retrieval(tmp_path: Path, browser: Browser) -> None:
+    async with lockers_agent(tmp_path, None) as (agent, emulator):
+        assert agent.lockers is not None and agent.locker_staff is not None
+        issued = await agent.locker_staff.issue_courier_code("c-17")
+        await agent.lockers.create_pickup("order-6", "M", int(time.time() * 1000) + 86_400_000)
+        page = await open_screen(browser, agent, "?idle_s=3")
+        await page.click("#staff-button")
+        await page.click("#tab-courier")
+        await expect(page.locator("#signin-courier")).to_be_visible()
+        await tap_code(page, issued.code)
+        await page.click('#keypad [data-key="enter"]')
+        await expect(page.locator("#screen-menu")).to_be_visible()
+        await expect(page.locator("#menu-load")).to_be_visible()
+        await expect(page.locator("#menu-retrieval")).to_be_hidden()
+        await expect(page.locator("#menu-alarms")).to_be_hidden()
+        await page.click("#menu-load")
+        emulator.compartments[(0, 12)].person = Person(open_after_s=0.1, hold_s=0.3, action=Action.PLACE)
+        await page.keyboard.type("order-6\n")
+        await expect(page.locator("#door-message")).to_have_text(DOOR_12)
+        # Left alone, the screen signs the courier out (on the agent too) and shows the keypad again.
+        await expect(page.locator("#screen-code")).to_be_visible(timeout=8000)
+        await wait_until(lambda: agent.locker_staff is not None and len(agent.locker_staff.sessions) == 0, timeout=5)
+        assert page.errors == []  # type: ignore[attr-defined]
