@@ -21,7 +21,8 @@ class CourierCodeCreatePayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     courier_id: str = Field(pattern=COURIER_ID_PATTERN, description="The courier the code is for.")
     valid_until: int | None = Field(
-        None, ge=0, description="Unix epoch ms (UTC) until which the code signs in; 12 h from now when absent."
+        None, ge=0, strict=True,  # strict: "1795464000000" (a string) is refused, as the schema does
+        description="Unix epoch ms (UTC) until which the code signs in; 12 h from now when absent.",
     )
     code: str | None = Field(
         None, pattern=r"^[0-9]{8,12}$", description="The code when the cloud issues it (8-12 digits)."
