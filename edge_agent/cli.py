@@ -1,4 +1,4 @@
-"""`edge-agent`: run the agent, check a configuration, run device simulators."""
+"""`edge-agent`: run the agent, check a configuration, run device simulators, manage locker staff."""
 
 from __future__ import annotations
 
@@ -63,6 +63,24 @@ def _build_parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="check the audit log's hash chain; exit 1 if it is broken")
     verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"default {DEFAULT_CONFIG_PATH}")
     verify.add_argument("--data-dir", type=Path, default=None, help="the agent's data directory (else from config)")
+
+    # Every locker-staff subcommand finds the database like `audit verify` does.
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"default {DEFAULT_CONFIG_PATH}")
+    where.add_argument("--data-dir", type=Path, default=None, help="the agent's data directory (else from config)")
+    staff = sub.add_parser("locker-staff", help="staff PINs and one-time courier codes for the locker screens")
+    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
+    add = staff_sub.add_parser("add", parents=[where], help="add a staff member (PIN asked twice, or --pin-stdin)")
+    add.add_argument("number", help="staff number, 3-8 digits")
+    add.add_argument("--name", default=None, help="name shown by `list`")
+    add.add_argument("--pin-stdin", action="store_true", help="read the PIN as one line from stdin")
+    add.add_argument("--replace", action="store_true", help="set a new PIN (and name) for an existing number")
+    staff_sub.add_parser("list", parents=[where], help="list staff numbers and names (never PINs)")
+    remove = staff_sub.add_parser("remove", parents=[where], help="remove a staff member; their sessions end")
+    remove.add_argument("number")
+    courier = staff_sub.add_parser("courier-code", parents=[where], help="print a fresh one-time courier code, once")
+    courier.add_argument("courier_id", help="the courier, as the audit log names it (courier:<id>)")
+    courier.add_argument("--valid-hours", type=float, default=12.0, help="hours the code is valid (default 12)")
 
     watch = sub.add_parser("cloud-watch", help="print what arrives on a (cloud) MQTT broker")
     watch.add_argument("--host", default="127.0.0.1")
@@ -164,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             count=args.count,
             bad_every=args.bad_every,
         )
-    if args.command == "audit":
-        from edge_agent.services.audit import audit_verify_main  # noqa: PLC0415
-
+    if args.command in ("audit", "locker-staff"):
         data_dir = args.data_dir
         if data_dir is None:
             try:
@@ -175,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                 for problem in exc.problems:
                     print(problem, file=sys.stderr)
                 return EXIT_BAD_CONFIG
+        if args.command == "locker-staff":
+            from edge_agent.locker_staff_cli import locker_staff_main  # noqa: PLC0415 - argon2 only when needed
+
+            return locker_staff_main(args, data_dir)
+        from edge_agent.services.audit import audit_verify_main  # noqa: PLC0415
+
         return audit_verify_main(data_dir)
     if args.command == "cloud-watch":
         from edge_agent.cloud_watch import run_cloud_watch  # noqa: PLC0415

@@ -137,7 +137,7 @@ class LockerStaff:
     def __init__(
         self,
         db: DurableStore,
-        key: bytes,
+        key: bytes | None,
         *,
         hasher: PasswordHasher | None = None,
         sessions: SessionStore | None = None,
@@ -146,10 +146,11 @@ class LockerStaff:
         on_alarm: AlarmHook | None = None,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
-        if len(key) < 16:
+        if key is not None and len(key) < 16:
             raise StaffError("the store key must be at least 16 bytes (32 recommended)")
         self._db = db
-        self._key = bytes(key)
+        # None: staff accounts only (the CLI's add, list, remove); courier codes need the key.
+        self._key = None if key is None else bytes(key)
         # argon2id with argon2-cffi's defaults (RFC 9106 low-memory profile: t=3, m=64 MiB, p=4).
         self._hasher = hasher or PasswordHasher(type=Type.ID)
         if self._hasher.type is not Type.ID:
@@ -204,6 +205,8 @@ class LockerStaff:
     # -- courier codes ----------------------------------------------------------------------------
 
     def _courier_mac(self, code: str) -> str:
+        if self._key is None:
+            raise StaffError("courier codes need the store key (EDGE_AGENT_STORE_HMAC_KEY)")
         return code_mac(self._key, code, _COURIER_LABEL)
 
     async def issue_courier_code(self, courier_id: str, valid_until_ms: int | None = None,
