@@ -54,6 +54,16 @@ class RenderPool:
         # forkserver: workers start from a clean interpreter, not a copy of the agent's threads.
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
 
+    async def warm_up(self) -> None:
+        """Start the forkserver and every worker now, from a thread. The executor starts them on demand, in
+        the submitting thread: left to the first bulk update, that is the event loop, stalled for as long as
+        the processes take to start."""
+        await asyncio.to_thread(self._start_workers)
+
+    def _start_workers(self) -> None:
+        for future in [self._pool.submit(os.getpid) for _ in range(self.workers)]:
+            future.result()
+
     async def render(self, requests: list[RenderRequest]) -> list[RenderResult]:
         loop = asyncio.get_running_loop()
         batches = [requests[i : i + BATCH] for i in range(0, len(requests), BATCH)]

@@ -203,22 +203,25 @@ class LabelService:
 
     async def request_update(self, tag_ids: Iterable[str], priority: int, reason: str) -> int:
         """Render the tags' pictures and queue a job for each whose picture differs; returns jobs queued."""
-        records = [r for r in (self.registry.get(t) for t in tag_ids) if r is not None]
-        requests: list[tuple[TagRecord, RenderRequest]] = []
-        for rec in records:
-            if rec.sku is None or rec.type_code not in TAG_TYPES:
-                continue
-            content = self._content(rec.sku)
-            if content is None:
-                continue
-            requests.append(
-                (rec, RenderRequest(content, rec.type_code, rec.rotation, self.settings.scan_url(rec.scan_code),
-                                    rec.template))
-            )
+        ids = list(tag_ids)
         queued = 0
-        # In slices, so the first pictures go out while the rest are still being rendered.
-        for start in range(0, len(requests), RENDER_SLICE):
-            part = requests[start : start + RENDER_SLICE]
+        # In slices, so the first pictures go out while the rest are still being rendered, and so the
+        # content of a thousand tags (a catalog read each) is never built in one stretch of the event loop:
+        # a customer's unlock waits behind any such stretch.
+        for start in range(0, len(ids), RENDER_SLICE):
+            part: list[tuple[TagRecord, RenderRequest]] = []
+            for rec in (self.registry.get(t) for t in ids[start : start + RENDER_SLICE]):
+                if rec is None or rec.sku is None or rec.type_code not in TAG_TYPES:
+                    continue
+                content = self._content(rec.sku)
+                if content is None:
+                    continue
+                part.append(
+                    (rec, RenderRequest(content, rec.type_code, rec.rotation, self.settings.scan_url(rec.scan_code),
+                                        rec.template))
+                )
+            if not part:
+                continue
             results = await self._renderer.render([r for _, r in part])
             self.stats.rendered += len(results)
             touched: set[str] = set()
