@@ -208,6 +208,21 @@ class LockerBoardSection(_Section):
     locks: int = Field(16, ge=1, le=16, description="Locks wired to the board.")
 
 
+class GpioLockSection(_Section):
+    lock_pin: int = Field(ge=0, le=53, description="GPIO (BCM number) driving the lock's relay: on = released.")
+    door_pin: int = Field(ge=0, le=53, description="GPIO of the door switch, pulled up: low = door closed.")
+    item_pin: int | None = Field(None, ge=0, le=53, description="GPIO of the item sensor, pulled up: low = item.")
+
+
+class GpioBoardSection(_Section):
+    id: str = Field(pattern=ID_PATTERN, description="Board id, used by [[lockers.compartments]].")
+    locks: list[GpioLockSection] = Field(
+        min_length=1, max_length=16, description="The board's locks in order: lock 1 first."
+    )
+    pulse_s: float = Field(0.5, gt=0, le=10, description="How long an unlock energises the lock.")
+    confirm_s: float = Field(2.0, gt=0, le=30, description="The door must open within this after an unlock.")
+
+
 class CompartmentSection(_Section):
     id: str = Field(pattern=ID_PATTERN, description="Compartment id as shown to people, e.g. A-12.")
     bank: str = Field(pattern=ID_PATTERN, description="The locker bank (one touch screen) it belongs to.")
@@ -225,21 +240,36 @@ class LockersSection(_Section):
     jam_s: float = Field(10.0, gt=0, le=120, description="Unlocked but still latched after this long: jammed.")
     buses: list[LockerBusSection] = Field(default_factory=list, description="RS485 buses of lock boards.")
     boards: list[LockerBoardSection] = Field(default_factory=list, description="Kerong KR-CU16 lock boards.")
+    gpio_boards: list[GpioBoardSection] = Field(
+        default_factory=list, description="Locks and door sensors wired to the mini-PC's GPIO (gpiozero)."
+    )
+    alarm_led_pin: int | None = Field(None, ge=0, le=53, description="GPIO of a status LED that blinks on alarms.")
+    alarm_buzzer_pin: int | None = Field(None, ge=0, le=53, description="GPIO of a buzzer that beeps on alarms.")
     compartments: list[CompartmentSection] = Field(default_factory=list, description="Compartments, one table each.")
 
     @model_validator(mode="after")
     def _references(self) -> LockersSection:
         buses = {b.name for b in self.buses}
-        boards = {b.id: b for b in self.boards}
+        boards: dict[str, int] = {b.id: b.locks for b in self.boards}
         problems = [f"board {b.id}: no bus named {b.bus!r}" for b in self.boards if b.bus not in buses]
+        for g in self.gpio_boards:
+            if g.id in boards:
+                problems.append(f"board {g.id}: id used twice")
+            boards[g.id] = len(g.locks)
+        pins = [p for g in self.gpio_boards for lock in g.locks for p in (lock.lock_pin, lock.door_pin, lock.item_pin)]
+        pins += [self.alarm_led_pin, self.alarm_buzzer_pin]
+        used = [p for p in pins if p is not None]
+        twice = sorted({p for p in used if used.count(p) > 1})
+        if twice:
+            problems.append(f"GPIO pins used twice: {twice}")
         places: set[tuple[str, int]] = set()
         ids: set[str] = set()
         for c in self.compartments:
-            board = boards.get(c.board)
-            if board is None:
+            locks = boards.get(c.board)
+            if locks is None:
                 problems.append(f"compartment {c.id}: no board {c.board!r}")
-            elif c.lock > board.locks:
-                problems.append(f"compartment {c.id}: board {c.board} has {board.locks} locks, not {c.lock}")
+            elif c.lock > locks:
+                problems.append(f"compartment {c.id}: board {c.board} has {locks} locks, not {c.lock}")
             if (c.board, c.lock) in places:
                 problems.append(f"compartment {c.id}: lock {c.lock} of {c.board} is used twice")
             if c.id in ids:

@@ -33,7 +33,9 @@ from devices.labels.render_pool import RenderPool
 from devices.labels.updates import LabelService
 from devices.labels.wifi import add_wifi_labels
 from devices.lockers.board import LockBoard
+from devices.lockers.gpio import GpioLockBoard, GpioLockPins
 from devices.lockers.kerong import KerongBoard
+from devices.lockers.signal import AlarmSignal
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent import __version__
 from edge_agent.commands_builtin import register_builtin_commands
@@ -120,6 +122,14 @@ class _AuditToCloud:
         return record
 
 
+def _signal_all(signals: list[AlarmSignal]) -> Callable[[bool], None]:
+    def set_all(on: bool) -> None:
+        for alarm in signals:
+            alarm.set(on)
+
+    return set_all
+
+
 class Agent:
     def __init__(
         self,
@@ -152,6 +162,7 @@ class Agent:
         self.lockers: LockerService | None = None
         self.locker_staff: LockerStaff | None = None
         self.locker_buses: dict[str, KerongBus] = {}
+        self._gpio_devices: list[GpioLockBoard | AlarmSignal] = []
 
     # -- what producers use -------------------------------------------------------------------
 
@@ -201,6 +212,7 @@ class Agent:
                 await self._build_lockers(db, registry, sink)
             if cfg.base_stations or cfg.labels.wifi_labels:
                 self.renderer = RenderPool(cfg.labels.render_workers or None)
+                await self.renderer.warm_up()
                 self.labels = LabelService(
                     db,
                     content=self._label_content,
@@ -349,6 +361,7 @@ class Agent:
         boards: dict[str, LockBoard] = {
             b.id: KerongBoard(self.locker_buses[b.bus], b.number, b.locks) for b in cfg.boards
         }
+        signals = self._build_gpio(boards)
         codes = PickupCodes(db, store_key(self._env))
         self.lockers = LockerService(
             db,
@@ -358,6 +371,7 @@ class Agent:
             audit=audit,
             events=sink,
             timings=LockerTimings(door_open_alarm_s=cfg.door_open_alarm_s, jam_s=cfg.jam_s),
+            alarm_signal=_signal_all(signals) if signals else None,
         )
         await self.lockers.add_compartments(
             [
@@ -370,6 +384,26 @@ class Agent:
         # pickup codes' alarm.code_guessing (the hook LockerService installed on `codes`).
         self.locker_staff = LockerStaff(db, store_key(self._env), on_alarm=codes.on_alarm)
         register_courier_commands(registry, self.locker_staff)
+
+    def _build_gpio(self, boards: dict[str, LockBoard]) -> list[AlarmSignal]:
+        """GPIO lock boards into `boards`; returns every alarm LED/buzzer (the boards' and the standalone one)."""
+        cfg = self.config.lockers
+        signals: list[AlarmSignal] = []
+        try:
+            for g in cfg.gpio_boards:
+                pins = [GpioLockPins(lock.lock_pin, lock.door_pin, lock.item_pin) for lock in g.locks]
+                board = GpioLockBoard(g.id, pins, pulse_s=g.pulse_s, confirm_s=g.confirm_s)
+                self._gpio_devices.append(board)
+                boards[g.id] = board
+            if cfg.alarm_led_pin is not None or cfg.alarm_buzzer_pin is not None:
+                alarm = AlarmSignal(cfg.alarm_led_pin, cfg.alarm_buzzer_pin)
+                self._gpio_devices.append(alarm)
+                signals.append(alarm)
+        except Exception as exc:  # gpiozero: no pin library, pin busy, not a Pi
+            raise StartupError(
+                [f"lockers: GPIO not usable here ({type(exc).__name__}: {exc}); GPIOZERO_PIN_FACTORY=mock simulates it"]
+            ) from None
+        return signals
 
     async def _run_lockers(self) -> None:
         """Buses, then the start-up reconciliation, then the alarm poll and the expiry clock."""
@@ -385,9 +419,13 @@ class Agent:
                     log.error("locker bus %s is not reachable; lockers run without it until it is", bus.url)
             await lockers.recover()
             tg.create_task(lockers.run(), name="locker-poll")
-            while True:
-                await lockers.tick()
-                await asyncio.sleep(30.0)
+            try:
+                while True:
+                    await lockers.tick()
+                    await asyncio.sleep(30.0)
+            finally:
+                for device in self._gpio_devices:
+                    device.close()  # pins released, LED and buzzer off
 
     def _local_endpoint(self, client_id: str) -> Endpoint:
         lb = self.config.local_broker

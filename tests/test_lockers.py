@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from devices.lockers.kerong import KerongBoard
+from devices.lockers.signal import AlarmSignal
 from edge_agent.services.doors import DoorOpener
 from edge_agent.services.lockers import (
     DAY_MS,
@@ -578,3 +580,33 @@ async def test_retrieval_tasks_and_open_alarms_per_bank(rig: Rig) -> None:
     assert kinds_b == [("door_forced", "B-01")]
     forced = r.svc.open_alarms("B")[0]
     assert forced.since_ms is not None and abs(forced.since_ms - r.clock.now) < 5000
+
+
+async def test_the_led_and_buzzer_signal_while_an_alarm_is_open(rig: Rig) -> None:
+    r = rig
+    signal = AlarmSignal(led_pin=13, buzzer_pin=19, pin_factory=MockFactory())
+    svc = LockerService(
+        r.db, r.svc._boards, DoorOpener(r.db, r.svc._boards, r.audit), PickupCodes(r.db, KEY, clock=r.clock),
+        audit=r.audit, events=r.sink, timings=FAST, clock=r.clock, alarm_signal=signal.set,
+    )
+    try:
+        assert signal.led is not None and signal.buzzer is not None
+        led_pin = signal.led.pin
+        async with alarm_loop(svc):
+            await asyncio.sleep(0.2)
+            assert not signal.on  # every door closed: quiet
+            r.emulator.force_open(0, 3)
+            await r.sink.wait("alarm.door_forced", timeout=2.0)
+            await wait_until(lambda: signal.on, timeout=1.0)
+            await asyncio.sleep(0.6)  # blinking: the LED pin went high and low again
+            assert {s.state for s in led_pin.states} >= {True, False}
+            r.emulator.close_door(0, 3)
+            await wait_until(lambda: not signal.on, timeout=1.0)
+            assert not signal.led.is_lit and not signal.buzzer.is_active
+            # A jam keeps it on until staff put the compartment back in service.
+            await svc.set_in_service("A-02", False, "jammed")
+            await wait_until(lambda: signal.on, timeout=1.0)
+            await svc.set_in_service("A-02", True)
+            await wait_until(lambda: not signal.on, timeout=1.0)
+    finally:
+        signal.close()

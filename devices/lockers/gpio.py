@@ -20,9 +20,10 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
+from gpiozero import DigitalInputDevice, OutputDevice
 
 from devices.lockers.board import LockBoardError, LockState, UnlockOutcome, UnlockResult
+from devices.lockers.signal import AlarmSignal
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class GpioLockBoard:
             )
             for spec in pins
         ]
-        self.led = LED(led_pin, pin_factory=pin_factory) if led_pin is not None else None
-        self.buzzer = Buzzer(buzzer_pin, pin_factory=pin_factory) if buzzer_pin is not None else None
+        self.signal = AlarmSignal(led_pin, buzzer_pin, pin_factory=pin_factory)
+        self.led, self.buzzer = self.signal.led, self.signal.buzzer
         self._lock = asyncio.Lock()
 
     def _compartment(self, lock: int) -> _Compartment:
@@ -112,16 +113,7 @@ class GpioLockBoard:
 
     def signal_alarm(self, on: bool) -> None:
         """The status LED blinks and the buzzer beeps while an alarm is open."""
-        if self.led is not None:
-            if on:
-                self.led.blink(on_time=0.25, off_time=0.25)
-            else:
-                self.led.off()
-        if self.buzzer is not None:
-            if on:
-                self.buzzer.beep(on_time=0.2, off_time=0.8)
-            else:
-                self.buzzer.off()
+        self.signal.set(on)
 
     def close(self) -> None:
         for c in self._compartments:
@@ -129,7 +121,4 @@ class GpioLockBoard:
                 if device is not None:
                     with contextlib.suppress(Exception):
                         device.close()
-        for device in (self.led, self.buzzer):
-            if device is not None:
-                with contextlib.suppress(Exception):
-                    device.close()
+        self.signal.close()

@@ -219,6 +219,7 @@ class LockerService:
         events: EventSink,
         timings: LockerTimings | None = None,
         clock: Callable[[], int] = _now_ms,
+        alarm_signal: Callable[[bool], None] | None = None,
     ) -> None:
         self._db = db
         self._boards = boards
@@ -230,11 +231,14 @@ class LockerService:
         self._events = events
         self.timings = timings or LockerTimings()
         self._clock = clock
+        self._compartment_cache: list[CompartmentInfo] | None = None
         self._openings: dict[str, _Opening] = {}  # by compartment id
         self._incidents: dict[str, _Incident] = {}  # doors seen open by the alarm loop, by compartment id
         self._commanded: set[str] = set()  # opened by us; cleared once the alarm loop sees the door latched
         self._codes_to_send: dict[str, str] = {}  # agent-issued codes until pickup.ready carries them
         self._tasks: set[asyncio.Task[None]] = set()
+        # The LED and buzzer (GPIO), told after every poll whether an alarm is open.
+        self._alarm_signal = alarm_signal
         if codes.on_alarm is None:
             codes.on_alarm = self._guessing
 
@@ -260,8 +264,16 @@ class LockerService:
             )
 
         await self._db.write(job)
+        self._compartment_cache = None
 
     def compartments(self) -> list[CompartmentInfo]:
+        # Read on every poll (4 times a second) and every request: kept in memory, and only this service
+        # writes the table, so its two writers drop the copy.
+        if self._compartment_cache is None:
+            self._compartment_cache = self._read_compartments()
+        return list(self._compartment_cache)
+
+    def _read_compartments(self) -> list[CompartmentInfo]:
         rows = self._db.read(
             lambda c: c.execute(
                 "SELECT id, bank, board_id, lock, size, row, col, enabled, oos_reason FROM compartments ORDER BY id"
@@ -277,7 +289,7 @@ class LockerService:
         ]
 
     def compartment(self, compartment_id: str) -> CompartmentInfo:
-        for info in self.compartments():
+        for info in self.compartments():  # a few hundred at most
             if info.spec.id == compartment_id:
                 return info
         raise LockerError(f"no compartment {compartment_id!r}")
@@ -289,6 +301,7 @@ class LockerService:
                 (int(enabled), None if enabled else (reason or "staff"), compartment_id),
             )
         )
+        self._compartment_cache = None
 
     def retrievals(self, bank: str | None = None) -> list[Pickup]:
         """Pickups waiting for staff to take them out (expired or cancelled while loaded), oldest first."""
@@ -743,6 +756,14 @@ class LockerService:
             by_board.setdefault(info.spec.board_id, []).append(info)
         # Boards on different buses are read at the same time; each bus serialises its own.
         await asyncio.gather(*(self._poll_board(board_id, infos) for board_id, infos in by_board.items()))
+        if self._alarm_signal is not None:
+            infos = [i for group in by_board.values() for i in group]
+            self._alarm_signal(self._alarming(infos))
+
+    def _alarming(self, infos: list[CompartmentInfo]) -> bool:
+        """A door forced or left open, or a jammed lock not yet put back in service by staff."""
+        doors = any(not i.commanded or i.left_open_raised for i in self._incidents.values())
+        return doors or any(not c.enabled and c.oos_reason == "jammed" for c in infos)
 
     async def _poll_board(self, board_id: str, infos: list[CompartmentInfo]) -> None:
         reads = self._reads.get(board_id)
