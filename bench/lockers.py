@@ -2,16 +2,19 @@
 
 python -m bench.lockers [--quick]
 
-Four banks, each with its own RS485 bus (a pty paced at 19200 baud with the Kerong emulator) and one
-board of 16 compartments; simulated people put parcels in and take them out. Each cycle: pickup.create
-(with a cloud-issued code), a staff load, the customer's code POSTed to the locker screen's collect
-endpoint, the parcel taken. Meanwhile the agent relays 1,000 events/s to a real cloud Mosquitto.
+Eight banks, each an RS485 bus with two Kerong boards (32 compartments), played by the emulator in a
+process of its own on paced ptys (19200 baud), with random people (they open 0.1-0.5 s after the unlock
+and close 0.4-1.0 s later). Each cycle: pickup.create (with a cloud-issued code), a staff load at the
+bank's screen, the customer's code POSTed to that bank's collect endpoint, the parcel taken. Three cycles
+run at once per bank. Meanwhile the same agent relays 1,000 events/s to a real cloud Mosquitto and runs
+bulk price updates of e-ink tags, one after the other, through a base-station emulator (its own process).
 
-- unlock_p99_ms: from POSTing a valid code to the emulator having received the whole unlock frame (so it
-  also counts the frame's time on the wire: an upper bound of "until the unlock frame is written");
-- cycles; wrong_opens: unlock commands the emulator saw beyond the two each cycle needs, or on the wrong
-  lock; missed_events: pickup.ready / pickup.collected / audit.door_opened that never reached the
-  cloud broker.
+- unlock_p99_ms: from POSTing a valid code to the emulator having decoded the whole unlock frame (so it
+  also counts the frame's time on the wire: an upper bound of "until the unlock frame is written"),
+  both clocks CLOCK_MONOTONIC;
+- cycles; wrong_opens: unlocks the emulator saw on a lock beyond what the cycles on it asked for;
+  missed_events: pickup.ready / pickup.collected / audit.door_opened that never reached the cloud broker;
+- bulk_tag_updates / bulk_tags_confirmed: tag updates that ran during the measurement.
 The last line printed is the JSON of figures.
 """
 
@@ -23,10 +26,12 @@ import json
 import secrets
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +39,21 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench._stalls import StallSampler
+from bench.tags import TAG, content, seed_store
 from edge_agent.config import parse_config
 from edge_agent.runtime import Agent
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
+from edge_agent.services.catalog import Product
+from firmware_bridge.base_station.emulator import mixed
 from tests.support.broker import Broker
 
-BANKS = ("A", "B", "C", "D")
+BANKS = tuple("ABCDEFGH")
+BOARDS_PER_BANK = 2
 LOCKS = 16
-PER_BANK_CONCURRENCY = 4
+PER_BANK_CONCURRENCY = 3
 RELAY_EPS = 1000
 KEY = "ab" * 32
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class CloudCounter:
@@ -79,129 +88,214 @@ class CloudCounter:
         self.client.disconnect()
 
 
-async def run(quick: bool) -> dict[str, Any]:
+class UnlockWatch:
+    """Unlock records from the emulator process: (bank, board, lock) -> monotonic times, oldest first."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.times: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._proc = proc
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def start(self) -> None:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if b"ready" not in line:
+            raise RuntimeError(f"lock-board emulator did not start: {line!r}")
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            parts = raw.decode().split()
+            if len(parts) == 5 and parts[0] == "unlock":
+                with self._lock:
+                    self.times[(parts[1], int(parts[2]), int(parts[3]))].append(float(parts[4]))
+
+    def first_after(self, key: tuple[str, int, int], t0: float) -> float | None:
+        with self._lock:
+            return next((t for t in self.times.get(key, ()) if t >= t0), None)
+
+    def counts(self) -> Counter[tuple[str, int, int]]:
+        with self._lock:
+            return Counter({k: len(v) for k, v in self.times.items()})
+
+
+def compartment_id(bank: str, board: int, lock: int) -> str:
+    return f"{bank}-{board * LOCKS + lock:02d}"
+
+
+def where(compartment: str) -> tuple[str, int, int]:
+    bank, number = compartment.split("-")
+    board, lock = divmod(int(number) - 1, LOCKS)
+    return bank, board, lock + 1
+
+
+def start_process(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, cwd=ROOT)
+
+
+async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
     cycles_wanted = 1000 if quick else 10_000
+    tag_count = 500 if quick else 1000
     workdir = Path(tempfile.mkdtemp(prefix="bench-lockers-"))
     broker = Broker(workdir / "cloud", persistence=False)
     broker.start()
     cloud = CloudCounter(broker.port)
-    emulators = {bank: LockBoardEmulator(1) for bank in BANKS}
-    for emu in emulators.values():
-        for c in emu.compartments.values():
-            # Put a parcel in an empty compartment, take it from a full one.
-            c.person = Person(open_after_s=0.02, hold_s=0.05, action=Action.TOGGLE)
-    config = parse_config(
-        {
-            "agent": {"store_id": "bench-store", "data_dir": str(workdir / "data"), "log_level": "WARNING"},
-            "web": {"host": "127.0.0.1", "port": 0},
-            "cloud": {"host": broker.host, "port": broker.port, "tls": {"enabled": False}},
-            "local_broker": {"enabled": False},
-            "lockers": {
-                "enabled": True,
-                "buses": [{"name": f"bus-{b}", "url": str(workdir / f"lockers-{b}")} for b in BANKS],
-                "boards": [{"id": f"board-{b}", "bus": f"bus-{b}", "number": 0} for b in BANKS],
-                "compartments": [
-                    {"id": f"{b}-{lock:02d}", "bank": b, "board": f"board-{b}", "lock": lock, "size": "M",
-                     "row": (lock - 1) // 4 + 1, "column": (lock - 1) % 4 + 1}
-                    for b in BANKS
-                    for lock in range(1, LOCKS + 1)
-                ],
-            },
-        }
-    )
+    base_url = "https://s.example.cn"
+    tags = sorted(s.tag for s in mixed(tag_count, 11, type=TAG))
+    seed_store(workdir / "data", workdir / "preload", tags, base_url)
+    procs: list[subprocess.Popen[bytes]] = []
     latencies: list[float] = []
-    orders: list[str] = []
+    lags: list[float] = []
+    expected: Counter[tuple[str, int, int]] = Counter()
     collected: list[str] = []
     failed: list[str] = []
-    done = 0
+    bulk = {"updates": 0, "confirmed": 0}
     try:
-        async with contextlib_stack(emulators, workdir) as _ports:
-            agent = Agent(config, env={"EDGE_AGENT_STORE_HMAC_KEY": KEY})
-            runner = asyncio.create_task(agent.run())
-            await asyncio.wait_for(agent.started.wait(), 30)
-            assert agent.lockers is not None
-            lockers = agent.lockers
-            await asyncio.sleep(2.0)  # buses up, start-up reconciliation done
-            stop_relay = asyncio.Event()
+        locks_proc = start_process(["bench._lock_emulator_proc", str(workdir), ",".join(BANKS), str(BOARDS_PER_BANK)])
+        procs.append(locks_proc)
+        watch = UnlockWatch(locks_proc)
+        await asyncio.to_thread(watch.start)
+        tags_proc = start_process(
+            ["bench._emulator_proc", str(workdir / "bs0"), str(workdir / "preload"), str(tag_count), "11", TAG.name,
+             str(workdir / "state")]
+        )
+        procs.append(tags_proc)
+        assert tags_proc.stdout is not None
+        if b"ready" not in await asyncio.to_thread(tags_proc.stdout.readline):
+            raise RuntimeError("base-station emulator did not start")
+        config = parse_config(
+            {
+                "agent": {"store_id": "bench-store", "data_dir": str(workdir / "data"), "log_level": "WARNING"},
+                "web": {"host": "127.0.0.1", "port": 0},
+                "cloud": {"host": broker.host, "port": broker.port, "tls": {"enabled": False}},
+                "local_broker": {"enabled": False},
+                "labels": {"public_base_url": base_url, "max_in_flight_per_station": 8},
+                "base_stations": [{"name": "bs1", "url": str(workdir / "bs0")}],
+                "lockers": {
+                    "enabled": True,
+                    "buses": [{"name": f"bus-{b}", "url": str(workdir / f"lockers-{b}")} for b in BANKS],
+                    "boards": [
+                        {"id": f"board-{b}{n}", "bus": f"bus-{b}", "number": n}
+                        for b in BANKS
+                        for n in range(BOARDS_PER_BANK)
+                    ],
+                    "compartments": [
+                        {"id": compartment_id(b, n, lock), "bank": b, "board": f"board-{b}{n}", "lock": lock,
+                         "size": "M", "row": (lock - 1) // 4 + 1, "column": n * 4 + (lock - 1) % 4 + 1}
+                        for b in BANKS
+                        for n in range(BOARDS_PER_BANK)
+                        for lock in range(1, LOCKS + 1)
+                    ],
+                },
+            }
+        )
+        agent = Agent(config, env={"EDGE_AGENT_STORE_HMAC_KEY": KEY})
+        runner = asyncio.create_task(agent.run())
+        await asyncio.wait_for(agent.started.wait(), 30)
+        assert agent.lockers is not None and agent.labels is not None and agent.catalog is not None
+        lockers, labels, catalog = agent.lockers, agent.labels, agent.catalog
+        await asyncio.sleep(3.0)  # buses and base station up, start-up reconciliation and tag sync done
+        stop = asyncio.Event()
 
-            async def relay() -> None:
-                n = 0
-                started = time.monotonic()
-                while not stop_relay.is_set():
-                    n += 1
-                    await agent.publish("telemetry.bench", {"n": n})
-                    delay = started + n / RELAY_EPS - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+        async def relay() -> None:
+            n = 0
+            started = time.monotonic()
+            while not stop.is_set():
+                n += 1
+                await agent.publish("telemetry.bench", {"n": n})
+                delay = started + n / RELAY_EPS - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
 
-            relay_task = asyncio.create_task(relay())
-            counter = iter(range(cycles_wanted))
-            base = f"http://127.0.0.1:{agent.web_port}"
-
-            async def worker(worker_id: str, client: httpx.AsyncClient) -> None:
-                nonlocal done
-                for n in counter:
-                    order = f"order-{worker_id}-{n}"
-                    code = f"{secrets.randbelow(10**10):010d}"
-                    orders.append(order)
-                    await lockers.create_pickup(order, "M", int(time.time() * 1000) + 86_400_000, code)
-                    # Staff load: wait until the parcel is in (several loads may queue for compartments).
-                    while True:
-                        try:
-                            await lockers.start_load(order, actor="bench-staff")
-                            break
-                        except Exception:
-                            await asyncio.sleep(0.05)
-                    deadline = time.monotonic() + 30
-                    while (p := lockers.pickup(order)) is not None and p.state == "loading":
-                        if time.monotonic() > deadline:
-                            break
-                        await asyncio.sleep(0.02)
-                    if p is None or p.state != "ready":
-                        failed.append(f"{order}: load ended {p.state if p else 'missing'}")
-                        continue
-                    # The service picks the compartment (any bank); the customer goes to that bank's screen.
-                    bank, lock = str(p.compartment).split("-")
-                    compartment = int(lock)
-                    emu = emulators[bank]
-                    before = len(emu.unlock_log)
-                    t0 = time.monotonic()
-                    answer = await client.post(f"{base}/locker/{bank}/api/collect", json={"code": code})
-                    if answer.json().get("status") != "ok":
-                        failed.append(f"{order}: collect answered {answer.json().get('status')}")
-                        continue
-                    if answer.json().get("status") == "ok":
-                        while True:
-                            new = [r for r in emu.unlock_log[before:] if r.lock == compartment]
-                            if new:
-                                latencies.append((new[0].at - t0) * 1000)
-                                break
-                            if time.monotonic() - t0 > 5:
-                                break
-                            await asyncio.sleep(0.002)
-                    deadline = time.monotonic() + 30
-                    while (p := lockers.pickup(order)) is not None and p.state == "ready":
-                        if time.monotonic() > deadline:
-                            break
-                        await asyncio.sleep(0.02)
-                    if p is None or p.state != "collected":
-                        failed.append(f"{order}: collect ended {p.state if p else 'missing'}")
-                        continue
-                    done += 1
-                    collected.append(order)
-
-            async with httpx.AsyncClient(timeout=30) as client:
-                await asyncio.gather(
-                    *(worker(f"{bank}{i}", client) for bank in BANKS for i in range(PER_BANK_CONCURRENCY))
+        async def bulk_updates() -> None:
+            round_ = 0
+            while not stop.is_set():
+                round_ += 1
+                await catalog.upsert(
+                    [
+                        Product.model_validate(
+                            {"sku": c.sku, "name": c.name, "price": c.price, "currency": "CNY",
+                             "unit_price": c.unit_price, "unit_label": "500 g", "origin": "中国"}
+                        )
+                        for c in (content(i, 990 + (i + round_) % 50 + round_ * 3) for i in range(tag_count))
+                    ]
                 )
-            stop_relay.set()
-            await relay_task
-            await asyncio.sleep(3.0)  # let the last events reach the cloud
-            agent.request_stop()
-            await asyncio.wait_for(runner, 30)
-        # A completed cycle needs exactly two unlocks; a failed one (a jam) at most two.
-        unlocks = sum(len(e.unlock_log) for e in emulators.values())
-        wrong_opens = max(0, unlocks - 2 * (done + len(failed)))
+                bulk["updates"] += 1
+                await asyncio.sleep(0.5)  # the catalog change has re-queued every tag's job
+                while not stop.is_set() and (p := labels.progress())["queued"] + p["sending"] > 0:
+                    await asyncio.sleep(0.2)
+                bulk["confirmed"] += labels.progress()["confirmed"]
+
+        async def loop_lag() -> None:
+            # How late the agent's event loop wakes a 5 ms sleeper: stalls there delay every unlock.
+            while not stop.is_set():
+                before = time.monotonic()
+                await asyncio.sleep(0.005)
+                lags.append((time.monotonic() - before - 0.005) * 1000)
+
+        background = [asyncio.create_task(t) for t in (relay(), bulk_updates(), loop_lag())]
+        sampler = StallSampler() if stalls else None
+        sampler_task = asyncio.create_task(sampler.heartbeat()) if sampler else None
+        counter = iter(range(cycles_wanted))
+        base = f"http://127.0.0.1:{agent.web_port}"
+
+        async def wait_state(order: str, state: str) -> str:
+            deadline = time.monotonic() + 30
+            while (p := lockers.pickup(order)) is not None and p.state == state:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)  # the benchmark polls in the agent's own loop: gently
+            return "missing" if p is None else p.state
+
+        async def worker(bank: str, worker_id: str, client: httpx.AsyncClient) -> None:
+            for n in counter:
+                order = f"order-{worker_id}-{n}"
+                code = f"{secrets.randbelow(10**10):010d}"
+                await lockers.create_pickup(order, "M", int(time.time() * 1000) + 86_400_000, code)
+                while True:  # the staff load at this bank (all its doors may be busy for a moment)
+                    try:
+                        started = await lockers.start_load(order, actor="bench-staff", bank=bank)
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.05)
+                spot = where(started.compartment)
+                expected[spot] += 1
+                if (state := await wait_state(order, "loading")) != "ready":
+                    failed.append(f"{order}: load ended {state}")
+                    continue
+                t0 = time.monotonic()
+                answer = await client.post(f"{base}/locker/{bank}/api/collect", json={"code": code})
+                if answer.json().get("status") != "ok":
+                    failed.append(f"{order}: collect answered {answer.json().get('status')}")
+                    continue
+                expected[spot] += 1
+                while (at := watch.first_after(spot, t0)) is None and time.monotonic() - t0 < 5:
+                    await asyncio.sleep(0.002)
+                if at is not None:
+                    latencies.append((at - t0) * 1000)
+                if (state := await wait_state(order, "ready")) != "collected":
+                    failed.append(f"{order}: collect ended {state}")
+                    continue
+                collected.append(order)
+
+        measured_from = time.monotonic()
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(
+                *(worker(bank, f"{bank}{i}", client) for bank in BANKS for i in range(PER_BANK_CONCURRENCY))
+            )
+        measured_s = time.monotonic() - measured_from
+        stop.set()
+        await asyncio.gather(*background)
+        if sampler and sampler_task:
+            sampler_task.cancel()
+            print(sampler.report(), file=sys.stderr)
+        await asyncio.sleep(3.0)  # let the last events reach the cloud
+        agent.request_stop()
+        await asyncio.wait_for(runner, 30)
+        seen = watch.counts()
+        wrong_opens = sum(max(0, seen[k] - expected[k]) for k in seen)
         missed = 0
         for order in collected:
             for event_type in ("pickup.ready", "pickup.collected"):
@@ -209,54 +303,46 @@ async def run(quick: bool) -> dict[str, Any]:
                     missed += 1
             missed += max(0, 2 - cloud.count("audit.door_opened", order))
     finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         cloud.stop()
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     ordered = sorted(latencies)
     return {
-        "cycles": done,
+        "cycles": len(collected),
         "failed_cycles": len(failed),
         "failures": failed[:5],
+        "cycles_per_s": round(len(collected) / measured_s, 1),
         "unlock_p50_ms": round(statistics.median(ordered), 1) if ordered else None,
         "unlock_p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 1) if ordered else None,
+        "unlock_max_ms": round(ordered[-1], 1) if ordered else None,
         "unlock_samples": len(ordered),
+        "loop_lag_p99_ms": round(sorted(lags)[int(len(lags) * 0.99)], 1) if lags else None,
+        "loop_lag_max_ms": round(max(lags), 1) if lags else None,
         "wrong_opens": wrong_opens,
         "missed_events": missed,
         "relay_eps": RELAY_EPS,
+        "bulk_tag_update": bulk["updates"] > 0,
+        "bulk_tag_updates": bulk["updates"],
+        "bulk_tags_confirmed": bulk["confirmed"],
         "banks": len(BANKS),
-        "bulk_tag_update": False,
+        "compartments": len(BANKS) * BOARDS_PER_BANK * LOCKS,
         "quick": quick,
     }
-
-
-class contextlib_stack:
-    """Run every bank's emulator on its own pty for the block's duration."""
-
-    def __init__(self, emulators: dict[str, LockBoardEmulator], workdir: Path) -> None:
-        self._emulators = emulators
-        self._workdir = workdir
-        self._stack: Any = None
-
-    async def __aenter__(self) -> list[PtyPort]:
-        import contextlib  # noqa: PLC0415
-
-        self._stack = contextlib.AsyncExitStack()
-        ports = []
-        for bank, emu in self._emulators.items():
-            port = PtyPort(self._workdir / f"lockers-{bank}")
-            await self._stack.enter_async_context(emu.running(port))
-            ports.append(port)
-        return ports
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.__aexit__(*exc)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1,000 cycles instead of 10,000")
+    parser.add_argument("--stalls", action="store_true", help="print where the agent's event loop stalled")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.quick))))
+    print(json.dumps(asyncio.run(run(args.quick, args.stalls))))
 
 
 if __name__ == "__main__":
