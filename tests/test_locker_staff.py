@@ -82,8 +82,8 @@ def staff(db: Database, clock: MsClock, mono: Clock) -> LockerStaff:
 
 
 @pytest.mark.parametrize("pin", ["000000", "999999999", "123456", "234567", "654321", "987654", "890123",
-                                 "0123456789", "121212", "123123", "112233", "12345", "48291a", "", "4829151234567",
-                                 "771234"])
+                                 "0123456789", "121212", "123123", "456456", "12341234", "007007", "112233", "12345", "48291a", "",
+                                 "4829151234567", "771234", "４８２９１５"])
 def test_weak_or_malformed_pins_are_refused(pin: str) -> None:
     with pytest.raises(WeakPinError):
         check_pin(pin, staff_number="1234")

@@ -21,6 +21,9 @@ def cli(*args: str, data_dir: Path, stdin: str = "", env: dict[str, str] | None 
     return subprocess.run(
         [sys.executable, "-m", "edge_agent", "locker-staff", *args, "--data-dir", str(data_dir)],
         input=stdin, capture_output=True, text=True, env=environ, timeout=60,
+        # A new session has no controlling terminal, so getpass cannot open /dev/tty (and would not wait on the
+        # tester's terminal): it reads the PIN from stdin instead, which lets the test type it.
+        start_new_session=True,
     )
 
 
@@ -59,3 +62,19 @@ async def test_add_list_remove_staff_and_issue_a_courier_code(tmp_path: Path) ->
     assert cli("remove", "1234", data_dir=data).returncode == 1
     missing = cli("list", data_dir=tmp_path / "nowhere")
     assert missing.returncode == 1 and "no data directory" in missing.stderr
+
+
+async def test_add_asks_the_pin_twice_and_refuses_two_different_ones(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    differ = cli("add", "1234", data_dir=data, stdin="482915\n730194\n")
+    assert differ.returncode == 1 and "the two PINs differ; nothing changed" in differ.stderr
+    assert cli("list", data_dir=data).stdout == ""
+    same = cli("add", "1234", data_dir=data, stdin="482915\n482915\n")
+    assert same.returncode == 0, same.stderr
+    db = Database(data)
+    try:
+        staff = LockerStaff(db, None)
+        assert (await staff.sign_in_staff("A", "1234", "482915")).status is SignInStatus.OK
+    finally:
+        db.close()

@@ -5,8 +5,9 @@ before loading; staff actions are authenticated (DESIGN.md section 7).
 
 - **Staff accounts** (`locker_staff`): a staff number of 3-8 digits and a PIN of 6-12 digits, stored only as
   an argon2id hash (argon2-cffi). Trivial PINs are refused (one digit repeated, ascending or descending runs
-  such as 123456 or 987654, the staff number itself). Hashing and verifying take ~100 ms of CPU and 64 MiB:
-  they run in a worker thread (`asyncio.to_thread`), never on the event loop, which also drives the doors.
+  such as 123456 or 987654, short patterns repeated such as 121212, a few common ones, the staff number).
+  Hashing and verifying take ~100 ms of CPU and 64 MiB: they run in a worker thread (`asyncio.to_thread`),
+  never on the event loop, which also drives the doors.
 - **Courier codes** (`courier_codes`): 8-12 digits, drawn with `secrets` or issued by the cloud, stored only as
   HMAC-SHA256 under the store key (`pickup_codes.code_mac` with a label of their own); bound to a courier id,
   valid until a time, dead after one sign-in, revocable (which also ends the courier's sessions).
@@ -65,8 +66,8 @@ STAFF_NUMBER_POLICY = ThrottlePolicy(max_failures=5, window_ms=60 * 1000, first_
 _COURIER_LABEL = b"edge-agent courier-code\x00"
 
 # PINs people choose when told to choose one; runs and repeats are caught by rule, these by list.
-_COMMON_PINS = frozenset({"121212", "123123", "112233", "111222", "131313", "147258", "159753", "147852", "520520",
-                          "520131", "5201314", "696969", "007007", "102030", "101010", "123321", "654456"})
+_COMMON_PINS = frozenset({"112233", "111222", "147258", "159753", "147852", "520131", "5201314", "102030", "123321",
+                          "654456", "258369", "123654", "111000", "000111"})
 
 
 class StaffError(Exception):
@@ -122,9 +123,8 @@ def check_pin(pin: str, staff_number: str | None = None) -> None:
         raise WeakPinError("a PIN must not be one digit repeated")
     if steps in ({1}, {9}):  # 123456, 987654, also wrapping: 890123
         raise WeakPinError("a PIN must not be a run of digits (123456, 654321)")
-    half = len(pin) // 2
-    if len(pin) % 2 == 0 and pin[:half] == pin[half:] and len(set(pin)) <= 2:
-        raise WeakPinError("a PIN must not be a short pattern repeated")
+    if any(pin == pin[:n] * (len(pin) // n) for n in range(2, len(pin) // 2 + 1) if len(pin) % n == 0):
+        raise WeakPinError("a PIN must not be a short pattern repeated (121212, 456456)")
     if pin in _COMMON_PINS:
         raise WeakPinError("this PIN is among the most common ones; choose another")
     if staff_number is not None and staff_number in pin:
