@@ -43,7 +43,10 @@ class StallSampler:
             if frame is None:
                 continue
             stack = traceback.extract_stack(frame)
-            ours = [f for f in stack if "/site-packages/" not in f.filename and "/lib/python3" not in f.filename]
+            ours = [
+                f for f in stack
+                if "/site-packages/" not in f.filename and "/lib/python3" not in f.filename and "<" not in f.filename
+            ]
             where = " <- ".join(f"{_short(f.filename)}:{f.name}:{f.lineno}" for f in reversed(ours[-4:]))
             leaf = stack[-1]
             self.samples[f"{_short(leaf.filename)}:{leaf.name}:{leaf.lineno} | {where}"] += 1

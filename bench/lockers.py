@@ -276,7 +276,9 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
                 if at is not None:
                     latencies.append((at - t0) * 1000)
                 if (state := await wait_state(order, "ready")) != "collected":
-                    failed.append(f"{order}: collect ended {state}")
+                    info = lockers.compartment(started.compartment)
+                    why = "" if info.enabled else f", {info.spec.id} out of service: {info.oos_reason}"
+                    failed.append(f"{order}: collect ended {state}{why}")
                     continue
                 collected.append(order)
 

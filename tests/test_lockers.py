@@ -26,6 +26,7 @@ from edge_agent.services.lockers import (
 from edge_agent.services.pickup_codes import PickupCodes
 from edge_agent.storage import Database
 from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.kerong import Command
 from firmware_bridge.kerong_bus import KerongBus
 from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, Action, LockBoardEmulator, Person
 
@@ -610,3 +611,26 @@ async def test_the_led_and_buzzer_signal_while_an_alarm_is_open(rig: Rig) -> Non
             await wait_until(lambda: not signal.on, timeout=1.0)
     finally:
         signal.close()
+
+
+async def test_a_door_opened_and_shut_while_the_status_reads_were_lost_still_counts(rig: Rig) -> None:
+    """The unlock is answered, its status reads are lost while a quick customer opens, takes and shuts:
+    the first reading after shows the lock latched; the item sensor tells the parcel is gone."""
+    r = rig
+    r.person("A-01", PLACE)
+    code, comp = await load(r, "o-quick")
+    r.person(comp, Person(open_after_s=0.05, hold_s=0.2, action=Action.TAKE))
+    r.emulator.set_reply_loss(1.0, frozenset({Command.READ_ALL}))
+
+    async def line_back() -> None:
+        await asyncio.sleep(0.5)  # the door is shut again by now
+        r.emulator.set_reply_loss(0.0)
+
+    restore = asyncio.create_task(line_back())
+    result = await r.svc.collect("terminal-A", code)
+    await restore
+    assert result.status is CollectStatus.OK
+    (collected,) = await r.sink.wait("pickup.collected")
+    assert collected["order_id"] == "o-quick"
+    assert r.sink.of("alarm.lock_jammed") == [] and r.svc.compartment(comp).enabled
+    assert r.unlocks(comp) == 2

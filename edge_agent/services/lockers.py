@@ -581,16 +581,36 @@ class LockerService:
                 return None
             await asyncio.sleep(self.timings.poll_s)
 
+    async def _until_opened(self, opening: _Opening, since: float) -> LockState | None:
+        """After an unlock whose outcome was not seen (no status, or read latched): the door unlatched, or
+        latched with the item sensor changed (a parcel in after a load, gone after a collect: the door was
+        opened and shut between two readings, which a lost status read can hide); None after `jam_s`."""
+        item_before = opening.kind != "load"
+        deadline = time.monotonic() + self.timings.jam_s
+        while True:
+            state = await self._read(opening.spec, since)
+            if state is not None and (not state.locked or (state.item is not None and state.item != item_before)):
+                return state
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(self.timings.poll_s)
+
     async def _watch(self, opening: _Opening, opened: bool) -> None:
         spec = opening.spec
         t = self.timings
         since = time.monotonic()  # the unlock is done: only readings from now on tell about this opening
         try:
-            if not opened and await self._poll_until(spec, False, t.jam_s, since) is None:
-                await self._jammed(opening)
-                return
-            timeout = t.load_timeout_s if opening.kind == "load" else t.collect_timeout_s
-            closed = await self._poll_until(spec, True, timeout, since)
+            closed: LockState | None = None
+            if not opened:
+                seen = await self._until_opened(opening, since)
+                if seen is None:
+                    await self._jammed(opening)
+                    return
+                if seen.locked:
+                    closed = seen  # it opened and closed between two readings: the item sensor tells
+            if closed is None:
+                timeout = t.load_timeout_s if opening.kind == "load" else t.collect_timeout_s
+                closed = await self._poll_until(spec, True, timeout, since)
             if opening.kind == "load":
                 await self._load_finished(opening, closed)
             elif opening.kind == "retrieval":
