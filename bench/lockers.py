@@ -2,12 +2,14 @@
 
 python -m bench.lockers [--quick]
 
-Eight banks, each an RS485 bus with two Kerong boards (32 compartments), played by the emulator in a
-process of its own on paced ptys (19200 baud), with random people (they open 0.1-0.5 s after the unlock
-and close 0.4-1.0 s later). Each cycle: pickup.create (with a cloud-issued code), a staff load at the
-bank's screen, the customer's code POSTed to that bank's collect endpoint, the parcel taken. Three cycles
-run at once per bank. Meanwhile the same agent relays 1,000 events/s to a real cloud Mosquitto and runs
-bulk price updates of e-ink tags, one after the other, through a base-station emulator (its own process).
+Sixteen banks of 16 compartments (a Kerong board each), two banks on each of eight RS485 buses, played
+by the emulator in a process of its own on paced ptys (19200 baud), with random people (they open
+0.1-0.5 s after the unlock and close 0.4-1.0 s later). Each cycle: pickup.create (with a cloud-issued
+code), a staff load at the bank's screen, the customer's code POSTed to that bank's collect endpoint,
+the parcel taken. One person at a time at each screen, as in front of a real one; the sixteen screens
+run at once, so the two banks of a bus do collide. Meanwhile the same agent relays 1,000 events/s to a
+real cloud Mosquitto and runs bulk price updates of e-ink tags, one after the other, through a
+base-station emulator (its own process).
 
 - unlock_p99_ms: from POSTing a valid code to the emulator having decoded the whole unlock frame (so it
   also counts the frame's time on the wire: an upper bound of "until the unlock frame is written"),
@@ -47,10 +49,10 @@ from edge_agent.services.catalog import Product
 from firmware_bridge.base_station.emulator import mixed
 from tests.support.broker import Broker
 
-BANKS = tuple("ABCDEFGH")
-BOARDS_PER_BANK = 2
+BANKS = tuple("ABCDEFGHIJKLMNOP")
+BANKS_PER_BUS = 2  # a bank is one board of 16 compartments; two banks (two screens) share an RS485 bus
+BUSES = tuple(f"rs485-{n}" for n in range(len(BANKS) // BANKS_PER_BUS))
 LOCKS = 16
-PER_BANK_CONCURRENCY = 3
 RELAY_EPS = 1000
 KEY = "ab" * 32
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,14 +123,16 @@ class UnlockWatch:
             return Counter({k: len(v) for k, v in self.times.items()})
 
 
-def compartment_id(bank: str, board: int, lock: int) -> str:
-    return f"{bank}-{board * LOCKS + lock:02d}"
+def bus_and_board(bank: str) -> tuple[str, int]:
+    n = BANKS.index(bank)
+    return BUSES[n // BANKS_PER_BUS], n % BANKS_PER_BUS
 
 
 def where(compartment: str) -> tuple[str, int, int]:
+    """(bus, board number, lock) of a compartment "B-07"."""
     bank, number = compartment.split("-")
-    board, lock = divmod(int(number) - 1, LOCKS)
-    return bank, board, lock + 1
+    bus, board = bus_and_board(bank)
+    return bus, board, int(number)
 
 
 def start_process(args: list[str]) -> subprocess.Popen[bytes]:
@@ -153,7 +157,7 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
     failed: list[str] = []
     bulk = {"updates": 0, "confirmed": 0}
     try:
-        locks_proc = start_process(["bench._lock_emulator_proc", str(workdir), ",".join(BANKS), str(BOARDS_PER_BANK)])
+        locks_proc = start_process(["bench._lock_emulator_proc", str(workdir), ",".join(BUSES), str(BANKS_PER_BUS)])
         procs.append(locks_proc)
         watch = UnlockWatch(locks_proc)
         await asyncio.to_thread(watch.start)
@@ -175,17 +179,14 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
                 "base_stations": [{"name": "bs1", "url": str(workdir / "bs0")}],
                 "lockers": {
                     "enabled": True,
-                    "buses": [{"name": f"bus-{b}", "url": str(workdir / f"lockers-{b}")} for b in BANKS],
+                    "buses": [{"name": bus, "url": str(workdir / f"lockers-{bus}")} for bus in BUSES],
                     "boards": [
-                        {"id": f"board-{b}{n}", "bus": f"bus-{b}", "number": n}
-                        for b in BANKS
-                        for n in range(BOARDS_PER_BANK)
+                        {"id": f"board-{b}", "bus": bus_and_board(b)[0], "number": bus_and_board(b)[1]} for b in BANKS
                     ],
                     "compartments": [
-                        {"id": compartment_id(b, n, lock), "bank": b, "board": f"board-{b}{n}", "lock": lock,
-                         "size": "M", "row": (lock - 1) // 4 + 1, "column": n * 4 + (lock - 1) % 4 + 1}
+                        {"id": f"{b}-{lock:02d}", "bank": b, "board": f"board-{b}", "lock": lock, "size": "M",
+                         "row": (lock - 1) // 4 + 1, "column": (lock - 1) % 4 + 1}
                         for b in BANKS
-                        for n in range(BOARDS_PER_BANK)
                         for lock in range(1, LOCKS + 1)
                     ],
                 },
@@ -249,9 +250,10 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
                 await asyncio.sleep(0.05)  # the benchmark polls in the agent's own loop: gently
             return "missing" if p is None else p.state
 
-        async def worker(bank: str, worker_id: str, client: httpx.AsyncClient) -> None:
+        async def worker(bank: str, client: httpx.AsyncClient) -> None:
+            """The bank's screen: one person at a time, a staff load then the customer's collect."""
             for n in counter:
-                order = f"order-{worker_id}-{n}"
+                order = f"order-{bank}-{n}"
                 code = f"{secrets.randbelow(10**10):010d}"
                 await lockers.create_pickup(order, "M", int(time.time() * 1000) + 86_400_000, code)
                 while True:  # the staff load at this bank (all its doors may be busy for a moment)
@@ -285,7 +287,7 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
         measured_from = time.monotonic()
         async with httpx.AsyncClient(timeout=30) as client:
             await asyncio.gather(
-                *(worker(bank, f"{bank}{i}", client) for bank in BANKS for i in range(PER_BANK_CONCURRENCY))
+                *(worker(bank, client) for bank in BANKS)
             )
         measured_s = time.monotonic() - measured_from
         stop.set()
@@ -334,7 +336,8 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
         "bulk_tag_updates": bulk["updates"],
         "bulk_tags_confirmed": bulk["confirmed"],
         "banks": len(BANKS),
-        "compartments": len(BANKS) * BOARDS_PER_BANK * LOCKS,
+        "buses": len(BUSES),
+        "compartments": len(BANKS) * LOCKS,
         "quick": quick,
     }
 
