@@ -27,6 +27,16 @@ class CodeEntry(BaseModel):
     code: str = Field(max_length=64, description="The code as typed on the keypad.")
 
 
+def is_bank(lockers: LockerService, bank_id: str) -> bool:
+    """A well-formed id of a bank that has compartments (every locker page and endpoint checks it)."""
+    return bool(BANK_RE.fullmatch(bank_id)) and any(c.spec.bank == bank_id for c in lockers.compartments())
+
+
+def check_bank(lockers: LockerService, bank_id: str) -> None:
+    if not is_bank(lockers, bank_id):
+        raise HTTPException(status_code=404, detail="no such locker bank")
+
+
 def _terminal(bank_id: str) -> str:
     return f"locker-screen:{bank_id}"
 
@@ -34,13 +44,9 @@ def _terminal(bank_id: str) -> str:
 def locker_router(lockers: LockerService) -> APIRouter:
     router = APIRouter(prefix="/locker/{bank_id}/api", tags=["locker screen"])
 
-    def check_bank(bank_id: str) -> None:
-        if not BANK_RE.fullmatch(bank_id) or all(c.spec.bank != bank_id for c in lockers.compartments()):
-            raise HTTPException(status_code=404, detail="no such locker bank")
-
     @router.post("/collect")
     async def collect(bank_id: str, entry: CodeEntry) -> JSONResponse:
-        check_bank(bank_id)
+        check_bank(lockers, bank_id)
         result = await lockers.collect(_terminal(bank_id), entry.code.strip(), bank=bank_id)
         body: dict[str, Any] = {"status": result.status.value, "message": result.message}
         if result.status is CollectStatus.OK:
@@ -57,7 +63,7 @@ def locker_router(lockers: LockerService) -> APIRouter:
 
     @router.get("/status")
     async def status(bank_id: str) -> dict[str, Any]:
-        check_bank(bank_id)
+        check_bank(lockers, bank_id)
         seconds = lockers.codes.lockout_seconds_left(_terminal(bank_id))
         return {"bank": bank_id, "locked_out": seconds > 0, "seconds_left": seconds}
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from edge_agent.services.lockers import LockerService
-from edge_agent.web.locker_api import BANK_RE
+from edge_agent.web.locker_api import is_bank
 
 STATIC_PACKAGE = "edge_agent.web"
 STATIC_DIR = ("static", "locker")
@@ -88,15 +88,11 @@ def locker_screen_router(lockers: LockerService) -> APIRouter:
         name.replace(".", "_"): f"{ASSETS_PREFIX}/{name}?v={asset.version}" for name, asset in assets.items()
     }
 
-    def bank_exists(bank_id: str) -> bool:
-        # The same test as the API's check_bank (locker_api.py), so the page exists exactly when its API does.
-        return bool(BANK_RE.fullmatch(bank_id)) and any(c.spec.bank == bank_id for c in lockers.compartments())
-
     @router.get("/locker/{bank_id}", response_class=HTMLResponse)
     async def screen(bank_id: str) -> Response:
-        if not bank_exists(bank_id):
+        if not is_bank(lockers, bank_id):  # the page exists exactly when its API does
             return HTMLResponse(not_found, status_code=404, headers=PAGE_HEADERS)
-        # bank_id matched BANK_RE (letters, digits, "_.-"), escaped all the same.
+        # is_bank holds bank_id to letters, digits and "_.-"; escaped all the same.
         body = page.substitute(bank=html.escape(bank_id, quote=True), **urls)
         return HTMLResponse(body, headers=PAGE_HEADERS)
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.services.locker_sessions import Session
 from edge_agent.services.locker_staff import LockerStaff, SignInStatus
 from edge_agent.services.lockers import LockerError, LockerService
-from edge_agent.web.locker_api import BANK_RE
+from edge_agent.web.locker_api import check_bank
 
 MSG_WRONG = "Sign-in failed. Please check and try again."
 MSG_SIGNED_OUT = "Please sign in again."
@@ -77,17 +77,13 @@ def _bearer(request: Request) -> str | None:
 def locker_staff_router(lockers: LockerService, staff: LockerStaff) -> APIRouter:
     router = APIRouter(prefix="/locker/{bank_id}/api/staff", tags=["locker screen: staff"])
 
-    def check_bank(bank_id: str) -> None:
-        if not BANK_RE.fullmatch(bank_id) or all(c.spec.bank != bank_id for c in lockers.compartments()):
-            raise HTTPException(status_code=404, detail="no such locker bank")
-
     def session_of(request: Request, bank_id: str) -> Session | None:
         token = _bearer(request)
         return None if token is None else staff.session(token, bank_id)
 
     @router.post("/sign-in")
     async def sign_in(bank_id: str, entry: Annotated[SignIn, Body()]) -> JSONResponse:
-        check_bank(bank_id)
+        check_bank(lockers, bank_id)
         if isinstance(entry, StaffSignIn):
             result = await staff.sign_in_staff(bank_id, entry.staff_number.strip(), entry.pin.strip())
         else:
@@ -108,7 +104,7 @@ def locker_staff_router(lockers: LockerService, staff: LockerStaff) -> APIRouter
 
     @router.post("/sign-out")
     async def sign_out(bank_id: str, request: Request) -> JSONResponse:
-        check_bank(bank_id)
+        check_bank(lockers, bank_id)
         token = _bearer(request)
         if token is None or staff.session(token, bank_id) is None:
             return _signed_out()
@@ -117,7 +113,7 @@ def locker_staff_router(lockers: LockerService, staff: LockerStaff) -> APIRouter
 
     @router.post("/load")
     async def load(bank_id: str, request: Request, entry: OrderEntry) -> JSONResponse:
-        check_bank(bank_id)
+        check_bank(lockers, bank_id)
         session = session_of(request, bank_id)
         if session is None:
             return _signed_out()
@@ -130,7 +126,7 @@ def locker_staff_router(lockers: LockerService, staff: LockerStaff) -> APIRouter
 
     @router.get("/tasks")
     async def tasks(bank_id: str, request: Request) -> JSONResponse:
-        check_bank(bank_id)
+        check_bank(lockers, bank_id)
         session = session_of(request, bank_id)
         if session is None:
             return _signed_out()
@@ -149,7 +145,7 @@ def locker_staff_router(lockers: LockerService, staff: LockerStaff) -> APIRouter
 
     @router.post("/retrieve")
     async def retrieve(bank_id: str, request: Request, entry: OrderEntry) -> JSONResponse:
-        check_bank(bank_id)
+        check_bank(lockers, bank_id)
         session = session_of(request, bank_id)
         if session is None:
             return _signed_out()
