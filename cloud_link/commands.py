@@ -60,6 +60,10 @@ class CommandSpec:
     handler: Handler
     timeout: float = 30.0
     description: str = ""
+    # Result fields sent once and never kept: the stored copy (answered to a repeated id) lacks them and
+    # lists them in `result.redacted` (a one-time code the agent drew must not sit in the database for
+    # the retention period).
+    secret_result_keys: tuple[str, ...] = ()
 
 
 class CommandRegistry:
@@ -76,12 +80,15 @@ class CommandRegistry:
         *,
         timeout: float = 30.0,
         description: str = "",
+        secret_result_keys: tuple[str, ...] = (),
     ) -> None:
         if not COMMAND_TYPE_RE.fullmatch(command_type):
             raise ValueError(f"invalid command type {command_type!r}")
         if command_type in self._specs:
             raise ValueError(f"command type {command_type!r} registered twice")
-        self._specs[command_type] = CommandSpec(command_type, payload_model, handler, timeout, description)
+        self._specs[command_type] = CommandSpec(
+            command_type, payload_model, handler, timeout, description, secret_result_keys
+        )
 
     def get(self, command_type: str) -> CommandSpec | None:
         return self._specs.get(command_type)
@@ -213,9 +220,21 @@ class CommandIntake:
         if not claimed:
             return await self._answer_repeat(envelope.command_id, envelope.type, stored)
         result = {"command_id": envelope.command_id, "type": envelope.type, **await self._execute(envelope)}
-        await self._finish(envelope.command_id, result)
+        await self._finish(envelope.command_id, self._kept(envelope.type, result))
         await self._publish(result)
         return result
+
+    def _kept(self, command_type: str, result: dict[str, Any]) -> dict[str, Any]:
+        """The copy of a result that is stored: without the command type's secret fields."""
+        spec = self.registry.get(command_type)
+        inner = result.get("result")
+        if spec is None or not spec.secret_result_keys or not isinstance(inner, dict):
+            return result
+        secret = [k for k in spec.secret_result_keys if k in inner]
+        if not secret:
+            return result
+        kept = {k: v for k, v in inner.items() if k not in secret}
+        return {**result, "result": {**kept, "redacted": secret}}
 
     def _parse(self, raw: bytes) -> _Envelope | _Rejection:
         if len(raw) > self.max_payload_bytes:

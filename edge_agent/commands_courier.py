@@ -52,6 +52,7 @@ def register_courier_commands(registry: CommandRegistry, staff: LockerStaff) -> 
     registry.register(
         "courier.code.create", CourierCodeCreatePayload, create, timeout=10,
         description="A one-time sign-in code for a courier at the locker screens.",
+        secret_result_keys=("code",),
     )
     registry.register(
         "courier.code.revoke", CourierCodeRevokePayload, revoke, timeout=10,

@@ -43,7 +43,8 @@ RESULT_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["courier_id", "valid_until"],
         "properties": {"courier_id": {"type": "string", "pattern": COURIER_ID_PATTERN},
                        "valid_until": {"type": "integer", "minimum": 0},
-                       "code": {"type": "string", "pattern": "^[0-9]{8,12}$"}},
+                       "code": {"type": "string", "pattern": "^[0-9]{8,12}$"},
+                       "redacted": {"const": ["code"]}},
     },
     "courier.code.revoke": {
         "type": "object", "additionalProperties": False, "required": ["courier_id", "revoked"],
@@ -150,6 +151,12 @@ async def test_the_commands_answer_what_the_contract_says(intake: tuple[CommandI
     with pytest.raises(ContractError):
         validate_command({"command_id": "c-6", "type": "courier.code.create", "payload": {"courier_id": "sf-3",
                                                                                          "code": "12"}})
+    # The drawn code went out once; a repeat of the id gets the stored answer, which never kept it.
+    again = await _command(handler, "c-1", "courier.code.create", {"courier_id": "sf-1"})
+    assert again["duplicate"] is True and again["result"] == {
+        "courier_id": "sf-1", "valid_until": drawn["result"]["valid_until"], "redacted": ["code"]}
+    stored = handler._store.read(lambda c: c.execute("SELECT result FROM commands WHERE command_id = 'c-1'").fetchone())
+    assert drawn["result"]["code"] not in stored[0]
     assert (await staff.sign_in_courier("A", drawn["result"]["code"])).status is SignInStatus.OK
     revoked = await _command(handler, "c-7", "courier.code.revoke", {"courier_id": "sf-2"})
     assert revoked["result"] == {"courier_id": "sf-2", "revoked": 1}
