@@ -186,6 +186,38 @@ class LabelsSection(_Section):
     )
 
 
+class ScanLinksSection(_Section):
+    product_url_template: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=1024,
+        description="Where a scan link redirects (302): the cloud's product or order page. Placeholders "
+        "{sku}, {store_id}, {tag_id} (URL-encoded). Unset: the agent's local product page answers.",
+    )
+    local_page: Literal["never", "when_cloud_down", "always"] = Field(
+        "never",
+        description="When the local product page (with order for pickup) answers although a template is set: "
+        "never, when_cloud_down (the agent's cloud link is down: the store's internet likely is too), always.",
+    )
+    rate_limit_per_minute: int = Field(
+        60, ge=1, le=1_000_000, description="Scan-link requests per minute and client address, sustained."
+    )
+    rate_limit_burst: int = Field(
+        20, ge=1, le=100_000, description="Requests a client address may make at once before the rate applies."
+    )
+
+    @field_validator("product_url_template")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            value.format(sku="s", store_id="s", tag_id="t")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{sku}}, {{store_id}} and {{tag_id}} may appear in braces ({exc!r})") from None
+        return value
+
+
 class BaseStationSection(_Section):
     name: str = Field(pattern=ID_PATTERN, description="Short name, shown in the UI and in tag records.")
     url: str = Field(
@@ -290,6 +322,7 @@ class AgentConfig(_Section):
     local_broker: LocalBrokerSection = Field(default_factory=LocalBrokerSection)  # type: ignore[arg-type]
     labels: LabelsSection = Field(default_factory=LabelsSection)  # type: ignore[arg-type]
     lockers: LockersSection = Field(default_factory=LockersSection)  # type: ignore[arg-type]
+    scan_links: ScanLinksSection = Field(default_factory=ScanLinksSection)  # type: ignore[arg-type]
     base_stations: list[BaseStationSection] = Field(
         default_factory=list, description="Radio base stations of e-ink tags, one [[base_stations]] table each."
     )
