@@ -47,6 +47,9 @@ LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 # Any script, no control characters (C0, DEL, C1), at least one character that is not white space.
 TEXT_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
 TAG_ID_PATTERN = r"^[0-9a-f]{16}$"
+# The product picture the kiosk page loads (the agent never fetches it): https only, so a kiosk on the store's
+# network never mixes content, and nothing that could break out of an attribute or a CSS url().
+IMAGE_URL_PATTERN = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&*+,;=:@%/?-]*)?$"
 
 SKU_RE = re.compile(SKU_PATTERN)
 CURRENCY_RE = re.compile(CURRENCY_PATTERN)
@@ -55,11 +58,14 @@ BARCODE_RE = re.compile(BARCODE_PATTERN)
 LOCALE_RE = re.compile(LOCALE_PATTERN)
 TEXT_RE = re.compile(TEXT_PATTERN)
 TAG_ID_RE = re.compile(TAG_ID_PATTERN)
+IMAGE_URL_RE = re.compile(IMAGE_URL_PATTERN)
 
 NAME_MAX = 200
 UNIT_LABEL_MAX = 32
 PROMOTION_MAX = 100
 ORIGIN_MAX = 64
+CATEGORY_MAX = 64
+IMAGE_URL_MAX = 512
 MAX_DECIMAL = Decimal(10) ** 9
 MAX_DECIMALS = 4
 
@@ -68,40 +74,49 @@ MAX_DECIMALS = 4
 WRITE_CHUNK = 1000
 MAX_PAGE = 1000
 
-COLUMNS = (
+# The first eleven (BASE_COLUMNS, `Product.to_row`) are the columns of migration 2; the kiosk's four
+# (`Product.kiosk_row`) came with migration 7. COLUMNS is the whole stored product, also the CSV columns.
+BASE_COLUMNS = (
     "sku", "name", "price", "currency", "unit_price", "unit_label", "former_price", "promotion",
     "barcode", "origin", "locale",
 )
+KIOSK_COLUMNS = ("category", "image_url", "on_shelf", "available")
+COLUMNS = BASE_COLUMNS + KIOSK_COLUMNS
 # Queries spelled out whole (no SQL built from strings). The product columns in COLUMNS order come first.
 _Q_BY_SKUS = (
-    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale "
+    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale, "
+    "category, image_url, on_shelf, available "
     "FROM products WHERE sku IN (SELECT value FROM json_each(?))"
 )
 _Q_ENTRY = (
     "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale, "
-    "rev, updated_ms FROM products WHERE sku = ?"
+    "category, image_url, on_shelf, available, rev, updated_ms FROM products WHERE sku = ?"
 )
 _Q_BY_BARCODES = (
-    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale "
+    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale, "
+    "category, image_url, on_shelf, available "
     "FROM products WHERE barcode IN (SELECT value FROM json_each(?)) ORDER BY sku LIMIT 1"
 )
 _Q_SEARCH = (
-    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale "
+    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale, "
+    "category, image_url, on_shelf, available "
     "FROM products WHERE name LIKE :contains ESCAPE '\\' OR sku LIKE :prefix ESCAPE '\\' "
     "OR barcode LIKE :prefix ESCAPE '\\' "
     "ORDER BY (sku = :text OR IFNULL(barcode, '') = :text) DESC, name, sku LIMIT :limit"
 )
 _Q_PAGE = (
-    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale "
+    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale, "
+    "category, image_url, on_shelf, available "
     "FROM products ORDER BY sku LIMIT ? OFFSET ?"
 )
 _Q_AFTER = (
-    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale "
+    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale, "
+    "category, image_url, on_shelf, available "
     "FROM products WHERE sku > ? ORDER BY sku LIMIT ?"
 )
 
 Listener = Callable[[list[str]], Awaitable[None] | None]
-Row = tuple[str | None, ...]
+Row = tuple[str | int | None, ...]
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -166,6 +181,12 @@ def _check_pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
     return check
 
 
+def _check_image_url(value: str) -> str:
+    if len(value) > IMAGE_URL_MAX or not IMAGE_URL_RE.fullmatch(value):
+        raise ValueError(f"must be an https:// URL of at most {IMAGE_URL_MAX} characters, without spaces or quotes")
+    return value
+
+
 def _check_barcode(value: str) -> str:
     if not BARCODE_RE.fullmatch(value):
         raise ValueError("must be 4 to 20 digits (EAN-13, UPC-A, EAN-8 or a store code)")
@@ -214,6 +235,14 @@ class Product(BaseModel):
         None, description="Country or region of origin, free text."
     )
     locale: Locale | None = Field(None, description="Language of the texts (zh-CN, en); the store's when absent.")
+    category: Annotated[str, AfterValidator(_check_text(CATEGORY_MAX))] | None = Field(
+        None, description='Kiosk category, any script, 1-64 characters: "乳制品 Dairy", "食品/乳制品".'
+    )
+    image_url: Annotated[str, AfterValidator(_check_image_url)] | None = Field(
+        None, description="https URL of the product picture, shown by the kiosk page; never fetched by the agent."
+    )
+    on_shelf: bool = Field(True, description='On the store\'s shelves; false: online only ("endless aisle").')
+    available: bool = Field(True, description="Can be ordered; false: shown but not orderable (out of stock).")
 
     @model_validator(mode="after")
     def _unit_price_has_a_unit(self) -> Product:
@@ -222,7 +251,7 @@ class Product(BaseModel):
         return self
 
     def to_row(self) -> Row:
-        """The product as the `products` columns (COLUMNS), decimals as canonical strings."""
+        """The product as the first `products` columns (BASE_COLUMNS), decimals as canonical strings."""
         return (
             self.sku,
             self.name,
@@ -236,6 +265,14 @@ class Product(BaseModel):
             self.origin,
             self.locale,
         )
+
+    def kiosk_row(self) -> Row:
+        """The columns of migration 7 (KIOSK_COLUMNS), booleans as 0/1 like SQLite returns them."""
+        return (self.category, self.image_url, int(self.on_shelf), int(self.available))
+
+    def full_row(self) -> Row:
+        """Every stored column (COLUMNS): what an upsert compares and writes, and what CSV exports."""
+        return self.to_row() + self.kiosk_row()
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Product:
@@ -252,6 +289,10 @@ class Product(BaseModel):
             barcode=row[8],
             origin=row[9],
             locale=row[10],
+            category=row[11],
+            image_url=row[12],
+            on_shelf=bool(row[13]),
+            available=bool(row[14]),
         )
 
 
@@ -341,7 +382,7 @@ class ProductCatalog:
         """
         latest: dict[str, Row] = {}
         for product in products:
-            latest[product.sku] = product.to_row()
+            latest[product.sku] = product.full_row()
         rows = builtins.list(latest.values())
         changed: builtins.list[str] = []
         for start in range(0, len(rows), WRITE_CHUNK):
@@ -364,11 +405,14 @@ class ProductCatalog:
         now = _now_ms()
         conn.executemany(
             "INSERT INTO products(sku, name, price, currency, unit_price, unit_label, former_price, promotion, "
-            "barcode, origin, locale, rev, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "barcode, origin, locale, category, image_url, on_shelf, available, rev, updated_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(sku) DO UPDATE SET name = excluded.name, price = excluded.price, "
             "currency = excluded.currency, unit_price = excluded.unit_price, unit_label = excluded.unit_label, "
             "former_price = excluded.former_price, promotion = excluded.promotion, barcode = excluded.barcode, "
-            "origin = excluded.origin, locale = excluded.locale, rev = excluded.rev, updated_ms = excluded.updated_ms",
+            "origin = excluded.origin, locale = excluded.locale, category = excluded.category, "
+            "image_url = excluded.image_url, on_shelf = excluded.on_shelf, available = excluded.available, "
+            "rev = excluded.rev, updated_ms = excluded.updated_ms",
             [(*row, rev, now) for row in dirty],
         )
         return [str(row[0]) for row in dirty]
@@ -453,7 +497,7 @@ class ProductCatalog:
         )
         if row is None:
             return None
-        return CatalogEntry(Product.from_row(row), int(row[11]), int(row[12]))
+        return CatalogEntry(Product.from_row(row), int(row[15]), int(row[16]))
 
     def get_many(self, skus: Iterable[str]) -> dict[str, Product]:
         """The products of those skus that exist (at most MAX_PAGE per call are looked up)."""

@@ -2,6 +2,7 @@
 
 Products: a header row naming the columns (the `Product` field names, any order, case-insensitive):
 `sku`, `name`, `price` and `currency` are required, the others optional; an empty cell is an absent value.
+`on_shelf` and `available` read 1/0, true/false, yes/no (empty: true); exports write 1 or 0.
 Pairings: columns `tag_id` and `sku` (an empty sku unpairs the tag).
 
 Files are UTF-8 with or without a byte-order mark (what Excel writes as "CSV UTF-8"), comma separated,
@@ -218,9 +219,9 @@ async def import_products_csv(
     if not products:
         return report
     if dry_run:
-        rows = {p.sku: p.to_row() for p in products}
+        rows = {p.sku: p.full_row() for p in products}
         stored = catalog.get_many(rows)
-        report.changed = [sku for sku, row in rows.items() if sku not in stored or stored[sku].to_row() != row]
+        report.changed = [sku for sku, row in rows.items() if sku not in stored or stored[sku].full_row() != row]
     else:
         report.changed = await catalog.upsert(products)
     report.imported = len(products)
@@ -228,7 +229,7 @@ async def import_products_csv(
     return report
 
 
-def _export(header: Sequence[str], rows: Iterator[Sequence[str | None]], bom: bool) -> str:
+def _export(header: Sequence[str], rows: Iterator[Sequence[str | int | None]], bom: bool) -> str:
     out = io.StringIO()
     if bom:
         out.write(_BOM)
@@ -239,12 +240,12 @@ def _export(header: Sequence[str], rows: Iterator[Sequence[str | None]], bom: bo
     return out.getvalue()
 
 
-def _product_rows(catalog: ProductCatalog) -> Iterator[Sequence[str | None]]:
+def _product_rows(catalog: ProductCatalog) -> Iterator[Sequence[str | int | None]]:
     after: str | None = None
     while True:
         page = catalog.list_after(after, EXPORT_PAGE)
         for product in page:
-            yield product.to_row()
+            yield product.full_row()
         if len(page) < EXPORT_PAGE:
             return
         after = page[-1].sku

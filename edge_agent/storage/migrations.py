@@ -288,6 +288,39 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        7,
+        "kiosk product fields, orders",
+        (
+            # What the kiosk shows besides the tag's fields (edge_agent.services.catalog): a category, a picture
+            # URL (never fetched by the agent), on_shelf 0 = online only ("endless aisle"), available 0 = not
+            # orderable. Existing products are on the shelf and available, as before.
+            "ALTER TABLE products ADD COLUMN category TEXT",
+            "ALTER TABLE products ADD COLUMN image_url TEXT",
+            "ALTER TABLE products ADD COLUMN on_shelf INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE products ADD COLUMN available INTEGER NOT NULL DEFAULT 1",
+            "CREATE INDEX products_by_category ON products(category, name)",
+            # Orders placed at kiosks, scan-link pages and devices (edge_agent.services.orders). `day`/`day_seq`
+            # give the human order number (unique per day); `payload` is the order.created payload, kept so a
+            # reloaded kiosk can show the order and a crash before publishing can publish it again.
+            # state: placed (stored, not yet in the outbox) | published | refused (the outbox was full).
+            """CREATE TABLE orders (
+                order_id TEXT PRIMARY KEY,
+                order_number TEXT NOT NULL,
+                day TEXT NOT NULL,
+                day_seq INTEGER NOT NULL,
+                source TEXT NOT NULL,
+                fulfilment TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                total TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                state TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                UNIQUE (day, day_seq)
+            )""",
+            "CREATE INDEX orders_by_state ON orders(state, created_ms)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
