@@ -202,6 +202,10 @@ def test_schema_patterns_are_the_codes_patterns() -> None:
     delete = contract.load_schema(DELETE_SCHEMA)
     assert delete["properties"]["skus"]["items"]["pattern"] == catalog_module.SKU_PATTERN
     assert delete["properties"]["skus"]["maxItems"] == MAX_PER_COMMAND
+    assert props["category"]["pattern"] == catalog_module.TEXT_PATTERN
+    assert props["category"]["maxLength"] == catalog_module.CATEGORY_MAX
+    assert props["image_url"]["pattern"] == catalog_module.IMAGE_URL_PATTERN
+    assert props["image_url"]["maxLength"] == catalog_module.IMAGE_URL_MAX
     assert set(props) == set(catalog_module.Product.model_fields)
 
 
@@ -277,6 +281,22 @@ UPSERT_CASES: list[Any] = [
     _one(sku="with/slash"),
     _one(sku="x:y.z_1-2"),
     _one(extra=1),
+    _one(category="乳制品 Dairy", image_url="https://cdn.example.cn/p/1.jpg?w=400", on_shelf=False, available=False),
+    _one(category=None, image_url=None),
+    _one(category=""),
+    _one(category="类" * 64),
+    _one(category="类" * 65),
+    _one(category="a\nb"),
+    _one(image_url="http://cdn.example.cn/p/1.jpg"),
+    _one(image_url="https://cdn.example.cn/p/a b.jpg"),
+    _one(image_url='https://cdn.example.cn/p/"x'),
+    _one(image_url="javascript:alert(1)"),
+    _one(image_url="https://cdn.example.cn/" + "p" * 600),
+    _one(on_shelf=None),
+    _one(on_shelf=1),
+    _one(on_shelf="true"),
+    _one(available=0),
+    _one(available=True),
     {"products": [{"sku": "A", "name": "n", "price": "1"}]},
     {"products": []},
     {"products": [tea()] * 1000},

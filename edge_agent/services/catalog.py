@@ -241,8 +241,13 @@ class Product(BaseModel):
     image_url: Annotated[str, AfterValidator(_check_image_url)] | None = Field(
         None, description="https URL of the product picture, shown by the kiosk page; never fetched by the agent."
     )
-    on_shelf: bool = Field(True, description='On the store\'s shelves; false: online only ("endless aisle").')
-    available: bool = Field(True, description="Can be ordered; false: shown but not orderable (out of stock).")
+    # Strict like the JSON Schema (a boolean, never "yes" or 1); CSV cells are converted by catalog_csv.
+    on_shelf: bool = Field(
+        True, strict=True, description='On the store\'s shelves; false: online only ("endless aisle").'
+    )
+    available: bool = Field(
+        True, strict=True, description="Can be ordered; false: shown but not orderable (out of stock)."
+    )
 
     @model_validator(mode="after")
     def _unit_price_has_a_unit(self) -> Product:

@@ -193,6 +193,8 @@ def parse_products_csv(data: str | bytes, *, max_rows: int = MAX_ROWS) -> tuple[
         values = _cells(header, number, cells, report)
         if values is None:
             continue
+        if not _read_flags(number, values, report):
+            continue
         try:
             product = Product.model_validate(values)
         except ValidationError as exc:
@@ -206,6 +208,23 @@ def parse_products_csv(data: str | bytes, *, max_rows: int = MAX_ROWS) -> tuple[
         first_row[product.sku] = number
         products.append(product)
     return products, report
+
+
+_FLAG_WORDS = {"1": True, "true": True, "yes": True, "y": True, "0": False, "false": False, "no": False, "n": False}
+FLAG_COLUMNS = ("on_shelf", "available")
+
+
+def _read_flags(number: int, values: dict[str, Any], report: CsvImportReport) -> bool:
+    """Turn the yes/no cells into booleans in place (the model takes booleans only); False: reported."""
+    ok = True
+    for column in FLAG_COLUMNS:
+        if column in values:
+            flag = _FLAG_WORDS.get(str(values[column]).lower())
+            if flag is None:
+                report.add_error(CsvError(number, column, "must be 1 or 0 (true/false, yes/no)"))
+                ok = False
+            values[column] = flag
+    return ok
 
 
 async def import_products_csv(
