@@ -1,38 +1,72 @@
-"""Wi-Fi devices on the in-store broker: their state, telemetry and events, relayed to the agent.
+"""Wi-Fi devices on the in-store broker (kiosks, tablets, handheld scanners): the agent's side.
 
 Topics (docs/mqtt-devices.md), under `local_broker.topic_prefix` (default `store/v1`):
-- `devices/{device_id}/state`      JSON object: the device's latest state (kept per device, retained upstream)
-- `devices/{device_id}/telemetry`  JSON object of readings: a `telemetry.device` event
-- `devices/{device_id}/event`      JSON object `{"kind": "...", "data": {...}}`: a `device.event` event
+- `devices/{id}/announce`      retained JSON: what the device is (kind, model, fw, capabilities, kiosk_id)
+- `devices/{id}/availability`  retained `online` / `offline` (the device's Last Will sets `offline`)
+- `devices/{id}/state`         retained JSON object: the device's own state
+- `devices/{id}/telemetry`     JSON object of readings: a `telemetry.device` event
+- `devices/{id}/event`         `{"kind", "data"}`: a scan goes to its kiosk's cart (or `scan.device`),
+                               a tap is `device.tap`, anything else `device.event`
+- `devices/{id}/cmd`           agent -> device: reboot, reload, show_message
+- `agent/availability`, `agent/state`: the agent's own, retained, with a Last Will
 
+Announce, availability and state become the device's state upstream, coalesced (devices.mqtt.coalesce).
 A device can never name an event type of its own: it cannot fake an order or a pickup upstream.
-Malformed messages are counted and logged, never relayed and never fatal. A message is acknowledged
-to the broker (QoS 1) only after the agent stored what it carried, so a crash loses nothing: the
-session is persistent, and when storage refuses a message (outbox full) the gateway drops the
-connection, forgets what it had queued, and lets the broker deliver it all again a little later.
-Retained telemetry and events are ignored (they would be relayed again on every reconnect); a retained
-state is fine, state is idempotent.
+Malformed messages are counted, logged once per device per minute, never relayed and never fatal.
+
+An event is acknowledged to the broker (QoS 1) only after the agent stored what it carried, so a crash
+loses nothing: the session is persistent, and when storage refuses a message (outbox full) the gateway
+drops the connection, forgets what it had queued, and lets the broker deliver it all again a little later.
+Announce, availability and state are acknowledged once in memory: they are retained at the broker and
+come back on every subscription. Retained telemetry and events are ignored (they would be relayed again
+on every reconnect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from cloud_link.mqtt_driver import Endpoint, Message, MqttConnection, MqttError
+from cloud_link.mqtt_driver import Endpoint, Message, MqttConnection, MqttError, Will
 from cloud_link.mqtt_driver import Protocol as MqttProtocol
 from cloud_link.session import backoff_delay
-from cloud_link.strict_json import StrictJsonError, loads_strict
+from devices.mqtt.coalesce import StateCoalescer
+from devices.mqtt.messages import (
+    COMMAND_CHANNEL,
+    DEVICE_ID_RE,
+    KIND_RE,
+    RETAINED_CHANNELS,
+    DeviceMessage,
+    DeviceMessageError,
+    EventBody,
+    ScanData,
+    TapData,
+    parse_device_message,
+)
+from devices.mqtt.ratelog import RateLimitedLog
+from devices.mqtt.registry import DeviceRecord, DeviceRegistry
+
+__all__ = [
+    "BAD_INPUT_SOURCE",
+    "DEVICE_ID_RE",
+    "KIND_RE",
+    "DeviceCommandError",
+    "DeviceMessageError",
+    "DeviceSink",
+    "MqttDeviceGateway",
+    "parse_device_message",
+]
 
 log = logging.getLogger(__name__)
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-KIND_RE = re.compile(r"^[a-z][a-z0-9_.]{0,39}$")
+BAD_INPUT_SOURCE = "mqtt_device"
+# Scan handler for kiosk-bound devices: (kiosk_id, code, source) -> whatever the kiosk answers.
+ScanHandler = Callable[[str, str, str], Awaitable[object]]
 
 
 class DeviceSink(Protocol):
@@ -45,46 +79,12 @@ class DeviceSink(Protocol):
     def bad_input(self, source: str, reason: str) -> None: ...
 
 
-class DeviceMessageError(ValueError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
+class DeviceCommandError(Exception):
+    """A command could not be handed to a device; `code` is the cloud-facing error code."""
 
-
-@dataclass(frozen=True)
-class DeviceMessage:
-    device_id: str
-    channel: str
-    body: dict[str, Any]
-
-
-def parse_device_message(prefix: str, topic: str, payload: bytes, max_bytes: int) -> DeviceMessage:
-    """Validate one in-store message; raises DeviceMessageError with a counted reason."""
-    parts = topic.split("/")
-    base = prefix.split("/")
-    if parts[: len(base)] != base or len(parts) != len(base) + 3 or parts[len(base)] != "devices":
-        raise DeviceMessageError("bad_topic", f"unexpected topic {topic!r}")
-    device_id, channel = parts[len(base) + 1], parts[len(base) + 2]
-    if not DEVICE_ID_RE.fullmatch(device_id):
-        raise DeviceMessageError("bad_device_id", f"invalid device id {device_id!r}")
-    if channel not in ("state", "telemetry", "event"):
-        raise DeviceMessageError("bad_topic", f"unknown channel {channel!r}")
-    if len(payload) > max_bytes:
-        raise DeviceMessageError("too_large", f"{len(payload)} bytes, the limit is {max_bytes}")
-    try:
-        body = loads_strict(payload)
-    except StrictJsonError as exc:
-        raise DeviceMessageError("malformed_json", f"not valid UTF-8 JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise DeviceMessageError("not_object", f"expected a JSON object, got {type(body).__name__}")
-    if channel == "event":
-        kind = body.get("kind")
-        if not isinstance(kind, str) or not KIND_RE.fullmatch(kind):
-            raise DeviceMessageError("bad_event", "event needs 'kind': lowercase words, at most 40 characters")
-        data = body.get("data", {})
-        if not isinstance(data, dict):
-            raise DeviceMessageError("bad_event", "event 'data' must be a JSON object")
-    return DeviceMessage(device_id, channel, body)
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class MqttDeviceGateway:
@@ -95,35 +95,58 @@ class MqttDeviceGateway:
         *,
         topic_prefix: str = "store/v1",
         max_message_bytes: int = 16384,
-        backoff_min: float = 1.0,
-        backoff_max: float = 30.0,
+        backoff_min: float = 0.2,
+        backoff_max: float = 2.0,
+        registry: DeviceRegistry | None = None,
+        coalesce_s: float = 1.0,
+        agent_state: dict[str, Any] | None = None,
+        on_scan: ScanHandler | None = None,
+        log_interval_s: float = 60.0,
     ) -> None:
-        self.endpoint = endpoint
-        self.sink = sink
         self.prefix = topic_prefix
+        self.agent_topic = f"{topic_prefix}/agent"
+        # The broker announces our death: a retained "offline" on the agent's availability topic.
+        self.endpoint = dataclasses.replace(
+            endpoint, will=Will(f"{self.agent_topic}/availability", b"offline", qos=1, retain=True)
+        )
+        self.sink = sink
         self.max_message_bytes = max_message_bytes
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
+        self.registry = registry or DeviceRegistry()
+        self.states = StateCoalescer(sink.put_state, coalesce_s)
+        self.agent_state = agent_state or {}
+        self.on_scan = on_scan
+        self._bad_log = RateLimitedLog(log_interval_s)
         self.relayed = 0
         self.rejected = 0
+        self.ignored = 0
         self.connected = False
+        self.connections = 0
         self._queue: asyncio.Queue[tuple[Message, Callable[[], None]]] = asyncio.Queue(1000)
         self._conn: MqttConnection | None = None
+        self._acks: dict[int, asyncio.Future[None]] = {}
         # Set after storage refused a message: wait this long before asking for redelivery.
         self._pause_s = 0.0
 
     async def run(self) -> None:
         """Stay connected to the in-store broker and relay until cancelled."""
         worker = asyncio.create_task(self._relay_loop(), name="device-relay")
+        states = asyncio.create_task(self.states.run(), name="device-states")
         try:
             attempt = 0
             while True:
-                conn = MqttConnection(self.endpoint, MqttProtocol.V311, on_message=self._enqueue, max_inflight=20)
+                conn = MqttConnection(
+                    self.endpoint, MqttProtocol.V311, on_message=self._enqueue, on_ack=self._on_ack, max_inflight=20
+                )
                 try:
                     await conn.connect()
                     await conn.subscribe(f"{self.prefix}/devices/+/+", qos=1)
+                    self._publish_agent(conn, online=True)
                 except MqttError as exc:
                     conn.abort("connect failed")
+                    # A short cap (local_broker.reconnect_max_s): the broker is on this box, and after it
+                    # restarts the agent must be back, announced, within seconds.
                     delay = backoff_delay(attempt, self.backoff_min, self.backoff_max)
                     attempt += 1
                     log.warning("in-store broker unavailable (%s); retrying in %.1f s", exc, delay)
@@ -132,6 +155,7 @@ class MqttDeviceGateway:
                 attempt = 0
                 self._conn = conn
                 self.connected = True
+                self.connections += 1
                 log.info("in-store broker connected at %s:%d", self.endpoint.host, self.endpoint.port)
                 try:
                     reason = await asyncio.shield(conn.closed)
@@ -139,17 +163,40 @@ class MqttDeviceGateway:
                 finally:
                     self.connected = False
                     self._conn = None
+                    self._fail_acks(f"connection lost: {conn.closed.result() if conn.closed.done() else 'stopping'}")
+                    if not conn.closed.done():
+                        await self._say_goodbye(conn)
                     conn.abort("gateway stopping")
                 if self._pause_s:
                     await asyncio.sleep(self._pause_s)
                     self._pause_s = 0.0
         finally:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            for task in (worker, states):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _publish_agent(self, conn: MqttConnection, *, online: bool) -> None:
+        """The agent's own retained availability (and state): republished on every connection."""
+        conn.publish(f"{self.agent_topic}/availability", b"online" if online else b"offline", qos=1, retain=True)
+        if online:
+            body = json.dumps(self.agent_state, separators=(",", ":"), sort_keys=True).encode()
+            conn.publish(f"{self.agent_topic}/state", body, qos=1, retain=True)
+
+    async def _say_goodbye(self, conn: MqttConnection) -> None:
+        """On a clean stop: retained `offline`, then DISCONNECT (which suppresses the Will)."""
+        with contextlib.suppress(MqttError, OSError):
+            self._publish_agent(conn, online=False)
+            await asyncio.shield(conn.disconnect(1.0))
+
+    # -- incoming ------------------------------------------------------------------------------
 
     def _enqueue(self, message: Message) -> None:
-        if message.retain and not message.topic.endswith("/state"):
+        channel = message.topic.rsplit("/", 1)[-1]
+        if channel == COMMAND_CHANNEL:
+            message.ack()  # our own command, back through the wildcard subscription
+            return
+        if message.retain and channel not in RETAINED_CHANNELS:
             log.debug("ignoring retained %s", message.topic)
             message.ack()
             return
@@ -180,22 +227,114 @@ class MqttDeviceGateway:
             ack()
 
     async def relay(self, topic: str, payload: bytes) -> bool:
-        """Relay one message; returns False (counted, logged) when it was rejected as bad input."""
+        """Handle one message; returns False (counted, logged) when it was rejected as bad input."""
         try:
             msg = parse_device_message(self.prefix, topic, payload, self.max_message_bytes)
         except DeviceMessageError as exc:
-            self.rejected += 1
-            self.sink.bad_input("device", exc.reason)
-            log.warning("rejected device message on %s: %s", topic, exc)
+            self._reject(topic, exc)
             return False
-        if msg.channel == "state":
-            await self.sink.put_state(msg.device_id, msg.body)
+        record = self.registry.seen(msg.device_id)
+        if msg.channel in RETAINED_CHANNELS:
+            self._update_state(record, msg)
+        if not record.adopted:
+            self.ignored += 1
+            log.debug("not relaying %s from %s: the device is not adopted", msg.channel, msg.device_id)
+            return True
+        if msg.channel in RETAINED_CHANNELS:
+            pass
         elif msg.channel == "telemetry":
             await self.sink.publish_event("telemetry.device", {"device_id": msg.device_id, "readings": msg.body})
         else:
-            await self.sink.publish_event(
-                "device.event",
-                {"device_id": msg.device_id, "kind": msg.body["kind"], "data": msg.body.get("data", {})},
-            )
+            await self._relay_event(record, msg.body, msg.detail)
         self.relayed += 1
         return True
+
+    def _reject(self, topic: str, exc: DeviceMessageError) -> None:
+        self.rejected += 1
+        self.sink.bad_input(BAD_INPUT_SOURCE, exc.reason)
+        # One line per device per minute; messages with no usable device id share one key.
+        suppressed = self._bad_log.allow(exc.device_id or "?")
+        if suppressed is not None:
+            more = f" ({suppressed} more from it since the last report)" if suppressed else ""
+            log.warning("rejected device message on %.200r: %s: %s%s", topic, exc.reason, exc, more)
+
+    def _update_state(self, record: DeviceRecord, msg: DeviceMessage) -> None:
+        if msg.channel == "announce":
+            record.announce = msg.body
+        elif msg.channel == "availability":
+            if not self.registry.set_online(record, msg.body):
+                return  # the same again (a retained copy on re-subscribing): nothing new upstream
+        else:
+            record.state = msg.body
+        if record.adopted:
+            self.states.update(record.device_id, record.cloud_state())
+
+    async def _relay_event(self, record: DeviceRecord, event: EventBody, detail: ScanData | TapData | None) -> None:
+        device_id = record.device_id
+        if isinstance(detail, ScanData):
+            kiosk_id = record.kiosk_id
+            if kiosk_id is not None and self.on_scan is not None:
+                try:
+                    await self.on_scan(kiosk_id, detail.code, f"device:{device_id}")
+                    return
+                except Exception as exc:
+                    # The scan must not vanish: the cloud gets it as an unbound scan instead.
+                    log.error("kiosk %s did not take the scan of %s (%s); sending it as scan.device",
+                              kiosk_id, device_id, exc)
+            await self.sink.publish_event(
+                "scan.device", {"device_id": device_id, "code": detail.code, "symbology": detail.symbology}
+            )
+        elif isinstance(detail, TapData):
+            await self.sink.publish_event("device.tap", {"device_id": device_id, "target": detail.target})
+        else:
+            await self.sink.publish_event("device.event", {"device_id": device_id, "kind": event.kind,
+                                                           "data": event.data})
+
+    # -- commands to devices ------------------------------------------------------------------
+
+    async def send_command(self, device_id: str, command: dict[str, Any], timeout: float = 5.0) -> None:
+        """Publish a command on the device's `cmd` topic (QoS 1, not retained) and wait for the broker's
+        PUBACK. Raises DeviceCommandError: unknown_device, not_adopted, device_offline, broker_unavailable."""
+        if not DEVICE_ID_RE.fullmatch(device_id):
+            raise DeviceCommandError("unknown_device", f"invalid device id {device_id!r}")
+        record = self.registry.get(device_id)
+        if record is None:
+            raise DeviceCommandError("unknown_device", f"no device {device_id} has been heard on the in-store broker")
+        if not record.adopted:
+            raise DeviceCommandError("not_adopted", f"device {device_id} is discovered but not adopted")
+        if record.online is False:
+            raise DeviceCommandError("device_offline", f"device {device_id} is offline")
+        conn = self._conn
+        if conn is None or not conn.is_open:
+            raise DeviceCommandError("broker_unavailable", "the agent is not connected to the in-store broker")
+        body = json.dumps(command, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            mid = conn.publish(f"{self.prefix}/devices/{device_id}/{COMMAND_CHANNEL}", body, qos=1)
+        except MqttError as exc:
+            raise DeviceCommandError("broker_unavailable", str(exc)) from None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks[mid] = done
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            raise DeviceCommandError(
+                "broker_unavailable", f"the broker did not acknowledge within {timeout} s"
+            ) from None
+        except MqttError as exc:
+            raise DeviceCommandError("broker_unavailable", str(exc)) from None
+        finally:
+            self._acks.pop(mid, None)
+
+    def _on_ack(self, mid: int, ok: bool, reason: str) -> None:
+        done = self._acks.get(mid)
+        if done is None or done.done():
+            return  # our own retained availability/state
+        if ok:
+            done.set_result(None)
+        else:
+            done.set_exception(MqttError(f"broker refused the command: {reason}"))
+
+    def _fail_acks(self, reason: str) -> None:
+        for done in self._acks.values():
+            if not done.done():
+                done.set_exception(MqttError(reason))

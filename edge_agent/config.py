@@ -6,6 +6,7 @@ the environment or from systemd credentials (see edge_agent.secrets).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -157,6 +158,45 @@ class LocalBrokerSection(_Section):
         "or the credential local-broker-password.",
     )
     max_message_bytes: int = Field(16384, ge=256, le=1024 * 1024, description="Larger device messages are rejected.")
+    reconnect_max_s: float = Field(
+        2.0, ge=0.5, le=60.0,
+        description="Longest wait between reconnect attempts to the in-store broker (it is on this box: keep it "
+        "short, so that the agent is back within seconds after the broker restarts).",
+    )
+    adopt: Literal["auto", "allow_list"] = Field(
+        "auto",
+        description="Which MQTT devices are adopted: \"auto\" every device heard, \"allow_list\" only "
+        "allowed_devices; the others are only listed as discovered.",
+    )
+    allowed_devices: list[str] = Field(
+        default_factory=list, max_length=10000, description="Device ids adopted when adopt = \"allow_list\"."
+    )
+    device_kiosks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Binds devices to kiosks (device id -> kiosk id): their scans go to that kiosk's cart. "
+        "Wins over a kiosk_id the device announces.",
+    )
+    state_coalesce_s: float = Field(
+        1.0, ge=0.05, le=60.0, description="Device state goes to the cloud at most once per this many seconds."
+    )
+
+    @field_validator("allowed_devices")
+    @classmethod
+    def _device_ids(cls, value: list[str]) -> list[str]:
+        for device_id in value:
+            if not re.fullmatch(ID_PATTERN, device_id):
+                raise ValueError(f"invalid device id {device_id!r}")
+        return value
+
+    @field_validator("device_kiosks")
+    @classmethod
+    def _bindings(cls, value: dict[str, str]) -> dict[str, str]:
+        for device_id, kiosk_id in value.items():
+            if not re.fullmatch(ID_PATTERN, device_id):
+                raise ValueError(f"invalid device id {device_id!r}")
+            if not re.fullmatch(ID_PATTERN, kiosk_id):
+                raise ValueError(f"invalid kiosk id {kiosk_id!r} for device {device_id}")
+        return value
 
 
 QUIET_HOURS_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
