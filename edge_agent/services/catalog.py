@@ -114,6 +114,24 @@ _Q_AFTER = (
     "category, image_url, on_shelf, available "
     "FROM products WHERE sku > ? ORDER BY sku LIMIT ?"
 )
+# The kiosk's browsing (categories, search within a category, paging). NULL parameters mean "any".
+_Q_BROWSE = (
+    "SELECT sku, name, price, currency, unit_price, unit_label, former_price, promotion, barcode, origin, locale, "
+    "category, image_url, on_shelf, available FROM products "
+    "WHERE (:category IS NULL OR category = :category) AND (:text IS NULL OR name LIKE :contains ESCAPE '\\' "
+    "OR sku LIKE :prefix ESCAPE '\\' OR barcode LIKE :prefix ESCAPE '\\') "
+    "ORDER BY (:text IS NOT NULL AND (sku = :text OR IFNULL(barcode, '') = :text)) DESC, name, sku "
+    "LIMIT :limit OFFSET :offset"
+)
+_Q_BROWSE_COUNT = (
+    "SELECT COUNT(*) FROM products "
+    "WHERE (:category IS NULL OR category = :category) AND (:text IS NULL OR name LIKE :contains ESCAPE '\\' "
+    "OR sku LIKE :prefix ESCAPE '\\' OR barcode LIKE :prefix ESCAPE '\\')"
+)
+_Q_CATEGORIES = (
+    "SELECT category, COUNT(*) FROM products WHERE category IS NOT NULL GROUP BY category ORDER BY category LIMIT ?"
+)
+MAX_CATEGORIES = 500
 
 Listener = Callable[[list[str]], Awaitable[None] | None]
 Row = tuple[str | int | None, ...]
@@ -541,6 +559,38 @@ class ProductCatalog:
             ).fetchall()
         )
         return [Product.from_row(row) for row in rows]
+
+    def browse(
+        self, *, category: str | None = None, text: str | None = None, offset: int = 0, limit: int = 24
+    ) -> tuple[builtins.list[Product], int]:
+        """A page of products in one category (None: all) matching `text` like `search`, and how many match.
+
+        Name order, exact sku/barcode hits first. Any script: `牛奶` finds "光明 鲜牛奶" (LIKE is a substring
+        match on code points; it ignores case for ASCII letters only).
+        """
+        text = (text or "").strip()[:NAME_MAX] or None
+        pattern = None if text is None else _like_escape(text)
+        params: dict[str, Any] = {
+            "category": category,
+            "text": text,
+            "contains": None if pattern is None else f"%{pattern}%",
+            "prefix": None if pattern is None else f"{pattern}%",
+            "limit": _clamp(limit),
+            "offset": max(0, int(offset)),
+        }
+
+        def query(conn: sqlite3.Connection) -> tuple[builtins.list[Any], int]:
+            rows = conn.execute(_Q_BROWSE, params).fetchall()
+            total = int(conn.execute(_Q_BROWSE_COUNT, params).fetchone()[0])
+            return rows, total
+
+        rows, total = self._db.read(query)
+        return [Product.from_row(row) for row in rows], total
+
+    def categories(self) -> builtins.list[tuple[str, int]]:
+        """Every category in use with its number of products, in name order (at most MAX_CATEGORIES)."""
+        rows = self._db.read(lambda conn: conn.execute(_Q_CATEGORIES, (MAX_CATEGORIES,)).fetchall())
+        return [(str(row[0]), int(row[1])) for row in rows]
 
     def list(self, offset: int = 0, limit: int = 100) -> builtins.list[Product]:
         """A page of products in sku order."""
