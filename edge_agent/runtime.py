@@ -36,11 +36,13 @@ from devices.lockers.board import LockBoard
 from devices.lockers.gpio import GpioLockBoard, GpioLockPins
 from devices.lockers.kerong import KerongBoard
 from devices.lockers.signal import AlarmSignal
+from devices.mqtt.registry import DeviceRegistry
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent import __version__
 from edge_agent.commands_builtin import register_builtin_commands
 from edge_agent.commands_catalog import register_catalog_commands
 from edge_agent.commands_courier import register_courier_commands
+from edge_agent.commands_devices import register_device_commands
 from edge_agent.commands_lockers import register_locker_commands
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import AgentMetrics
@@ -245,12 +247,8 @@ class Agent:
                     self._session_settings(), outbox, on_command=intake.submit, observer=self.metrics
                 )
             if cfg.local_broker.enabled:
-                self.gateway = MqttDeviceGateway(
-                    self._local_endpoint(f"edge-agent-{cfg.agent.store_id}-devices"),
-                    sink,
-                    topic_prefix=cfg.local_broker.topic_prefix,
-                    max_message_bytes=cfg.local_broker.max_message_bytes,
-                )
+                self.gateway = self._build_device_gateway(sink, boot)
+                register_device_commands(registry, self.gateway)
             await self._run_tasks(intake, started_at, web_socket)
         finally:
             if self.renderer is not None:
@@ -426,6 +424,23 @@ class Agent:
             finally:
                 for device in self._gpio_devices:
                     device.close()  # pins released, LED and buzzer off
+
+    def _build_device_gateway(self, sink: _DeviceSink, boot: int) -> MqttDeviceGateway:
+        """Wi-Fi devices on the in-store broker. A scan of a device bound to a kiosk goes to
+        `gateway.on_scan(kiosk_id, code, source)`, which the kiosks' wiring sets (KioskHub.scanned); until then
+        such scans reach the cloud as scan.device."""
+        lb = self.config.local_broker
+        return MqttDeviceGateway(
+            self._local_endpoint(f"edge-agent-{self.config.agent.store_id}-devices"),
+            sink,
+            topic_prefix=lb.topic_prefix,
+            max_message_bytes=lb.max_message_bytes,
+            backoff_min=min(0.2, lb.reconnect_max_s),
+            backoff_max=lb.reconnect_max_s,
+            registry=DeviceRegistry.build(lb.adopt, lb.allowed_devices, lb.device_kiosks),
+            coalesce_s=lb.state_coalesce_s,
+            agent_state={"store_id": self.config.agent.store_id, "version": __version__, "boot": boot},
+        )
 
     def _local_endpoint(self, client_id: str) -> Endpoint:
         lb = self.config.local_broker
