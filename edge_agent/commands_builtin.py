@@ -20,7 +20,8 @@ class PingPayload(BaseModel):
 class ConfigGetPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     section: Literal[
-        "agent", "web", "cloud", "outbox", "commands", "local_broker", "labels", "lockers", "base_stations"
+        "agent", "web", "cloud", "outbox", "commands", "local_broker", "labels", "lockers", "base_stations",
+        "scan_links", "kiosk", "kiosks",
     ] | None = Field(
         None, description="One section only; the whole configuration when absent."
     )

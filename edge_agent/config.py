@@ -258,6 +258,89 @@ class ScanLinksSection(_Section):
         return value
 
 
+FULFILMENT = Literal["phone", "counter", "locker", "till"]
+
+
+def _default_fulfilments() -> list[FULFILMENT]:
+    return ["counter", "till"]
+
+
+class KioskStoreSection(_Section):
+    """[kiosk]: what every kiosk of the store offers (edge_agent.services.orders, docs/kiosk-api.md)."""
+
+    fulfilments: list[FULFILMENT] = Field(
+        default_factory=_default_fulfilments,
+        min_length=1,
+        max_length=4,
+        description="Checkout choices, in the order shown: phone (pay on the phone: QR code to the cloud "
+        "checkout), counter (reserve, pick up at the counter), locker (reserve for a locker), till (pay at the "
+        "till with the order number).",
+    )
+    checkout_url_template: str | None = Field(
+        None,
+        pattern=r"^https://[^\s]+$",
+        max_length=1024,
+        description="The cloud checkout for phone orders; placeholders {store_id}, {order_id}, {order_number}.",
+    )
+    currency: str = Field(
+        "CNY", pattern=r"^[A-Z]{3}$", description="The store's currency (ISO 4217), shown before a product is."
+    )
+    idle_s: int = Field(60, ge=15, le=3600, description="Seconds without a touch before the kiosk asks.")
+    warning_s: int = Field(15, ge=5, le=120, description="Seconds the question shows before the kiosk resets.")
+    heartbeat_s: float = Field(
+        45.0, ge=5, le=600, description="A kiosk without a live stream is online this long after a heartbeat."
+    )
+    orders_per_minute: int = Field(
+        10, ge=1, le=10_000, description="Orders one client address may place per minute through the kiosk API."
+    )
+
+    @field_validator("fulfilments")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        twice = sorted({f for f in value if value.count(f) > 1})
+        if twice:
+            raise ValueError(f"each fulfilment once: {', '.join(twice)} repeated")
+        return value
+
+    @field_validator("checkout_url_template")
+    @classmethod
+    def _checkout_placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            value.format(store_id="s", order_id="o", order_number="n")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"only {{store_id}}, {{order_id}} and {{order_number}} may appear in braces ({exc!r})"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _phone_needs_a_checkout(self) -> KioskStoreSection:
+        if "phone" in self.fulfilments and self.checkout_url_template is None:
+            raise ValueError("the phone fulfilment needs checkout_url_template")
+        return self
+
+
+class KioskSection(_Section):
+    """[[kiosks]]: one touch kiosk, its page at /kiosk/{id}."""
+
+    id: str = Field(
+        pattern=ID_PATTERN, max_length=58, description="Kiosk id: its page is /kiosk/{id}, its state kiosk-{id}."
+    )
+    name: str = Field(min_length=1, max_length=64, description="Where it stands, for staff: \"Entrance\".")
+    lang: Literal["zh-CN", "en"] = Field("zh-CN", description="Language of the kiosk's pages.")
+    orientation: Literal["portrait", "landscape"] = Field(
+        "portrait", description="Screen orientation: portrait (1080x1920) or landscape (1920x1080)."
+    )
+    scanner_url: str | None = Field(
+        None,
+        min_length=1,
+        description="A serial barcode scanner of this kiosk on the mini-PC, by pyserial URL (CR/LF-terminated).",
+    )
+    scanner_baudrate: int = Field(9600, ge=1200, le=921_600, description="Line rate of the serial scanner.")
+
+
 class BaseStationSection(_Section):
     name: str = Field(pattern=ID_PATTERN, description="Short name, shown in the UI and in tag records.")
     url: str = Field(
@@ -363,6 +446,10 @@ class AgentConfig(_Section):
     labels: LabelsSection = Field(default_factory=LabelsSection)  # type: ignore[arg-type]
     lockers: LockersSection = Field(default_factory=LockersSection)  # type: ignore[arg-type]
     scan_links: ScanLinksSection = Field(default_factory=ScanLinksSection)  # type: ignore[arg-type]
+    kiosk: KioskStoreSection = Field(default_factory=KioskStoreSection)  # type: ignore[arg-type]
+    kiosks: list[KioskSection] = Field(
+        default_factory=list, description="Touch kiosks, one [[kiosks]] table each.", max_length=64
+    )
     base_stations: list[BaseStationSection] = Field(
         default_factory=list, description="Radio base stations of e-ink tags, one [[base_stations]] table each."
     )
@@ -371,6 +458,18 @@ class AgentConfig(_Section):
     def _wifi_labels_need_the_broker(self) -> AgentConfig:
         if self.labels.wifi_labels and not self.local_broker.enabled:
             raise ValueError("labels.wifi_labels needs local_broker.enabled = true")
+        return self
+
+    @model_validator(mode="after")
+    def _kiosks_are_consistent(self) -> AgentConfig:
+        ids = [k.id for k in self.kiosks]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"kiosks: ids must be unique, repeated: {', '.join(dupes)}")
+        ports = [k.scanner_url for k in self.kiosks if k.scanner_url is not None]
+        shared = sorted({p for p in ports if ports.count(p) > 1})
+        if shared:
+            raise ValueError(f"kiosks: a serial scanner belongs to one kiosk, shared: {', '.join(shared)}")
         return self
 
     @model_validator(mode="after")

@@ -59,7 +59,8 @@ from edge_agent.services.doors import DoorOpener
 from edge_agent.services.labels import connect_catalog, label_settings, product_to_content, register_label_commands
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
-from edge_agent.services.pickup_codes import PickupCodes, store_key
+from edge_agent.services.pickup_codes import PickupCodes, StoreKeyError, store_key
+from edge_agent.services.scan_links import ScanLinkService, form_key
 from edge_agent.storage import Database
 from edge_agent.systemd_notify import SystemdNotifier
 from edge_agent.web.app import WebContext, create_app
@@ -163,6 +164,7 @@ class Agent:
         self.renderer: RenderPool | None = None
         self.lockers: LockerService | None = None
         self.locker_staff: LockerStaff | None = None
+        self.scan_links: ScanLinkService | None = None
         self.locker_buses: dict[str, KerongBus] = {}
         self._gpio_devices: list[GpioLockBoard | AlarmSignal] = []
 
@@ -234,6 +236,7 @@ class Agent:
                 connect_catalog(self.labels, catalog)
                 self.metrics.watch_labels(self.labels)
                 register_label_commands(registry, self.labels, catalog)
+            self.scan_links = self._build_scan_links(db, catalog)
             intake = CommandIntake(
                 db,
                 outbox,
@@ -305,6 +308,9 @@ class Agent:
                         started_at=started_at,
                         lockers=self.lockers,
                         locker_staff=self.locker_staff,
+                        scan_links=self.scan_links,
+                        public_base_url=cfg.labels.public_base_url,
+                        price_locale=cfg.labels.locale,
                     )
                 )
                 server = _EmbeddedServer(
@@ -382,6 +388,23 @@ class Agent:
         # pickup codes' alarm.code_guessing (the hook LockerService installed on `codes`).
         self.locker_staff = LockerStaff(db, store_key(self._env), on_alarm=codes.on_alarm)
         register_courier_commands(registry, self.locker_staff)
+
+    def _build_scan_links(self, db: Database, catalog: ProductCatalog) -> ScanLinkService:
+        """Scan links of the shelf tags' QR codes (`/s/{code}`): record scan.tag, then redirect or the local page."""
+        assert self.bus is not None
+        try:
+            key: bytes | None = store_key(self._env)
+        except StoreKeyError:
+            key = None  # order-form tokens then use a key drawn at start (a restart expires open forms)
+        return ScanLinkService(
+            db,
+            catalog,
+            self.bus.publish,
+            self.config.scan_links,
+            store_id=self.config.agent.store_id,
+            cloud_up=lambda: self.session is not None and self.session.connected,
+            form_secret=form_key(key),
+        )
 
     def _build_gpio(self, boards: dict[str, LockBoard]) -> list[AlarmSignal]:
         """GPIO lock boards into `boards`; returns every alarm LED/buzzer (the boards' and the standalone one)."""

@@ -559,26 +559,40 @@ async def test_device_gateway_output_matches_the_contract(outbox: Outbox) -> Non
     sink = _Sink(outbox)
     gateway = MqttDeviceGateway(Endpoint("127.0.0.1", 1, "unused"), sink, topic_prefix="store/v1")
     base = "store/v1/devices/scanner-3"
+    announce = {"kind": "scanner", "model": "HS-2", "fw": "1.4.2", "capabilities": ["scan"]}
+    assert await gateway.relay(f"{base}/announce", json.dumps(announce).encode())
+    assert await gateway.relay(f"{base}/availability", b"online")
     assert await gateway.relay(f"{base}/state", json.dumps({"online": True, "battery_mv": 2950}).encode())
     assert await gateway.relay(f"{base}/telemetry", json.dumps({"temperature_c": 4.2, "n": 1}).encode())
     assert await gateway.relay(f"{base}/event", json.dumps({"kind": "button.pressed", "data": {"b": 1}}).encode())
-    assert await gateway.relay(f"{base}/event", json.dumps({"kind": "door.opened", "extra": 1}).encode())
+    assert await gateway.relay(f"{base}/event", json.dumps({"kind": "door.opened"}).encode())
+    assert await gateway.relay(f"{base}/event", json.dumps({"kind": "scan", "data": {"code": "6901234567892"}}).encode())
+    assert await gateway.relay(f"{base}/event", json.dumps({"kind": "tap", "data": {"target": "help"}}).encode())
     assert not await gateway.relay(f"{base}/event", json.dumps({"kind": "Door"}).encode())
-    assert sink.bad == [("device", "bad_event")]
+    # Devices validate strictly since issue 5: an unknown top-level field is refused, not ignored.
+    assert not await gateway.relay(f"{base}/event", json.dumps({"kind": "door.opened", "extra": 1}).encode())
+    assert sink.bad == [("mqtt_device", "bad_event")] * 2
 
     events = sent_events(outbox)
     assert [t for t, _ in events] == [
         "retail/v1/sh-0042/events/telemetry.device",
         "retail/v1/sh-0042/events/device.event",
         "retail/v1/sh-0042/events/device.event",
+        "retail/v1/sh-0042/events/scan.device",
+        "retail/v1/sh-0042/events/device.tap",
     ]
     for _, body in events:
         validate_event(body)
     assert json.loads(events[2][1])["payload"] == {"device_id": "scanner-3", "kind": "door.opened", "data": {}}
+    assert json.loads(events[3][1])["payload"] == {"device_id": "scanner-3", "code": "6901234567892",
+                                                   "symbology": None}
 
+    await gateway.states.flush()  # state is coalesced; the gateway's task would flush it within a window
     states = outbox.read_states(10)
     assert [s.topic for s in states] == ["retail/v1/sh-0042/state/scanner-3"]
     validate("state.json", states[0].body)
+    state = json.loads(states[0].body)["state"]
+    assert state["online"] is True and state["kind"] == "scanner" and state["battery_mv"] == 2950
 
 
 async def test_outbox_full_alarm_matches_the_contract(db: Database) -> None:

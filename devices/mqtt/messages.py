@@ -55,7 +55,7 @@ class Announce(_Strict):
     kind: Literal["kiosk", "tablet", "scanner", "other"]
     model: str = Field(min_length=1, max_length=64)
     fw: str = Field(min_length=1, max_length=32)
-    capabilities: tuple[Capability, ...] = Field(default=(), max_length=16)
+    capabilities: list[Capability] = Field(default_factory=list, max_length=16)
     # A scanner mounted at a kiosk names it here; its scans go to that kiosk's cart.
     kiosk_id: str | None = Field(default=None, pattern=ID_PATTERN)
 

@@ -17,9 +17,11 @@ from edge_agent import __version__
 from edge_agent.metrics import AgentMetrics
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import LockerService
+from edge_agent.services.scan_links import ScanLinkService
 from edge_agent.web.locker_api import locker_router
 from edge_agent.web.locker_screen import locker_screen_router
 from edge_agent.web.locker_staff_api import locker_staff_router
+from edge_agent.web.scan_links import scan_links_router
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
 STALE_OUTBOX_S = 300.0
@@ -35,6 +37,10 @@ class WebContext:
     started_at: float = 0.0
     lockers: LockerService | None = None
     locker_staff: LockerStaff | None = None
+    scan_links: ScanLinkService | None = None
+    # Where scan links are published ({public_base_url}/s/{code}) and the locale prices are shown in.
+    public_base_url: str = "http://127.0.0.1:8080"
+    price_locale: str = "zh_CN"
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -95,4 +101,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(locker_screen_router(ctx.lockers))
         if ctx.locker_staff is not None:
             app.include_router(locker_staff_router(ctx.lockers, ctx.locker_staff))
+    if ctx.scan_links is not None:
+        app.include_router(
+            scan_links_router(
+                ctx.scan_links, ctx.metrics, price_locale=ctx.price_locale, public_base_url=ctx.public_base_url
+            )
+        )
     return app
