@@ -300,6 +300,9 @@
       $("screen-" + key).hidden = key !== name;
     }
     document.body.dataset.screen = name;
+    if (name === "checkout" || name === "done" || name === "attract") {
+      $("toast").hidden = true; // an "added" note is old news here
+    }
     touched();
   }
 
@@ -533,6 +536,42 @@
     $("search-field").dataset.value = state.search;
   }
 
+  let searchTimer = null;
+  let searchSeq = 0;
+
+  // Results as the shopper types (a quarter second after the last key, not one request per key).
+  function searchSoon() {
+    window.clearTimeout(searchTimer);
+    searchTimer = window.setTimeout(searchNow, 250);
+  }
+
+  async function searchNow() {
+    const q = state.search.trim();
+    const seq = ++searchSeq;
+    const grid = $("search-grid");
+    if (!q) {
+      grid.textContent = "";
+      $("search-message").textContent = "";
+      return;
+    }
+    let answer;
+    try {
+      answer = await call("GET", "/products?" + new URLSearchParams({ q: q, limit: String(PAGE_SIZE) }).toString());
+    } catch (_error) {
+      $("search-message").textContent = t("not_answering");
+      return;
+    }
+    if (seq !== searchSeq || state.screen !== "search") {
+      return; // a newer search, or the shopper left
+    }
+    const products = answer.status === 200 && answer.body && Array.isArray(answer.body.products) ? answer.body.products : [];
+    grid.textContent = "";
+    for (const product of products) {
+      grid.appendChild(productCard(remember(product)));
+    }
+    $("search-message").textContent = products.length ? "" : t("no_results");
+  }
+
   function onKeyboard(event) {
     const button = event.target.closest("button[data-key]");
     if (!button) {
@@ -554,6 +593,7 @@
       state.search += key;
     }
     renderSearch();
+    searchSoon();
   }
 
   // -- product page -------------------------------------------------------------------------------------
@@ -930,9 +970,8 @@
     // Re-render whatever shows it (cheap: these are small views).
     if (state.screen === "product" && state.productSku === product.sku) {
       renderProduct();
-    } else if (state.screen === "list" && state.list.skus.includes(product.sku)) {
-      const card = document.querySelector('#product-grid .card[data-sku="' + CSS.escape(product.sku) + '"]');
-      if (card) {
+    } else if (state.screen === "list" || state.screen === "search") {
+      for (const card of document.querySelectorAll('.card[data-sku="' + CSS.escape(product.sku) + '"]')) {
         card.replaceWith(productCard(product));
       }
     } else if (state.screen === "cart") {
@@ -1048,6 +1087,8 @@
     showScreen("attract");
     applyLang();
     renderSearch();
+    $("search-grid").textContent = "";
+    $("search-message").textContent = "";
     document.body.dataset.resets = String(Number(document.body.dataset.resets || "0") + 1);
   }
 
