@@ -29,13 +29,13 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from cloud_link.outbox import OutboxFullError
 from cloud_link.ports import DurableStore
 from edge_agent.config import ScanLinksSection
 from edge_agent.services.catalog import Product, ProductCatalog
+from edge_agent.services.orders import OrderService, PlacedOrder
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ MAX_TRACKED_CLIENTS = 10_000
 FORM_TOKEN_TTL_S = 30 * 60
 MAX_USED_TOKENS = 50_000
 MAX_QUANTITY = 20
+# An order from a tag's page is picked up (and paid) at the counter.
+PICKUP_FULFILMENT = "counter"
 
 
 def client_type(user_agent: str | None) -> ClientType:
@@ -215,28 +217,6 @@ def form_key(store_key: bytes | None) -> bytes:
     return hmac.new(store_key, b"edge-agent scan-link order form v1", hashlib.sha256).digest()
 
 
-# -- orders ---------------------------------------------------------------------------------------
-
-
-class PlacedOrderView(Protocol):
-    """What the confirmation page shows of an order (edge_agent.services.orders.PlacedOrder)."""
-
-    @property
-    def order_number(self) -> Any: ...
-
-    @property
-    def total(self) -> Decimal: ...
-
-    @property
-    def currency(self) -> str: ...
-
-    @property
-    def checkout_url(self) -> str | None: ...
-
-
-OrderPlacer = Callable[[str, list[tuple[str, int]]], Awaitable[PlacedOrderView]]
-
-
 # -- the service ----------------------------------------------------------------------------------
 
 
@@ -263,7 +243,7 @@ class ScanLinkService:
         store_id: str,
         cloud_up: Callable[[], bool],
         form_secret: bytes,
-        place_order: OrderPlacer | None = None,
+        orders: Callable[[], OrderService | None] = lambda: None,
     ) -> None:
         self._db = db
         self.catalog = catalog
@@ -271,7 +251,8 @@ class ScanLinkService:
         self.settings = settings
         self.store_id = store_id
         self._cloud_up = cloud_up
-        self.place_order_fn = place_order
+        # Asked at each use: the order service (shared with the kiosks) is built after this one.
+        self._orders = orders
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.tokens = FormTokens(form_secret)
         self.recorded = 0
@@ -315,12 +296,18 @@ class ScanLinkService:
 
     @property
     def orders_enabled(self) -> bool:
-        return self.place_order_fn is not None
+        """Orders for pickup from the local page: an order service that offers pickup at the counter."""
+        orders = self._orders()
+        return orders is not None and PICKUP_FULFILMENT in orders.fulfilments()
 
-    async def place_order(self, target: ScanTarget, quantity: int) -> PlacedOrderView:
-        if self.place_order_fn is None or target.sku is None:
+    async def place_order(self, target: ScanTarget, quantity: int) -> PlacedOrder:
+        """Raises OrderError (refused: e.g. no longer available) or OrderUnavailableError (outbox full)."""
+        orders = self._orders()
+        if orders is None or target.sku is None:
             raise RuntimeError("ordering is not available")
-        return await self.place_order_fn(f"tag:{target.tag_id}", [(target.sku, quantity)])
+        return await orders.place(
+            source=f"tag:{target.tag_id}", items=[(target.sku, quantity)], fulfilment=PICKUP_FULFILMENT
+        )
 
 
 def retry_after_header(seconds: float) -> str:

@@ -32,7 +32,6 @@ import logging
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from importlib import resources
 from string import Template
 from typing import Any, Literal
@@ -43,9 +42,9 @@ from fastapi.responses import HTMLResponse, Response
 from devices.labels.money import format_money, unit_price_text
 from edge_agent.metrics import AgentMetrics
 from edge_agent.services.catalog import Product
+from edge_agent.services.orders import OrderError, OrderUnavailableError, PlacedOrder
 from edge_agent.services.scan_links import (
     MAX_QUANTITY,
-    PlacedOrderView,
     ScanLinkService,
     ScanTarget,
     client_type,
@@ -83,11 +82,14 @@ STRINGS: dict[Lang, dict[str, str]] = {
         "expired_title": "Please try again",
         "expired": "This order form has expired or did not come from this store's page. Please open the product "
         "again.",
+        "bad_quantity_title": "Please check the quantity",
         "bad_quantity": "Please choose a quantity from 1 to {max}.",
         "failed_title": "Order not placed",
         "failed": "We could not place your order just now. Please try again or ask a member of staff.",
+        "no_orders_title": "Ordering not available",
         "no_orders": "Ordering is not available here. Please ask a member of staff.",
         "unit": "Unit price",
+        "unavailable": "Not available to order at the moment.",
     },
     "zh-CN": {
         "lang_name": "中文",
@@ -110,11 +112,14 @@ STRINGS: dict[Lang, dict[str, str]] = {
         "back": "返回商品",
         "expired_title": "请重试",
         "expired": "此订单表单已过期或并非来自本店页面。请重新打开商品页面。",
+        "bad_quantity_title": "请检查数量",
         "bad_quantity": "请选择 1 至 {max} 的数量。",
         "failed_title": "下单失败",
         "failed": "暂时无法提交订单。请重试或联系店员。",
+        "no_orders_title": "暂不支持下单",
         "no_orders": "此处暂不支持下单。请联系店员。",
         "unit": "单价",
+        "unavailable": "该商品暂时无法下单。",
     },
 }
 OTHER: dict[Lang, Lang] = {"en": "zh-CN", "zh-CN": "en"}
@@ -260,8 +265,11 @@ def scan_links_router(
             parts.append(f'<p class="promo">{_e(product.promotion)}</p>')
         if product.origin:
             parts.append(f'<p class="meta">{_e(product.origin)}</p>')
-        parts.append(f'<p class="shelf">{_e(text["on_shelf"])}</p>')
-        if service.orders_enabled:
+        if product.on_shelf:
+            parts.append(f'<p class="shelf">{_e(text["on_shelf"])}</p>')
+        if not product.available:
+            parts.append(f'<p class="note">{_e(text["unavailable"])}</p>')
+        elif service.orders_enabled:
             token = service.tokens.issue(target.tag_id)
             parts.append(
                 f'<form method="post" action="{_e(code)}/order">'
@@ -276,9 +284,9 @@ def scan_links_router(
             )
         return "\n".join(parts)
 
-    def ordered_page(lang: Lang, code: str, order: PlacedOrderView) -> HTMLResponse:
+    def ordered_page(lang: Lang, code: str, order: PlacedOrder) -> HTMLResponse:
         text = STRINGS[lang]
-        total = format_money(Decimal(order.total), order.currency, price_locale)
+        total = format_money(order.total, order.currency, price_locale)
         parts = [
             f"<h1>{_e(text['ordered_title'])}</h1>",
             f"<p>{_e(text['ordered'])}</p>",
@@ -364,6 +372,11 @@ def scan_links_router(
             return message(lang, "no_orders", status=503, switch=False)
         try:
             placed = await service.place_order(target, int(raw_quantity))
+        except OrderUnavailableError:
+            return message(lang, "failed", status=503, switch=False)
+        except OrderError as exc:  # e.g. the product stopped being available since the page was shown
+            log.info("order for pickup from tag %s refused: %s", target.tag_id, exc.message)
+            return message(lang, "failed", status=409, switch=False)
         except Exception:  # the shopper gets a page, never a stack trace; the log has it
             log.exception("order for pickup from tag %s failed", target.tag_id)
             return message(lang, "failed", status=503, switch=False)
