@@ -20,8 +20,10 @@ _SELECT = (
 )
 _BY_ID = _SELECT + " WHERE tag_id = ?"
 
-# Scan codes: 10 characters of an unambiguous alphabet, from the OS's CSPRNG: about 50 bits, so
-# one tag's code says nothing about another's and guessing one takes ~10^15 tries.
+# Scan codes: 10 characters of an unambiguous alphabet, each drawn from the OS's CSPRNG (`secrets`): 31^10,
+# about 49.5 bits, so one tag's code says nothing about another's. Guessing hits one of 10,000 tags once in
+# ~8 x 10^10 tries on average: ~2,600 years at the scan links' default 60 requests a minute per address
+# ([scan_links] rate limit), and short enough to keep the QR code on a small tag readable.
 SCAN_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 SCAN_CODE_LEN = 10
 PICTURES_KEPT_PER_TAG = 3
