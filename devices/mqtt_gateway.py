@@ -113,7 +113,7 @@ class MqttDeviceGateway:
         self.max_message_bytes = max_message_bytes
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
-        self.registry = registry or DeviceRegistry()
+        self.registry = registry if registry is not None else DeviceRegistry()  # an empty one is falsy
         self.states = StateCoalescer(sink.put_state, coalesce_s)
         self.agent_state = agent_state or {}
         self.on_scan = on_scan

@@ -43,6 +43,10 @@ def _build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--interval", type=float, default=2.0, help="seconds between telemetry messages")
     dev.add_argument("--count", type=int, default=0, help="stop after this many telemetry messages (0: never)")
     dev.add_argument("--bad-every", type=int, default=0, help="also send a malformed message every N (fault knob)")
+    dev.add_argument("--kind", choices=("sensor", "scanner", "kiosk", "tablet"), default="sensor",
+                     help="sensor: telemetry and button events; scanner/kiosk/tablet: announce, scans, taps, commands")
+    dev.add_argument("--kiosk-id", default=None, help="announce this kiosk: the scans go into its cart")
+    dev.add_argument("--codes", default=None, help="comma-separated codes to scan in turn (default: sample EAN-13s)")
     from firmware_bridge.base_station.emulator import add_arguments as add_base_station_arguments  # noqa: PLC0415
 
     bs = sim_sub.add_parser("base-station", help="a radio base station with simulated e-ink tags, on a pty or TCP")
@@ -181,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             interval=args.interval,
             count=args.count,
             bad_every=args.bad_every,
+            kind=args.kind,
+            kiosk_id=args.kiosk_id,
+            **({"codes": tuple(c for c in args.codes.split(",") if c)} if args.codes else {}),
         )
     if args.command in ("audit", "locker-staff"):
         data_dir = args.data_dir
