@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -28,6 +29,7 @@ from cloud_link.mqtt_driver import Endpoint, Protocol, TlsSettings
 from cloud_link.outbox import Outbox, OutboxFullError
 from cloud_link.session import CloudSession, SessionSettings
 from cloud_link.topics import Topics
+from devices.labels.registry import TagRegistry
 from devices.labels.render import LabelContent
 from devices.labels.render_pool import RenderPool
 from devices.labels.updates import LabelService
@@ -38,6 +40,7 @@ from devices.lockers.kerong import KerongBoard
 from devices.lockers.signal import AlarmSignal
 from devices.mqtt.registry import DeviceRegistry
 from devices.mqtt_gateway import MqttDeviceGateway
+from devices.scanners.serial_scanner import SerialScanner
 from edge_agent import __version__
 from edge_agent.commands_builtin import register_builtin_commands
 from edge_agent.commands_catalog import register_catalog_commands
@@ -56,14 +59,17 @@ from edge_agent.secrets import (
 from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord
 from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.doors import DoorOpener
+from edge_agent.services.kiosks import KioskHub, KioskSpec
 from edge_agent.services.labels import connect_catalog, label_settings, product_to_content, register_label_commands
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
+from edge_agent.services.orders import OrderService
 from edge_agent.services.pickup_codes import PickupCodes, StoreKeyError, store_key
 from edge_agent.services.scan_links import ScanLinkService, form_key
 from edge_agent.storage import Database
 from edge_agent.systemd_notify import SystemdNotifier
 from edge_agent.web.app import WebContext, create_app
+from edge_agent.web.kiosk_api import KioskApi
 from firmware_bridge.kerong_bus import KerongBus
 
 log = logging.getLogger(__name__)
@@ -165,6 +171,10 @@ class Agent:
         self.lockers: LockerService | None = None
         self.locker_staff: LockerStaff | None = None
         self.scan_links: ScanLinkService | None = None
+        self.orders: OrderService | None = None
+        self.kiosk_hub: KioskHub | None = None
+        self.kiosk_api: KioskApi | None = None
+        self.scanners: list[SerialScanner] = []
         self.locker_buses: dict[str, KerongBus] = {}
         self._gpio_devices: list[GpioLockBoard | AlarmSignal] = []
 
@@ -237,6 +247,9 @@ class Agent:
                 self.metrics.watch_labels(self.labels)
                 register_label_commands(registry, self.labels, catalog)
             self.scan_links = self._build_scan_links(db, catalog)
+            self._build_kiosks(db, catalog, sink)
+            assert self.orders is not None
+            await self.orders.recover()  # orders stored but not yet announced when the agent last stopped
             intake = CommandIntake(
                 db,
                 outbox,
@@ -252,6 +265,8 @@ class Agent:
             if cfg.local_broker.enabled:
                 self.gateway = self._build_device_gateway(sink, boot)
                 register_device_commands(registry, self.gateway)
+                if self.kiosk_hub is not None:
+                    self.gateway.on_scan = self.kiosk_hub.scanned  # handhelds bound to a kiosk fill its cart
             await self._run_tasks(intake, started_at, web_socket)
         finally:
             if self.renderer is not None:
@@ -295,6 +310,10 @@ class Agent:
                 background.append(tg.create_task(self.labels.run(), name="labels"))
             if self.lockers is not None:
                 background.append(tg.create_task(self._run_lockers(), name="lockers"))
+            if self.kiosk_hub is not None:
+                background.append(tg.create_task(self.kiosk_hub.run(), name="kiosks"))
+            for scanner in self.scanners:
+                background.append(tg.create_task(scanner.run(), name=f"scanner-{scanner.name}"))
             for i, extra in enumerate(self._extra):
                 background.append(tg.create_task(extra(self), name=f"extra-{i}"))
             if web_socket is not None:
@@ -311,6 +330,7 @@ class Agent:
                         scan_links=self.scan_links,
                         public_base_url=cfg.labels.public_base_url,
                         price_locale=cfg.labels.locale,
+                        kiosk_api=self.kiosk_api,
                     )
                 )
                 server = _EmbeddedServer(
@@ -404,7 +424,59 @@ class Agent:
             store_id=self.config.agent.store_id,
             cloud_up=lambda: self.session is not None and self.session.connected,
             form_secret=form_key(key),
+            orders=lambda: self.orders,
         )
+
+    def _build_kiosks(self, db: Database, catalog: ProductCatalog, sink: _DeviceSink) -> None:
+        """Orders (always: scan-link pages and devices order too), and the kiosks of [[kiosks]] with their scanners."""
+        cfg = self.config
+        self.orders = OrderService(
+            db,
+            catalog,
+            sink,
+            store_id=cfg.agent.store_id,
+            fulfilments=cfg.kiosk.fulfilments,
+            checkout_url_template=cfg.kiosk.checkout_url_template,
+        )
+        if not cfg.kiosks:
+            return
+        tags = TagRegistry(db)
+        hub = KioskHub(
+            catalog,
+            tags,
+            sink,
+            [KioskSpec(k.id, k.name, k.lang, k.orientation) for k in cfg.kiosks],
+            public_base_url=cfg.labels.public_base_url,
+            heartbeat_s=cfg.kiosk.heartbeat_s,
+        )
+        self.kiosk_hub = hub
+        self.kiosk_api = KioskApi(
+            hub=hub,
+            catalog=catalog,
+            orders=self.orders,
+            tags=tags,
+            store_id=cfg.agent.store_id,
+            currency=cfg.kiosk.currency,
+            price_locale=cfg.labels.locale,
+            public_base_url=cfg.labels.public_base_url,
+            idle_s=cfg.kiosk.idle_s,
+            warning_s=cfg.kiosk.warning_s,
+            product_url_template=cfg.scan_links.product_url_template,
+            checkout_url_template=cfg.kiosk.checkout_url_template,
+            orders_per_minute=cfg.kiosk.orders_per_minute,
+            on_bad_input=self.metrics.bad_input,
+        )
+        for k in cfg.kiosks:
+            if k.scanner_url is not None:
+                self.scanners.append(
+                    SerialScanner(
+                        k.id,
+                        k.scanner_url,
+                        functools.partial(hub.scanned, k.id, source="serial"),
+                        baudrate=k.scanner_baudrate,
+                        on_bad_input=self.metrics.bad_input,
+                    )
+                )
 
     def _build_gpio(self, boards: dict[str, LockBoard]) -> list[AlarmSignal]:
         """GPIO lock boards into `boards`; returns every alarm LED/buzzer (the boards' and the standalone one)."""

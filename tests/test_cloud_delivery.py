@@ -23,7 +23,7 @@ async def test_events_arrive_with_every_field_in_seq_order(
     async with running_agent(config) as agent:
         returned = []
         for i in range(50):
-            returned.append(await agent.publish("order.created", {"order_id": f"o-{i}", "total_cents": 1280 + i}))
+            returned.append(await agent.publish("order.test", {"order_id": f"o-{i}", "total_cents": 1280 + i}))
         events = await asyncio.to_thread(subscriber.wait_events, 50)
     assert_in_order_without_gaps(events, 1, 50)
     for ev, ret in zip(events, returned, strict=True):
@@ -34,11 +34,11 @@ async def test_events_arrive_with_every_field_in_seq_order(
         assert ev["seq"] == ret.seq
         assert ev["boot"] == 1
         assert ev["store_id"] == "store-0001"
-        assert ev["type"] == "order.created"
+        assert ev["type"] == "order.test"
         assert ev["ts"].endswith("Z") and len(ev["ts"]) == len("2026-11-22T18:13:00.123Z")
         assert ev["payload"] == ret.payload
     topics = {m.topic for m in subscriber.all if "/events/" in m.topic}
-    assert topics == {"retail/v1/store-0001/events/order.created"}
+    assert topics == {"retail/v1/store-0001/events/order.test"}
 
 
 async def test_concurrent_producers_share_commits_and_keep_order(
@@ -50,7 +50,7 @@ async def test_concurrent_producers_share_commits_and_keep_order(
         commits_before = agent.db.writer.stats.commits
 
         async def producer(k: int) -> list[int]:
-            return [(await agent.publish("scan.tag", {"producer": k, "i": i})).seq for i in range(40)]
+            return [(await agent.publish("scan.test", {"producer": k, "i": i})).seq for i in range(40)]
 
         results = await asyncio.gather(*(producer(k) for k in range(25)))
         commits = agent.db.writer.stats.commits - commits_before
@@ -67,14 +67,14 @@ async def test_broker_down_then_back_delivers_everything_in_order(
 ) -> None:
     config = agent_config(tmp_path / "data", cloud_broker)
     async with running_agent(config) as agent:
-        await agent.publish("order.created", {"i": 0})
+        await agent.publish("order.test", {"i": 0})
         await asyncio.to_thread(subscriber.wait_events, 1)
         subscriber.stop()
         await asyncio.to_thread(cloud_broker.stop)
         assert agent.session is not None
         await wait_until(lambda: not agent.session.connected, timeout=10)
         for i in range(1, 301):
-            await agent.publish("order.created", {"i": i})
+            await agent.publish("order.test", {"i": i})
         assert agent.outbox is not None
         assert agent.outbox.stats().events == 300
         await asyncio.to_thread(cloud_broker.start)
@@ -120,7 +120,7 @@ async def test_tls_refuses_a_broker_signed_by_another_ca(tmp_path: Path, tls_fil
     try:
         config = agent_config(tmp_path / "data", broker, cloud={"tls": {"ca_file": str(other.ca)}})
         async with running_agent(config, wait_for_cloud=False) as agent:
-            await agent.publish("order.created", {"i": 1})
+            await agent.publish("order.test", {"i": 1})
             await asyncio.sleep(1.5)
             assert agent.session is not None and not agent.session.connected
             assert agent.outbox is not None and agent.outbox.stats().events == 1
@@ -168,7 +168,7 @@ async def test_username_and_password_from_the_environment(tmp_path: Path) -> Non
         config = agent_config(tmp_path / "data", broker, cloud={"username": "store-0001"})
         # Wrong password: refused, nothing lost, the agent keeps retrying.
         async with running_agent(config, wait_for_cloud=False, env={"EDGE_AGENT_CLOUD_PASSWORD": "wrong"}) as agent:
-            await agent.publish("order.created", {"n": 1})
+            await agent.publish("order.test", {"n": 1})
             await asyncio.sleep(1.0)
             assert agent.session is not None and not agent.session.connected
             assert agent.outbox is not None and agent.outbox.stats().events == 1

@@ -23,7 +23,7 @@ async def test_falls_back_to_mqtt_311_when_the_broker_rejects_5(
             assert agent.session is not None
             await wait_until(lambda: agent.session.connected, timeout=10)
             assert agent.session.protocol_in_use is Protocol.V311
-            await agent.publish("order.created", {"n": 1})
+            await agent.publish("order.test", {"n": 1})
             events = await asyncio.to_thread(subscriber.wait_events, 1)
         assert proxy.rejected_v5 == 1
         assert events[0]["payload"] == {"n": 1}
@@ -42,12 +42,12 @@ async def test_a_silent_network_is_noticed_and_everything_is_resent(
         async with running_agent(config) as agent:
             assert agent.session is not None and agent.outbox is not None
             await wait_until(lambda: agent.session.connected, timeout=10)
-            await agent.publish("order.created", {"n": 0})
+            await agent.publish("order.test", {"n": 0})
             await asyncio.to_thread(subscriber.wait_events, 1)
             # The network goes silent: TCP stays up, nothing arrives either way.
             proxy.blackhole = True
             for n in range(1, 21):
-                await agent.publish("order.created", {"n": n})
+                await agent.publish("order.test", {"n": n})
             await wait_until(lambda: not agent.session.connected, timeout=10)
             assert agent.outbox.stats().events == 20
             proxy.blackhole = False

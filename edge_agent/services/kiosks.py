@@ -35,8 +35,6 @@ KIOSK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KIOSK_ID_MAX = 58
 SCAN_SOURCES = ("wedge", "serial", "mqtt")
 MAX_CODE = 512
-# What scan.kiosk carries of an unknown code: enough to diagnose a label, not a whole pasted document.
-CODE_IN_EVENT_MAX = 128
 STREAM_QUEUE = 256
 MAX_STREAMS_PER_KIOSK = 8
 SCAN_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -74,6 +72,12 @@ class LiveStream:
         self._maxsize = maxsize
         self._ready = asyncio.Event()
         self.overflowed = 0
+        self.closed = False
+
+    def close(self) -> None:
+        """The agent is stopping: the page's stream ends (its EventSource reconnects to the next agent)."""
+        self.closed = True
+        self._ready.set()
 
     def put(self, event: LiveEvent) -> None:
         if len(self._items) >= self._maxsize:
@@ -131,6 +135,7 @@ class KioskHub:
         self._streams: dict[str, list[LiveStream]] = {k.id: [] for k in kiosks}
         self._presence: dict[str, _Presence] = {k.id: _Presence() for k in kiosks}
         self._changed = asyncio.Event()
+        self._stopping = False
         self._unsubscribe = catalog.on_change(self._on_catalog_change)
 
     # -- registry -----------------------------------------------------------------------------
@@ -164,18 +169,33 @@ class KioskHub:
             return None  # a misread: never guess a neighbour
         return self._catalog.find_by_barcode(code)
 
+    def code_kind(self, code: str) -> str:
+        """What a code looks like, for scan.kiosk: ean13, upca, ean8, scan_link, barcode (other digits), other."""
+        if code.startswith(self._scan_prefix):
+            return "scan_link"
+        if BARCODE_RE.fullmatch(code):
+            return {13: "ean13", 12: "upca", 8: "ean8"}.get(len(code), "barcode")
+        return "other"
+
     async def scanned(self, kiosk_id: str, code: str, source: str) -> Product | None:
         """A scanner of this kiosk read `code`: record `scan.kiosk`, tell the kiosk's open pages."""
         if kiosk_id not in self._kiosks:
             raise KeyError(f"no kiosk {kiosk_id!r}")
         product = self.resolve_code(code)
+        code = code.strip()
+        kind, _, device_id = source.partition(":")
         payload: dict[str, Any] = {
             "kiosk_id": kiosk_id,
             "source": source if source in SCAN_SOURCES else "mqtt",
-            "code": _printable(code.strip())[:CODE_IN_EVENT_MAX],
             "status": "ok" if product is not None else "unknown",
+            "code_kind": self.code_kind(code),
         }
+        if kind == "device" and device_id:  # an MQTT handheld bound to the kiosk: "device:{device_id}"
+            payload["device_id"] = device_id
         if product is not None:
+            # Only a code that named a product is sent: an unknown one may be anything a shopper held under
+            # the scanner, a payment code or a membership card included, which the cloud must not receive.
+            payload["code"] = code
             payload["sku"] = product.sku
         await self._events.publish_event("scan.kiosk", payload)
         if source != "wedge":  # the page that posted a wedge scan has its answer already
@@ -216,13 +236,19 @@ class KioskHub:
                 for stream in streams:
                     stream.put(event)
 
+    def stream_slots(self, kiosk_id: str) -> int:
+        """How many more live streams this kiosk may open (0 for an unknown kiosk)."""
+        if kiosk_id not in self._kiosks or self._stopping:
+            return 0
+        return MAX_STREAMS_PER_KIOSK - len(self._streams[kiosk_id])
+
     @contextlib.asynccontextmanager
     async def stream(self, kiosk_id: str) -> AsyncIterator[LiveStream]:
         """An open page: online while it lasts. Raises KeyError (unknown kiosk) or OverflowError (too many)."""
         if kiosk_id not in self._kiosks:
             raise KeyError(f"no kiosk {kiosk_id!r}")
         streams = self._streams[kiosk_id]
-        if len(streams) >= MAX_STREAMS_PER_KIOSK:
+        if len(streams) >= MAX_STREAMS_PER_KIOSK or self._stopping:
             raise OverflowError(f"kiosk {kiosk_id} has {len(streams)} live streams open already")
         live = LiveStream(kiosk_id)
         streams.append(live)
@@ -274,19 +300,28 @@ class KioskHub:
         return sent
 
     async def run(self, poll_s: float = 1.0) -> None:
-        """Report presence changes: at once when a stream opens, by polling for heartbeats that lapse."""
-        while True:
-            self._changed.clear()
-            try:
-                await self.report()
-            except Exception:  # the outbox is the agent's: a failure here must not end kiosk tracking
-                log.exception("kiosk state could not be recorded; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), poll_s)
+        """Report presence changes: at once when a stream opens, by polling for heartbeats that lapse.
+
+        When cancelled (the agent stops) every open stream is ended, so the web server is not kept waiting
+        for connections that would never close by themselves.
+        """
+        try:
+            while True:
+                self._changed.clear()
+                try:
+                    await self.report()
+                except Exception:  # the outbox is the agent's: a failure here must not end kiosk tracking
+                    log.exception("kiosk state could not be recorded; trying again")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), poll_s)
+        finally:
+            self.close()
 
     def close(self) -> None:
+        """End every live stream and stop listening to the catalog."""
+        self._stopping = True
+        for streams in self._streams.values():
+            for stream in streams:
+                stream.close()
         self._unsubscribe()
 
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "\ufffd" for c in text)

@@ -38,7 +38,7 @@ import uuid_utils
 
 from cloud_link.outbox import OutboxFullError
 from cloud_link.ports import DurableStore
-from edge_agent.services.catalog import SKU_RE, ProductCatalog, decimal_text
+from edge_agent.services.catalog import SKU_RE, ProductCatalog, canonical_decimal, decimal_text
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,10 @@ class OrderService:
                 currency = product.currency
             elif product.currency != currency:
                 raise OrderError(f"{sku} is priced in {product.currency}, the order in {currency}", sku=sku)
-            lines.append(OrderLine(sku, product.name, quantity, product.price, product.price * quantity))
+            line_total = canonical_decimal(product.price * quantity)
+            lines.append(OrderLine(sku, product.name, quantity, product.price, line_total))
         assert currency is not None
-        return lines, sum((line.line_total for line in lines), Decimal(0)), currency
+        return lines, canonical_decimal(sum((line.line_total for line in lines), Decimal(0))), currency
 
     async def place(self, *, source: str, items: list[tuple[str, int]], fulfilment: str) -> PlacedOrder:
         """Price, store and announce an order (`order.created`); works while the cloud is unreachable."""

@@ -18,6 +18,8 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import LockerService
 from edge_agent.services.scan_links import ScanLinkService
+from edge_agent.web.kiosk_api import KioskApi, kiosk_api_router
+from edge_agent.web.kiosk_screen import kiosk_screen_router
 from edge_agent.web.locker_api import locker_router
 from edge_agent.web.locker_screen import locker_screen_router
 from edge_agent.web.locker_staff_api import locker_staff_router
@@ -41,6 +43,8 @@ class WebContext:
     # Where scan links are published ({public_base_url}/s/{code}) and the locale prices are shown in.
     public_base_url: str = "http://127.0.0.1:8080"
     price_locale: str = "zh_CN"
+    # The kiosks' JSON API and live stream (/kiosk/{id}/api, docs/kiosk-api.md); None without [[kiosks]].
+    kiosk_api: KioskApi | None = None
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -107,4 +111,7 @@ def create_app(ctx: WebContext) -> FastAPI:
                 ctx.scan_links, ctx.metrics, price_locale=ctx.price_locale, public_base_url=ctx.public_base_url
             )
         )
+    if ctx.kiosk_api is not None:
+        app.include_router(kiosk_api_router(ctx.kiosk_api))
+        app.include_router(kiosk_screen_router(ctx.kiosk_api.hub))
     return app
