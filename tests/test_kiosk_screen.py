@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page, Route, expect
+from playwright.async_api import Browser, ConsoleMessage, Locator, Page, Route, expect
 
 from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
@@ -63,6 +63,11 @@ async def kiosk_agent(tmp_path: Path, broker: Broker | None, **overrides: Any) -
         tmp_path / "data",
         broker,
         kiosks=[{"id": KIOSK, "name": "Entrance", "lang": "en"}],
+        kiosk={
+            "fulfilments": ["phone", "counter", "locker", "till"],
+            "checkout_url_template": "https://shop.example.cn/checkout?store={store_id}&order={order_id}",
+        },
+        scan_links={"product_url_template": "https://shop.example.cn/p/{sku}"},
         **overrides,
     )
     async with running_agent(config, wait_for_cloud=broker is not None) as agent:
@@ -96,6 +101,16 @@ async def open_kiosk(browser: Browser, agent: Agent, query: str = "", viewport: 
     return page
 
 
+async def loaded(img: Locator, timeout: float = 5.0) -> bool:
+    """The picture arrived and decoded (polled here: the page's CSP forbids wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await img.evaluate("img => img.complete && img.naturalWidth > 0"):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def start(page: Page) -> None:
     await page.click("#start-button")
     await expect(page.locator("#screen-home")).to_be_visible()
@@ -127,7 +142,13 @@ async def test_browse_add_to_cart_and_order_at_the_till(
         # The catalog's picture (https, allowed by the CSP for images only).
         picture = page.locator("#product-picture img")
         await expect(picture).to_have_attribute("src", PICTURE)
-        assert await picture.evaluate("img => img.complete && img.naturalWidth > 0")
+        assert await loaded(picture), "the catalog's picture is shown (CSP img-src https:)"
+        # "Continue on your phone": the product's page as a QR code, an SVG from the kiosk's API.
+        phone_qr = page.locator("#product-qr")
+        await expect(phone_qr).to_have_attribute("data-data", "https://shop.example.cn/p/A-100")
+        await expect(phone_qr).to_have_attribute("src", re.compile(r"^/kiosk/k1/api/qr\?data="))
+        await expect(phone_qr).to_be_visible()
+        assert await loaded(phone_qr), "the QR code's SVG is shown (CSP img-src 'self')"
         # Two, then into the cart.
         await page.click("#product-plus")
         await expect(page.locator("#product-qty")).to_have_text("2")

@@ -33,6 +33,7 @@
       add_to_cart: "Add to cart",
       on_shelf: "On the shelf in this store",
       online_only: "Online only: order here, pick up or have it delivered",
+      online_only_short: "Online only",
       unavailable: "Not available at the moment",
       continue_on_phone: "Scan to continue on your phone",
       your_cart: "Your cart",
@@ -58,7 +59,7 @@
       done_till: "Show this number at the till to pay.",
       done: "Done",
       still_there: "Are you still there?",
-      idle_countdown: "The screen will start over in {s} s.",
+      idle_countdown: "In {s} s the cart is emptied and the screen will start over.",
       continue: "Continue",
       added: "Added to cart: {name}",
       scan_unknown: "This code is not a product of this store.",
@@ -92,6 +93,7 @@
       add_to_cart: "加入购物车",
       on_shelf: "本店货架有售",
       online_only: "仅限线上：在此下单，到店自提或送货上门",
+      online_only_short: "仅限线上",
       unavailable: "暂时缺货",
       continue_on_phone: "扫码在手机上继续",
       your_cart: "购物车",
@@ -117,7 +119,7 @@
       done_till: "请在收银台出示此号码付款。",
       done: "完成",
       still_there: "您还在吗？",
-      idle_countdown: "{s} 秒后将返回首页。",
+      idle_countdown: "{s} 秒后将清空购物车并返回首页。",
       continue: "继续",
       added: "已加入购物车：{name}",
       scan_unknown: "此条码不是本店商品。",
@@ -501,7 +503,7 @@
     card.appendChild(el("span", "card-name", product.name));
     card.appendChild(el("span", "card-price", product.price_text));
     if (!product.on_shelf) {
-      card.appendChild(el("span", "badge online", t("online_only").split(":")[0].split("：")[0]));
+      card.appendChild(el("span", "badge online", t("online_only_short")));
     }
     card.addEventListener("click", () => openProduct(product.sku));
     return card;
