@@ -262,7 +262,7 @@ class KioskHub:
             streams.remove(live)
             presence.streams -= 1
             # The page was there until now: a reload reconnects within the grace period unreported.
-            presence.last_beat = self._clock() - self.heartbeat_s + self.grace_s
+            presence.last_beat = self._clock() - self.heartbeat_s + min(self.grace_s, self.heartbeat_s)
             presence.last_seen_ms = _now_ms()
             self._changed.set()
 
