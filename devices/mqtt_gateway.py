@@ -102,6 +102,7 @@ class MqttDeviceGateway:
         agent_state: dict[str, Any] | None = None,
         on_scan: ScanHandler | None = None,
         log_interval_s: float = 60.0,
+        save_interval_s: float = 5.0,
     ) -> None:
         self.prefix = topic_prefix
         self.agent_topic = f"{topic_prefix}/agent"
@@ -117,6 +118,7 @@ class MqttDeviceGateway:
         self.states = StateCoalescer(sink.put_state, coalesce_s)
         self.agent_state = agent_state or {}
         self.on_scan = on_scan
+        self.save_interval_s = save_interval_s
         self._bad_log = RateLimitedLog(log_interval_s)
         self.relayed = 0
         self.rejected = 0
@@ -133,6 +135,7 @@ class MqttDeviceGateway:
         """Stay connected to the in-store broker and relay until cancelled."""
         worker = asyncio.create_task(self._relay_loop(), name="device-relay")
         states = asyncio.create_task(self.states.run(), name="device-states")
+        saver = asyncio.create_task(self._save_registry(), name="device-registry")
         try:
             attempt = 0
             while True:
@@ -171,10 +174,23 @@ class MqttDeviceGateway:
                     await asyncio.sleep(self._pause_s)
                     self._pause_s = 0.0
         finally:
-            for task in (worker, states):
+            for task in (worker, states, saver):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _save_registry(self) -> None:
+        """The registry to SQLite, written behind (devices.mqtt.registry); once more when stopping."""
+        try:
+            while True:
+                await asyncio.sleep(self.save_interval_s)
+                try:
+                    await self.registry.save()
+                except Exception as exc:  # disk trouble: the registry stays in memory and is tried again
+                    log.error("could not save the device registry: %s", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.registry.save()
 
     def _publish_agent(self, conn: MqttConnection, *, online: bool) -> None:
         """The agent's own retained availability (and state): republished on every connection."""

@@ -532,7 +532,7 @@ class Agent:
             max_message_bytes=lb.max_message_bytes,
             backoff_min=min(0.2, lb.reconnect_max_s),
             backoff_max=lb.reconnect_max_s,
-            registry=DeviceRegistry.build(lb.adopt, lb.allowed_devices, lb.device_kiosks),
+            registry=DeviceRegistry.build(lb.adopt, lb.allowed_devices, lb.device_kiosks, store=self.db),
             coalesce_s=lb.state_coalesce_s,
             agent_state={"store_id": self.config.agent.store_id, "version": __version__, "boot": boot},
         )

@@ -507,3 +507,31 @@ async def test_the_agents_last_will_says_offline_when_it_vanishes(tmp_path: Path
         await asyncio.to_thread(probe.wait_for, lambda ms: len(ms) >= 4)
         probe.stop()
     assert [m.payload for m in probe.all] == [b"online", b"offline", b"online", b"offline"]
+
+
+async def test_the_registry_survives_a_restart_in_sqlite(tmp_path: Path) -> None:
+    from devices.mqtt.messages import Announce
+    from edge_agent.storage import Database
+
+    db = Database(tmp_path / "data")
+    try:
+        registry = DeviceRegistry.build("allow_list", ["known"], store=db, max_devices=3)
+        registry.seen("known")
+        stranger = registry.seen("stranger")
+        stranger.announce = Announce.model_validate(SCANNER)
+        registry.set_online(stranger, True)
+        assert await registry.save() == 2
+        assert await registry.save() == 0  # nothing changed since
+        registry.adopt("stranger")  # what the technician UI will do
+        for n in range(3):
+            registry.seen(f"noise-{n}")  # pushes out the least recently seen device not adopted
+        await registry.save()
+
+        again = DeviceRegistry.build("allow_list", ["known"], store=db, max_devices=3)
+        assert {r.device_id for r in again.all()} == {"known", "stranger", "noise-2"}
+        restored = again.get("stranger")
+        assert restored is not None and restored.adopted and restored.online is True
+        assert restored.announce is not None and restored.announce.model == "HS-2"
+        assert again.get("noise-2") is not None and not again.get("noise-2").adopted  # type: ignore[union-attr]
+    finally:
+        db.close()

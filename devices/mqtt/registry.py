@@ -8,18 +8,37 @@ technician can see them and decide.
 
 Memory is bounded: at most `max_devices` records; past that the least recently seen device that is not
 adopted is forgotten (a device spraying random ids cannot grow the agent).
+
+With a `store`, the registry is kept in SQLite (table `mqtt_devices`, migration 8) so that adoption and
+what was discovered survive restarts. It is written behind: `save()` (the gateway calls it every few
+seconds) writes every device changed or seen since the last save in one transaction, never one write per
+message. The device's own state is not kept here: the outbox keeps its latest copy for the cloud.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from cloud_link.events import format_ts
+from cloud_link.ports import DurableStore
 from devices.mqtt.messages import Announce
+
+log = logging.getLogger(__name__)
+
+_SAVE = (
+    "INSERT INTO mqtt_devices(device_id, announce, adopted, first_seen_ms, last_seen_ms, online, since_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET announce = excluded.announce, "
+    "adopted = excluded.adopted, last_seen_ms = excluded.last_seen_ms, online = excluded.online, "
+    "since_ms = excluded.since_ms"
+)
 
 
 class AdoptPolicy(enum.StrEnum):
@@ -74,14 +93,71 @@ class DeviceRegistry:
     kiosk_bindings: Mapping[str, str] = field(default_factory=dict)
     max_devices: int = 10_000
     clock: Callable[[], float] = time.time
+    store: DurableStore | None = None
     _devices: dict[str, DeviceRecord] = field(default_factory=dict)
+    # Changed or seen since the last save / forgotten (to delete), by id.
+    _dirty: set[str] = field(default_factory=set)
+    _forgotten: set[str] = field(default_factory=set)
 
     @classmethod
     def build(
         cls, policy: str, allowed: Iterable[str] = (), kiosk_bindings: Mapping[str, str] | None = None,
-        *, max_devices: int = 10_000,
+        *, max_devices: int = 10_000, store: DurableStore | None = None,
     ) -> DeviceRegistry:
-        return cls(AdoptPolicy(policy), frozenset(allowed), dict(kiosk_bindings or {}), max_devices)
+        registry = cls(AdoptPolicy(policy), frozenset(allowed), dict(kiosk_bindings or {}), max_devices, store=store)
+        registry.load()
+        return registry
+
+    def _adopt_on_sight(self, device_id: str) -> bool:
+        return self.policy is AdoptPolicy.AUTO or device_id in self.allowed
+
+    def load(self) -> int:
+        """Read the stored devices (the most recently seen, up to `max_devices`); returns how many."""
+        if self.store is None:
+            return 0
+        rows = self.store.read(
+            lambda c: c.execute(
+                "SELECT device_id, announce, adopted, first_seen_ms, last_seen_ms, online, since_ms FROM mqtt_devices "
+                "ORDER BY last_seen_ms DESC LIMIT ?", (self.max_devices,)
+            ).fetchall()
+        )
+        for device_id, announce_json, adopted, first_ms, last_ms, online, since_ms in rows:
+            announce = None
+            if announce_json is not None:
+                try:
+                    announce = Announce.model_validate_json(announce_json)
+                except ValidationError:
+                    log.warning("stored announce of device %s no longer valid; forgotten", device_id)
+            self._devices[device_id] = DeviceRecord(
+                device_id, bool(adopted) or self._adopt_on_sight(device_id), int(first_ms), int(last_ms), announce,
+                None if online is None else bool(online), since_ms, configured_kiosk=self.kiosk_bindings.get(device_id),
+            )
+        return len(rows)
+
+    async def save(self) -> int:
+        """Write what changed since the last save, in one transaction; returns how many rows were written."""
+        if self.store is None or not (self._dirty or self._forgotten):
+            return 0
+        rows = [
+            (r.device_id, r.announce.model_dump_json() if r.announce is not None else None, int(r.adopted),
+             r.first_seen_ms, r.last_seen_ms, None if r.online is None else int(r.online), r.since_ms)
+            for r in (self._devices.get(d) for d in self._dirty) if r is not None
+        ]
+        gone = [(d,) for d in self._forgotten]
+        self._dirty, self._forgotten = set(), set()
+
+        def job(conn: sqlite3.Connection) -> int:
+            conn.executemany("DELETE FROM mqtt_devices WHERE device_id = ?", gone)
+            conn.executemany(_SAVE, rows)
+            return len(rows)
+
+        try:
+            return await self.store.write(job)
+        except BaseException:
+            # Not written: keep it for the next save (unless changed or forgotten meanwhile, which re-marks it).
+            self._dirty.update(r[0] for r in rows)
+            self._forgotten.update(d for (d,) in gone if d not in self._devices)
+            raise
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -92,10 +168,12 @@ class DeviceRegistry:
         record = self._devices.get(device_id)
         if record is None:
             self._make_room()
-            adopted = self.policy is AdoptPolicy.AUTO or device_id in self.allowed
+            adopted = self._adopt_on_sight(device_id)
             record = DeviceRecord(device_id, adopted, now, now, configured_kiosk=self.kiosk_bindings.get(device_id))
             self._devices[device_id] = record
+            self._forgotten.discard(device_id)
         record.last_seen_ms = now
+        self._dirty.add(device_id)
         return record
 
     def _make_room(self) -> None:
@@ -104,6 +182,8 @@ class DeviceRegistry:
         candidates = [r for r in self._devices.values() if not r.adopted] or list(self._devices.values())
         oldest = min(candidates, key=lambda r: r.last_seen_ms)
         del self._devices[oldest.device_id]
+        self._dirty.discard(oldest.device_id)
+        self._forgotten.add(oldest.device_id)
 
     def set_online(self, record: DeviceRecord, online: bool | None) -> bool:
         """Record availability; True when it changed (then `since_ms` is now)."""
@@ -117,6 +197,7 @@ class DeviceRegistry:
         record = self._devices.get(device_id)
         if record is not None:
             record.adopted = True
+            self._dirty.add(device_id)
         return record
 
     def get(self, device_id: str) -> DeviceRecord | None:

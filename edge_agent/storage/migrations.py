@@ -321,6 +321,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX orders_by_state ON orders(state, created_ms)",
         ),
     ),
+    Migration(
+        8,
+        "Wi-Fi devices on the in-store broker",
+        (
+            # devices.mqtt.registry: what each device announced, whether it is adopted (a technician's decision
+            # must survive restarts), and when it was seen. Written behind, a few seconds late, never per message.
+            """CREATE TABLE mqtt_devices (
+                device_id TEXT PRIMARY KEY,
+                announce TEXT,
+                adopted INTEGER NOT NULL,
+                first_seen_ms INTEGER NOT NULL,
+                last_seen_ms INTEGER NOT NULL,
+                online INTEGER,
+                since_ms INTEGER
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
