@@ -306,6 +306,15 @@ class MqttDeviceGateway:
             await self.sink.publish_event("device.event", {"device_id": device_id, "kind": event.kind,
                                                            "data": event.data})
 
+    def adopt(self, device_id: str) -> bool:
+        """Adopt a discovered device (the technician UI's explicit choice); False if no such device was heard.
+        Its state goes to the cloud at once; what it sent before adoption stays unrelayed."""
+        record = self.registry.adopt(device_id)
+        if record is None:
+            return False
+        self.states.update(device_id, record.cloud_state())
+        return True
+
     # -- commands to devices ------------------------------------------------------------------
 
     async def send_command(self, device_id: str, command: dict[str, Any], timeout: float = 5.0) -> None:
