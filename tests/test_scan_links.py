@@ -329,3 +329,82 @@ def test_money_in_pages_matches_the_tags() -> None:
 
     assert format_money(Decimal("12.8"), "CNY", "zh_CN") == "¥12.80"
     assert re.fullmatch(r"€\s?12[.,]80|12,80\s?€", format_money(Decimal("12.8"), "EUR", "de_DE"))
+
+
+async def test_order_for_pickup_from_the_local_page(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    config = agent_config(tmp_path / "data", cloud_broker)
+    async with running_agent(config) as agent:
+        codes = await seed(agent)
+        base = f"http://127.0.0.1:{agent.web_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            page = await client.get(f"/s/{codes[TAG]}", headers={"User-Agent": IPHONE, "Accept-Language": "en"})
+            assert page.status_code == 200 and "Order for pickup" in page.text
+            action = re.search(r'<form method="post" action="([^"]+)">', page.text)
+            token = re.search(r'name="t" value="([^"]+)"', page.text)
+            assert action is not None and token is not None
+            assert action.group(1) == f"{codes[TAG]}/order"  # relative: works under a proxy's path prefix too
+            form = {"t": token.group(1), "quantity": "2", "lang": "en"}
+            headers = {"Origin": base, "User-Agent": IPHONE}
+            bad = await client.post(f"/s/{codes[TAG]}/order", data={**form, "quantity": "0"}, headers=headers)
+            assert bad.status_code == 400 and "quantity from 1 to 20" in bad.text
+            placed = await client.post(f"/s/{codes[TAG]}/order", data=form, headers=headers)
+            assert placed.status_code == 200 and "Order placed" in placed.text
+            number = re.search(r'<p class="number">([^<]+)</p>', placed.text)
+            assert number is not None and number.group(1).startswith("S")
+            assert "¥25.60" in placed.text
+            # A double tap (the same form again) shows the same order and places no second one.
+            again = await client.post(f"/s/{codes[TAG]}/order", data=form, headers=headers)
+            assert again.status_code == 200 and number.group(1) in again.text
+            # The Referer is enough when a browser sends no Origin.
+            token2 = agent.scan_links.tokens.issue(TAG) if agent.scan_links else ""
+            by_referer = await client.post(f"/s/{codes[TAG]}/order", data={**form, "t": token2},
+                                           headers={"Referer": f"{base}/s/{codes[TAG]}"})
+            assert by_referer.status_code == 200
+        orders = await asyncio.to_thread(subscriber.wait_events, 2, 20, "order.created")
+        await asyncio.sleep(0.5)
+        orders = [e for e in subscriber.events() if e["type"] == "order.created"]
+        assert len(orders) == 2
+        first = orders[0]["payload"]
+        assert first["source"] == f"tag:{TAG}" and first["fulfilment"] == "counter"
+        assert first["order_number"] == number.group(1)
+        assert [(line["sku"], line["quantity"]) for line in first["items"]] == [(SKU, 2)]
+
+
+def test_both_languages_have_every_text() -> None:
+    from edge_agent.web.scan_links import STRINGS
+
+    assert set(STRINGS["en"]) == set(STRINGS["zh-CN"])
+    messages = {k for k in STRINGS["en"] if f"{k}_title" in STRINGS["en"]}
+    assert {"not_found", "no_product", "limited", "expired", "bad_quantity", "failed", "no_orders"} <= messages
+
+
+async def test_a_phone_browser_orders_from_the_local_page(tmp_path: Path) -> None:
+    """The system Chromium as a phone: the inline style passes the CSP by its hash, the browser's own form POST
+    passes the same-origin check (Referrer-Policy same-origin keeps its Origin), the confirmation shows."""
+    from tests.support.browser import chromium
+
+    config = agent_config(tmp_path / "data", None)
+    async with running_agent(config) as agent, chromium() as browser:
+        codes = await seed(agent)
+        context = await browser.new_context(
+            user_agent=IPHONE, locale="zh-CN", viewport={"width": 390, "height": 844}, is_mobile=True
+        )
+        page = await context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        await page.goto(f"http://127.0.0.1:{agent.web_port}/s/{codes[TAG]}")
+        assert await page.title() == "农夫山泉 天然水 550ml"
+        colour = await page.eval_on_selector(".price", "e => getComputedStyle(e).color")
+        assert colour == "rgb(200, 16, 46)", "the stylesheet was blocked"
+        await page.fill("#quantity", "3")
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("p.number")
+        assert "下单成功" in await page.content()
+        assert "¥38.40" in await page.inner_text("main")
+        await page.click("text=返回商品")
+        await page.wait_for_selector(".price")
+        assert not problems, problems
+        await context.close()
+    assert agent.scan_links is not None and agent.scan_links.recorded == 1  # the way back is not a new scan
