@@ -18,6 +18,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.labels.registry import TagRegistry
@@ -538,3 +540,27 @@ async def test_the_registry_survives_a_restart_in_sqlite(tmp_path: Path) -> None
         assert again.get("noise-2") is not None and not again.get("noise-2").adopted  # type: ignore[union-attr]
     finally:
         db.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    channel=st.sampled_from(["announce", "availability", "state", "telemetry", "event", "cmd", "x"]),
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12).map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries({"kind": st.sampled_from(["scan", "tap", "x.y"]),
+                               "data": st.dictionaries(st.sampled_from(["code", "symbology", "target", "z"]),
+                                                       st.one_of(st.text(max_size=140), st.integers(), st.none()))})
+        .map(lambda v: json.dumps(v).encode()),
+    ),
+)
+def test_any_payload_is_either_a_valid_message_or_a_counted_reason(channel: str, payload: bytes) -> None:
+    try:
+        msg = parse_device_message(PREFIX, f"{PREFIX}/devices/d-1/{channel}", payload, 256)
+    except DeviceMessageError as exc:
+        assert exc.reason in {"bad_topic", "too_large", "bad_availability", "malformed_json", "not_object",
+                              "bad_announce", "bad_event"}
+        return
+    assert msg.device_id == "d-1" and msg.channel == channel
