@@ -146,7 +146,7 @@ class MqttDeviceGateway:
                     await conn.connect()
                     await conn.subscribe(f"{self.prefix}/devices/+/+", qos=1)
                     self._publish_agent(conn, online=True)
-                except MqttError as exc:
+                except (MqttError, TimeoutError) as exc:  # TimeoutError: no SUBACK in time
                     conn.abort("connect failed")
                     # A short cap (local_broker.reconnect_max_s): the broker is on this box, and after it
                     # restarts the agent must be back, announced, within seconds.
