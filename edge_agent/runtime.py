@@ -359,6 +359,8 @@ class Agent:
         log.info("shutting down")
         for task in background:
             task.cancel()
+        if self.kiosk_hub is not None:
+            self.kiosk_hub.close()  # end the pages' live streams, or the web server would wait on them
         if server is not None:
             server.should_exit = True
         if session_task is not None and self.session is not None:
