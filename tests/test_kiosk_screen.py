@@ -208,6 +208,8 @@ async def test_idle_warning_then_the_cart_is_cleared(tmp_path: Path, browser: Br
         await expect(page.locator("#idle-overlay")).to_be_visible(timeout=6000)
         assert time.monotonic() - touched > 2.5, "only after the idle time"
         await expect(page.locator("#idle-text")).to_contain_text("start over")
+        box = await page.locator("#idle-continue").bounding_box()
+        assert box is not None and box["width"] >= 80 and box["height"] >= 80
         await page.click("#idle-continue")
         await expect(page.locator("#idle-overlay")).to_be_hidden()
         await expect(page.locator("#screen-product")).to_be_visible()
@@ -276,6 +278,35 @@ async def test_a_price_change_reaches_an_open_page_without_a_reload(tmp_path: Pa
         await expect(page.locator("#product-add")).to_be_disabled(timeout=2000)
         await expect(page.locator("#product-badge")).to_have_attribute("data-kind", "unavailable")
         assert await page.evaluate("() => window.notReloaded === true")
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_live_scans_removals_and_messages_reach_the_open_page(tmp_path: Path, browser: Browser) -> None:
+    async with kiosk_agent(tmp_path, None) as agent:
+        assert agent.catalog is not None and agent.kiosk_hub is not None
+        hub = agent.kiosk_hub
+        page = await open_kiosk(browser, agent)
+        await expect(page.locator("body")).to_have_attribute("data-live", "true")
+        # A scanner on the agent's side (serial, or an MQTT handheld bound to this kiosk): the stream brings it.
+        await hub.scanned(KIOSK, TEA_EAN, "serial")
+        await expect(page.locator('#cart-lines [data-sku="B-200"]')).to_be_visible()
+        await expect(page.locator("#toast")).to_contain_text("Added to cart: 东方树叶 茉莉花茶 500ml")
+        await hub.scanned(KIOSK, "6900000000021", "serial")
+        await expect(page.locator("#toast")).to_have_attribute("data-kind", "error")
+        # The product leaves the catalog: out of the cart, and the shopper is told why.
+        await agent.catalog.delete(["B-200"])
+        await expect(page.locator("#cart-lines li")).to_have_count(0)
+        await expect(page.locator("#banner")).to_contain_text("no longer available")
+        await expect(page.locator("#cart-count")).to_have_attribute("data-count", "0")
+        # A message from staff or the cloud.
+        hub.message("Till 2 is closed / 2号收银台暂停服务", KIOSK)
+        await expect(page.locator("#banner")).to_have_text("Till 2 is closed / 2号收银台暂停服务")
+        # A new configuration or version: the page reloads itself.
+        await page.evaluate("() => { window.beforeReload = true; }")
+        async with page.expect_event("load"):
+            hub.reload(KIOSK)
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        assert await page.evaluate("() => window.beforeReload === undefined")
         assert page.errors == []  # type: ignore[attr-defined]
 
 

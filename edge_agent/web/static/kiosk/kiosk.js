@@ -963,6 +963,13 @@
   function onProductChanged(product) {
     const known = state.products.has(product.sku);
     remember(product);
+    // The attract screen's promotions follow the catalog too.
+    const highlighted = state.highlights.includes(product.sku);
+    if (product.promotion && product.available && !highlighted) {
+      state.highlights.push(product.sku);
+    } else if (!(product.promotion && product.available) && highlighted) {
+      state.highlights = state.highlights.filter((sku) => sku !== product.sku);
+    }
     if (!known) {
       return;
     }
