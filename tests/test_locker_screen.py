@@ -110,6 +110,22 @@ async def answered(page: Page) -> None:
     await expect(page.locator("#key-enter")).to_be_enabled()
 
 
+async def test_a_chinese_screen_says_which_door_opened_in_chinese(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber, browser: Browser
+) -> None:
+    async with lockers_agent(tmp_path, cloud_broker) as (agent, emulator):
+        code = await loaded_order(agent, emulator, "order-zh")
+        emulator.compartments[(0, 12)].person = Person(open_after_s=0.1, hold_s=0.3, action=Action.TAKE)
+        page = await open_screen(browser, agent, "?lang=zh-CN")
+        await tap_code(page, "99999999")
+        await page.click('#keypad [data-key="enter"]')
+        await expect(page.locator("#code-message")).to_have_text("此取件码无法开门，请核对后重试。")
+        await tap_code(page, code)
+        await page.click('#keypad [data-key="enter"]')
+        await expect(page.locator("#door-message")).to_have_text("12 号柜门已打开：从上往下第 2 排，从左往右第 3 个")
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
 async def test_a_code_tapped_on_the_keypad_opens_its_door(
     tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber, browser: Browser
 ) -> None:

@@ -142,6 +142,8 @@ class CollectResult:
     message: str
     compartment: str | None = None
     seconds_left: int = 0
+    door: dict[str, Any] | None = None  # door_place(): the opened door, for the screen to say in its language
+    bank: str | None = None  # ELSEWHERE: the bank the parcel is in
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class LoadStarted:
     order_id: str
     compartment: str
     message: str
+    door: dict[str, Any] | None = None  # door_place()
 
 
 def _now_ms() -> int:
@@ -167,12 +170,20 @@ def _ordinal(n: int) -> str:
     return ORDINALS[n - 1] if 1 <= n <= len(ORDINALS) else f"number {n}"
 
 
-def door_message(spec: CompartmentSpec) -> str:
-    """'Door 12 is open: second row from the top, third from the left'."""
+def door_place(spec: CompartmentSpec) -> dict[str, Any]:
+    """The door as people find it: its number on the door (the id's last digits) and its row and column,
+    so each screen can say it in its own language."""
     digits = re.search(r"(\d+)$", spec.id)
     number = str(int(digits.group(1))) if digits else spec.id
+    return {"compartment": spec.id, "number": number, "row": spec.row, "column": spec.column}
+
+
+def door_message(spec: CompartmentSpec) -> str:
+    """'Door 12 is open: second row from the top, third from the left'."""
+    place = door_place(spec)
     return (
-        f"Door {number} is open: {_ordinal(spec.row)} row from the top, {_ordinal(spec.column)} from the left"
+        f"Door {place['number']} is open: {_ordinal(spec.row)} row from the top, "
+        f"{_ordinal(spec.column)} from the left"
     )
 
 
@@ -457,7 +468,7 @@ class LockerService:
         spec = self.compartment(compartment_id).spec
         opening = _Opening("load", order_id, spec, f"load-{order_id}-{uuid.uuid4()}")
         await self._open_and_watch(opening, purpose="staff", actor=actor)
-        return LoadStarted(order_id, compartment_id, door_message(spec))
+        return LoadStarted(order_id, compartment_id, door_message(spec), door_place(spec))
 
     async def start_retrieval(self, order_id: str, actor: str) -> LoadStarted:
         """Staff take out an expired or cancelled order: its door opens; closed empty is `pickup.retrieved`."""
@@ -469,7 +480,7 @@ class LockerService:
             raise LockerError(f"compartment {spec.id} is already open")
         opening = _Opening("retrieval", order_id, spec, f"retrieval-{order_id}-{uuid.uuid4()}")
         await self._open_and_watch(opening, purpose="staff", actor=actor)
-        return LoadStarted(order_id, spec.id, door_message(spec))
+        return LoadStarted(order_id, spec.id, door_message(spec), door_place(spec))
 
     async def _retrieval_finished(self, opening: _Opening, closed: LockState | None) -> None:
         spec = opening.spec
@@ -513,16 +524,17 @@ class LockerService:
             return CollectResult(
                 CollectStatus.ELSEWHERE,
                 f"Your parcel is in locker {info.spec.bank}. Please type your code on that locker's screen.",
+                bank=info.spec.bank,
             )
         current = self._openings.get(info.spec.id)
         if current is not None and current.order_id == pickup.order_id:
             # Typed again while its door is open: never a second opening.
-            return CollectResult(CollectStatus.OK, door_message(info.spec), info.spec.id)
+            return CollectResult(CollectStatus.OK, door_message(info.spec), info.spec.id, door=door_place(info.spec))
         if not info.enabled or current is not None:
             return CollectResult(CollectStatus.UNAVAILABLE, MSG_UNAVAILABLE, info.spec.id)
         opening = _Opening("collect", pickup.order_id, info.spec, f"collect-{pickup.order_id}-{uuid.uuid4()}")
         await self._open_and_watch(opening, purpose="code", actor=terminal)
-        return CollectResult(CollectStatus.OK, door_message(info.spec), info.spec.id)
+        return CollectResult(CollectStatus.OK, door_message(info.spec), info.spec.id, door=door_place(info.spec))
 
     # -- openings and their watchers ------------------------------------------------------------
 

@@ -51,6 +51,7 @@ def locker_router(lockers: LockerService) -> APIRouter:
         body: dict[str, Any] = {"status": result.status.value, "message": result.message}
         if result.status is CollectStatus.OK:
             body["compartment"] = result.compartment
+            body["door"] = result.door
             return JSONResponse(body)
         if result.status is CollectStatus.LOCKED_OUT:
             body["seconds_left"] = result.seconds_left
@@ -58,6 +59,7 @@ def locker_router(lockers: LockerService) -> APIRouter:
         if result.status is CollectStatus.UNAVAILABLE:
             return JSONResponse(body, status_code=503)
         if result.status is CollectStatus.ELSEWHERE:
+            body["bank"] = result.bank
             return JSONResponse(body, status_code=409)
         return JSONResponse(body, status_code=200)
 

@@ -121,7 +121,8 @@ def locker_staff_router(lockers: LockerService, staff: LockerStaff) -> APIRouter
             started = await lockers.start_load(entry.order_id.strip(), session.actor, bank=bank_id)
         except LockerError as exc:
             return _error(str(exc))
-        return JSONResponse({"status": "ok", "compartment": started.compartment, "message": started.message},
+        return JSONResponse({"status": "ok", "compartment": started.compartment, "message": started.message,
+                             "door": started.door},
                             headers=NO_STORE)
 
     @router.get("/tasks")
@@ -162,7 +163,8 @@ def locker_staff_router(lockers: LockerService, staff: LockerStaff) -> APIRouter
             started = await lockers.start_retrieval(order_id, session.actor)
         except LockerError as exc:
             return _error(str(exc))
-        return JSONResponse({"status": "ok", "compartment": started.compartment, "message": started.message},
+        return JSONResponse({"status": "ok", "compartment": started.compartment, "message": started.message,
+                             "door": started.door},
                             headers=NO_STORE)
 
     return router

@@ -54,6 +54,12 @@
       since: "since {time}",
       seconds: "{s} s",
       minutes: "{m} min {s} s",
+      door_open: "Door {number} is open: {row} row from the top, {column} from the left",
+      ordinals: "first,second,third,fourth,fifth,sixth,seventh,eighth,ninth,tenth",
+      ordinal_other: "number {n}",
+      wrong_code: "This code does not open a door. Please check it and try again.",
+      elsewhere: "Your parcel is in locker {bank}. Please type your code on that locker's screen.",
+      unavailable: "This door cannot be opened right now. Please ask a member of staff.",
     },
     "zh-CN": {
       lang_name: "中文",
@@ -98,6 +104,12 @@
       since: "{time} 起",
       seconds: "{s} 秒",
       minutes: "{m} 分 {s} 秒",
+      door_open: "{number} 号柜门已打开：从上往下第 {row} 排，从左往右第 {column} 个",
+      ordinals: "",
+      ordinal_other: "{n}",
+      wrong_code: "此取件码无法开门，请核对后重试。",
+      elsewhere: "您的包裹在 {bank} 号柜，请到该柜的屏幕上输入取件码。",
+      unavailable: "此柜门暂时无法打开，请联系店员。",
     },
   };
 
@@ -427,16 +439,20 @@
     if (answer.status === 200 && status === "ok") {
       stopCountdown("code-message");
       setMessage("code-message", "", "");
-      showDoor(answer.body.message, "code");
+      showDoor(doorText(answer.body), "code");
     } else if (answer.status === 429) {
       const seconds = Number(answer.body && answer.body.seconds_left) || 30;
       showLockout(seconds);
     } else if (answer.status === 200 && status === "wrong") {
-      // The server's words, always the same for any wrong code: nothing here tells whether a code exists.
-      setMessage("code-message", serverMessage(answer, "no_answer"), "error");
+      // Always the same words for any wrong code: nothing here tells whether a code exists.
+      setMessage("code-message", t("wrong_code"), "error");
       // That failure may have started a lockout: say so now rather than at the next code.
       refreshStatus();
-    } else if (answer.status === 409 || answer.status === 503) {
+    } else if (answer.status === 409 && status === "elsewhere" && answer.body.bank) {
+      setMessage("code-message", t("elsewhere", { bank: answer.body.bank }), "warn");
+    } else if (answer.status === 503) {
+      setMessage("code-message", t("unavailable"), "warn");
+    } else if (answer.status === 409) {
       setMessage("code-message", serverMessage(answer, "no_answer"), "warn");
     } else if (answer.status === 404) {
       setMessage("code-message", t("not_set_up"), "error");
@@ -448,6 +464,23 @@
   // -- doors ----------------------------------------------------------------------------------------
 
   let doorTimer = null;
+
+  function ordinal(n) {
+    const words = t("ordinals") ? t("ordinals").split(",") : [];
+    return n >= 1 && n <= words.length ? words[n - 1] : t("ordinal_other", { n: n });
+  }
+
+  // The agent says which door opened as data (number, row, column), so the message is in the screen's
+  // language; its English `message` is the fallback for an answer without it.
+  function doorText(body) {
+    const door = body && body.door;
+    if (door && door.number !== undefined && Number(door.row) >= 1 && Number(door.column) >= 1) {
+      const row = ordinal(Number(door.row));
+      const column = ordinal(Number(door.column));
+      return t("door_open", { number: door.number, row: row, column: column });
+    }
+    return body && typeof body.message === "string" ? body.message : "";
+  }
 
   function showDoor(message, returnTo) {
     state.doorReturn = returnTo;
@@ -601,7 +634,7 @@
     if (answer.status === 200 && answer.body && answer.body.status === "ok") {
       clearField(fields.order);
       setMessage("load-message", "", "");
-      showDoor(answer.body.message, "menu");
+      showDoor(doorText(answer.body), "menu");
     } else {
       // The order stays typed: a scanning slip is easier to fix than to rescan.
       setMessage("load-message", serverMessage(answer, "no_answer"), "error");
@@ -659,7 +692,7 @@
       return;
     }
     if (answer.status === 200 && answer.body && answer.body.status === "ok") {
-      showDoor(answer.body.message, "menu");
+      showDoor(doorText(answer.body), "menu");
     } else {
       await showRetrievals(serverMessage(answer, "no_answer"));
     }
