@@ -289,7 +289,8 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
             cycles = asyncio.ensure_future(asyncio.gather(*(worker(bank, client) for bank in BANKS)))
             # The agent runs in this process: if it stops on its own (a crash), say so rather than let the
             # workers fail on closed connections.
-            await asyncio.wait({cycles, runner}, return_when=asyncio.FIRST_COMPLETED)
+            watched: set[asyncio.Future[Any]] = {cycles, runner}
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if runner.done() and not cycles.done():
                 cycles.cancel()
                 raise RuntimeError(f"the agent stopped during the benchmark: {runner.exception()!r}")
