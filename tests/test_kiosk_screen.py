@@ -213,9 +213,17 @@ async def test_idle_warning_then_the_cart_is_cleared(tmp_path: Path, browser: Br
         await page.click("#idle-continue")
         await expect(page.locator("#idle-overlay")).to_be_hidden()
         await expect(page.locator("#screen-product")).to_be_visible()
-        # Left alone again: warning, then the attract screen with an empty cart.
+        # The agent asks open pages to reload (new configuration): not under a shopper's fingers.
+        assert agent.kiosk_hub is not None
+        await page.evaluate("() => { window.beforeReload = true; }")
+        agent.kiosk_hub.reload(KIOSK)
+        await asyncio.sleep(0.5)
+        assert await page.evaluate("() => window.beforeReload === true")
+        # Left alone again: warning, then the attract screen with an empty cart (a fresh page, here).
         await expect(page.locator("#idle-overlay")).to_be_visible(timeout=6000)
         await expect(page.locator("#attract")).to_be_visible(timeout=5000)
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        assert await page.evaluate("() => window.beforeReload === undefined")
         await expect(page.locator("#idle-overlay")).to_be_hidden()
         await expect(page.locator("#cart-count")).to_have_attribute("data-count", "0")
         await start(page)
@@ -301,12 +309,16 @@ async def test_live_scans_removals_and_messages_reach_the_open_page(tmp_path: Pa
         # A message from staff or the cloud.
         hub.message("Till 2 is closed / 2号收银台暂停服务", KIOSK)
         await expect(page.locator("#banner")).to_have_text("Till 2 is closed / 2号收银台暂停服务")
-        # A new configuration or version: the page reloads itself.
-        await page.evaluate("() => { window.beforeReload = true; }")
-        async with page.expect_event("load"):
+        assert page.errors == []  # type: ignore[attr-defined]
+        # A new configuration or version: a page nobody uses (the attract screen) reloads at once.
+        idle = await open_kiosk(browser, agent)
+        await expect(idle.locator("body")).to_have_attribute("data-live", "true")
+        await idle.evaluate("() => { window.beforeReload = true; }")
+        async with idle.expect_event("load"):
             hub.reload(KIOSK)
-        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
-        assert await page.evaluate("() => window.beforeReload === undefined")
+        await expect(idle.locator("body")).to_have_attribute("data-ready", "true")
+        assert await idle.evaluate("() => window.beforeReload === undefined")
+        assert await page.evaluate("() => document.body.dataset.screen") == "cart", "the shopper's page waits"
         assert page.errors == []  # type: ignore[attr-defined]
 
 

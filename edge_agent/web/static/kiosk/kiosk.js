@@ -153,6 +153,7 @@
   const REQUEST_TIMEOUT_MS = 15000;
   const TOAST_MS = 4000;
   const HIGHLIGHT_MS = 5000;
+  const HEARTBEAT_MS = 20000; // the agent counts a heartbeat for 45 s
 
   const $ = (id) => document.getElementById(id);
 
@@ -181,6 +182,7 @@
     order: null,
     highlights: [],
     highlightIndex: 0,
+    reloadPending: false,
   };
 
   // -- text -----------------------------------------------------------------------------------------
@@ -367,8 +369,6 @@
   }
 
   // -- attract ------------------------------------------------------------------------------------------
-
-  let highlightTimer = null;
 
   async function loadHighlights() {
     try {
@@ -1030,13 +1030,28 @@
         banner(data.text);
       }
     });
-    source.addEventListener("reload", () => window.location.reload());
+    // A new configuration or version (or this page fell behind on updates): reload, but not under a
+    // shopper's fingers; with someone at the screen it waits for the next reset (Done or idle).
+    source.addEventListener("reload", () => {
+      if (state.screen === "attract") {
+        window.location.reload();
+      } else {
+        state.reloadPending = true;
+      }
+    });
     source.addEventListener("hello", () => {
       document.body.dataset.live = "true";
     });
     source.addEventListener("error", () => {
       document.body.dataset.live = "false";
     });
+    // Behind a proxy that buffers the stream the agent never sees it open: a heartbeat then keeps the
+    // kiosk counted as online (docs/kiosk-api.md, POST /heartbeat).
+    window.setInterval(() => {
+      if (source.readyState !== EventSource.OPEN || document.body.dataset.live !== "true") {
+        call("POST", "/heartbeat", {}).catch(() => undefined);
+      }
+    }, HEARTBEAT_MS);
   }
 
   // -- idle reset -------------------------------------------------------------------------------------------------
@@ -1081,6 +1096,10 @@
 
   // Nobody is there: the next shopper finds the attract screen, an empty cart, the device's language.
   function reset() {
+    if (state.reloadPending) {
+      window.location.reload(); // a fresh page is a reset too
+      return;
+    }
     hideWarning();
     window.clearTimeout(idleTimer);
     idleTimer = null;
@@ -1202,7 +1221,7 @@
     showScreen("attract");
     connectLive();
     loadHighlights();
-    highlightTimer = window.setInterval(rotateHighlight, HIGHLIGHT_MS);
+    window.setInterval(rotateHighlight, HIGHLIGHT_MS);
     document.body.dataset.ready = "true";
   }
 
