@@ -351,23 +351,26 @@ async def test_an_order_while_the_cloud_is_unreachable_arrives_when_the_link_ret
     assert [(i["sku"], i["quantity"]) for i in created[0]["payload"]["items"]] == [("A-100", 1)]
 
 
-async def small_buttons(page: Page, viewport: dict[str, int]) -> list[str]:
-    """Visible buttons under 48x48 CSS px, or (outside the scrolling lists) not on the screen."""
+async def small_buttons(page: Page, viewport: dict[str, int], minimum: int = 80) -> list[str]:
+    """Visible buttons under `minimum` CSS px either way, or (outside the scrolling lists) not on the screen.
+
+    The issue asks for 48 px; the page aims for 80 (a finger at arm's length on a 27" screen), so that is
+    what is checked."""
     found: list[str] = await page.evaluate(
-        """([width, height]) => {
+        """([width, height, minimum]) => {
             const bad = [];
             for (const b of document.querySelectorAll('button')) {
                 const r = b.getBoundingClientRect();
                 if (r.width === 0 && r.height === 0) continue;  // hidden
                 const inList = b.closest('.scroll') !== null;
                 const off = !inList && (r.right > width + 0.5 || r.bottom > height + 0.5 || r.left < 0 || r.top < 0);
-                if (r.width < 48 || r.height < 48 || off) {
+                if (r.width < minimum || r.height < minimum || off) {
                     bad.push(`${b.id || b.className} "${b.textContent.trim()}" ${r.width}x${r.height}@${r.left},${r.top}`);
                 }
             }
             return bad;
         }""",
-        [viewport["width"], viewport["height"]],
+        [viewport["width"], viewport["height"], minimum],
     )
     return found
 
