@@ -23,6 +23,7 @@ from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.browser import LANDSCAPE, PORTRAIT, chromium
+from tests.support.lockers import compartment, idle_emulator, one_board
 from tests.support.subscriber import CloudSubscriber
 
 # One browser for the module: every test runs in the module's event loop, where the browser lives.
@@ -40,23 +41,10 @@ async def browser() -> AsyncIterator[Browser]:
 
 def lockers_config(tmp_path: Path, cloud: Broker | None) -> tuple[LockBoardEmulator, PtyPort, AgentConfig]:
     """Bank A: a small door 1 (top left) and a medium door 12 (second row, third from the left)."""
-    emulator = LockBoardEmulator(1)
-    for c in emulator.compartments.values():
-        c.person = Person(open_after_s=None)
+    emulator = idle_emulator()
     pty = tmp_path / "lockers0"
-    config = agent_config(
-        tmp_path / "data",
-        cloud,
-        lockers={
-            "enabled": True,
-            "buses": [{"name": "rs485", "url": str(pty)}],
-            "boards": [{"id": "kerong-0", "bus": "rs485", "number": 0}],
-            "compartments": [
-                {"id": "A-01", "bank": "A", "board": "kerong-0", "lock": 1, "size": "S", "row": 1, "column": 1},
-                {"id": "A-12", "bank": "A", "board": "kerong-0", "lock": 12, "size": "M", "row": 2, "column": 3},
-            ],
-        },
-    )
+    bank = one_board(pty, compartment("A-01", 1, size="S"), compartment("A-12", 12, row=2, column=3))
+    config = agent_config(tmp_path / "data", cloud, lockers=bank)
     return emulator, PtyPort(pty), config
 
 

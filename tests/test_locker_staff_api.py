@@ -22,6 +22,7 @@ from firmware_bridge.base_station.pty_line import PtyPort
 from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
+from tests.support.lockers import compartment, idle_emulator, one_board
 from tests.support.subscriber import CloudSubscriber
 
 COMMANDS = "retail/v1/store-0001/commands"
@@ -64,24 +65,11 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(tmp_path: Path, cloud_broker: Broker) -> AsyncIterator[Rig]:
-    emulator = LockBoardEmulator(1)
-    for c in emulator.compartments.values():
-        c.person = Person(open_after_s=None)  # nobody touches a door unless a test says so
+    emulator = idle_emulator()
     pty = tmp_path / "lockers0"
-    config = agent_config(
-        tmp_path / "data",
-        cloud_broker,
-        lockers={
-            "enabled": True,
-            "buses": [{"name": "rs485", "url": str(pty)}],
-            "boards": [{"id": "kerong-0", "bus": "rs485", "number": 0}],
-            "compartments": [
-                {"id": "A-01", "bank": "A", "board": "kerong-0", "lock": 1, "size": "S", "row": 1, "column": 1},
-                {"id": "A-02", "bank": "A", "board": "kerong-0", "lock": 2, "size": "M", "row": 1, "column": 2},
-                {"id": "B-01", "bank": "B", "board": "kerong-0", "lock": 3, "size": "M", "row": 1, "column": 1},
-            ],
-        },
-    )
+    bank = one_board(pty, compartment("A-01", 1, size="S"), compartment("A-02", 2, column=2),
+                     compartment("B-01", 3, bank="B"))
+    config = agent_config(tmp_path / "data", cloud_broker, lockers=bank)
     async with emulator.running(PtyPort(pty)), running_agent(config, env=KEY_ENV) as agent:
         assert agent.lockers is not None and agent.locker_staff is not None
         await agent.locker_staff.add_staff(STAFF, PIN, "Wang Fang")

@@ -13,6 +13,7 @@ from firmware_bridge.base_station.pty_line import PtyPort
 from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
+from tests.support.lockers import compartment, idle_emulator, one_board
 from tests.support.proxy import FaultProxy
 from tests.support.subscriber import CloudSubscriber
 
@@ -23,24 +24,10 @@ KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}
 async def test_create_load_collect_through_the_agent(
     tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
 ) -> None:
-    emulator = LockBoardEmulator(1)
-    for c in emulator.compartments.values():
-        c.person = Person(open_after_s=None)
+    emulator = idle_emulator()
     pty = tmp_path / "lockers0"
-    config = agent_config(
-        tmp_path / "data",
-        cloud_broker,
-        lockers={
-            "enabled": True,
-            "door_open_alarm_s": 30,
-            "buses": [{"name": "rs485", "url": str(pty)}],
-            "boards": [{"id": "kerong-0", "bus": "rs485", "number": 0}],
-            "compartments": [
-                {"id": "A-01", "bank": "A", "board": "kerong-0", "lock": 1, "size": "S", "row": 1, "column": 1},
-                {"id": "A-02", "bank": "A", "board": "kerong-0", "lock": 2, "size": "M", "row": 1, "column": 2},
-            ],
-        },
-    )
+    bank = one_board(pty, compartment("A-01", 1, size="S"), compartment("A-02", 2, column=2), door_open_alarm_s=30)
+    config = agent_config(tmp_path / "data", cloud_broker, lockers=bank)
     async with emulator.running(PtyPort(pty)), running_agent(config, env=KEY_ENV) as agent:
         assert agent.lockers is not None
         lockers = agent.lockers
@@ -73,22 +60,9 @@ async def test_the_locker_screen_api_opens_a_door_and_throttles(
 ) -> None:
     import httpx
 
-    emulator = LockBoardEmulator(1)
-    for c in emulator.compartments.values():
-        c.person = Person(open_after_s=None)
+    emulator = idle_emulator()
     pty = tmp_path / "lockers0"
-    config = agent_config(
-        tmp_path / "data",
-        cloud_broker,
-        lockers={
-            "enabled": True,
-            "buses": [{"name": "rs485", "url": str(pty)}],
-            "boards": [{"id": "kerong-0", "bus": "rs485", "number": 0}],
-            "compartments": [
-                {"id": "A-05", "bank": "A", "board": "kerong-0", "lock": 5, "size": "M", "row": 2, "column": 3},
-            ],
-        },
-    )
+    config = agent_config(tmp_path / "data", cloud_broker, lockers=one_board(pty, compartment("A-05", 5, row=2, column=3)))
     async with emulator.running(PtyPort(pty)), running_agent(config, env=KEY_ENV) as agent:
         assert agent.lockers is not None
         lockers = agent.lockers
@@ -114,15 +88,7 @@ async def test_the_locker_screen_api_opens_a_door_and_throttles(
 
 
 def _bank_a(pty: Path, locks: int = 3) -> dict[str, object]:
-    return {
-        "enabled": True,
-        "buses": [{"name": "rs485", "url": str(pty)}],
-        "boards": [{"id": "kerong-0", "bus": "rs485", "number": 0}],
-        "compartments": [
-            {"id": f"A-{n:02d}", "bank": "A", "board": "kerong-0", "lock": n, "size": "M", "row": 1, "column": n}
-            for n in range(1, locks + 1)
-        ],
-    }
+    return one_board(pty, *(compartment(f"A-{n:02d}", n, column=n) for n in range(1, locks + 1)))
 
 
 async def test_collect_while_the_cloud_is_down_then_the_queue_drains(
