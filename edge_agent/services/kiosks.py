@@ -91,7 +91,7 @@ class LiveStream:
 
     async def get(self, timeout: float) -> LiveEvent | None:
         """The next update, or None after `timeout` seconds without one (time for a keep-alive ping)."""
-        if not self._items:
+        if not self._items and not self.closed:  # a closed stream must not wait (the agent is stopping)
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), timeout)
