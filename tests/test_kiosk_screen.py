@@ -257,10 +257,19 @@ async def test_a_keyboard_wedge_scan_adds_the_product(
         await page.keyboard.press("Enter")
         await asyncio.sleep(0.5)
         await expect(page.locator("#cart-count")).to_have_attribute("data-count", "1")
-        # The on-screen keyboard still searches.
-        for key in "TEA":
+        # The on-screen keyboard still searches, with results as the shopper types; Back returns to them.
+        for key in "YOG":
             await page.click(f'#keyboard [data-key="{key}"]')
-        await expect(page.locator("#search-field")).to_have_attribute("data-value", "TEA")
+        await expect(page.locator("#search-field")).to_have_attribute("data-value", "YOG")
+        await page.click('#search-grid [data-sku="A-110"]')
+        await expect(page.locator("#product-name")).to_have_text("Greek yoghurt 400g")
+        await page.click("#product-back")
+        await expect(page.locator("#screen-search")).to_be_visible()
+        await expect(page.locator("#search-field")).to_have_attribute("data-value", "YOG")
+        # The Search key opens the full list of matches.
+        await page.click('#keyboard [data-key="enter"]')
+        await expect(page.locator("#list-title")).to_have_text("“YOG”")
+        await expect(page.locator("#product-grid .card")).to_have_count(1)
         scans = await asyncio.to_thread(subscriber.wait_events, 2, 20, "scan.kiosk")
         assert [s["payload"]["status"] for s in scans] == ["ok", "unknown"]
         assert page.errors == []  # type: ignore[attr-defined]

@@ -183,6 +183,7 @@
     highlights: [],
     highlightIndex: 0,
     reloadPending: false,
+    productFrom: "home",
   };
 
   // -- text -----------------------------------------------------------------------------------------
@@ -237,10 +238,19 @@
   // A picture from the catalog (https only, the CSP allows no other) or, without one or when it does not
   // load (the store's internet is down), a tile with the name's first character.
   function fillPicture(box, product) {
+    const initial = Array.from(String(product.name || "?"))[0] || "?";
+    const key = product.sku + "|" + String(product.image_url || "") + "|" + initial;
+    if (box.dataset.key === key) {
+      return; // already shows it: no flicker on every re-render
+    }
+    box.dataset.key = key;
     box.textContent = "";
     const placeholder = () => {
+      if (box.dataset.key !== key) {
+        return; // a late error for a picture this box no longer shows
+      }
       box.textContent = "";
-      box.appendChild(el("span", "placeholder", Array.from(String(product.name || "?"))[0] || "?"));
+      box.appendChild(el("span", "placeholder", initial));
     };
     const url = typeof product.image_url === "string" ? product.image_url : "";
     if (!url.startsWith("https://")) {
@@ -601,6 +611,8 @@
   // -- product page -------------------------------------------------------------------------------------
 
   async function openProduct(sku) {
+    // Back goes where the shopper came from: a list, the search results, or home (a scan, the attract screen).
+    state.productFrom = state.screen === "list" || state.screen === "search" ? state.screen : "home";
     state.productSku = sku;
     state.productQty = 1;
     showScreen("product");
@@ -1184,14 +1196,16 @@
       state.lang = state.lang === "en" ? "zh-CN" : "en";
       applyLang();
     });
-    on("list-back", showHome);
+    on("list-back", () => (state.list.q ? showSearch() : showHome()));
     on("list-more", loadMore);
     on("search-back", showHome);
     $("keyboard").addEventListener("click", onKeyboard);
     on("product-back", () => {
-      if (state.list.skus.length) {
+      if (state.productFrom === "list") {
         showScreen("list");
         renderList();
+      } else if (state.productFrom === "search") {
+        showScreen("search");
       } else {
         showHome();
       }
