@@ -55,6 +55,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     lb = sim_sub.add_parser("lock-board", help="Kerong RS485 lock boards with simulated people, on a pty or TCP")
     add_lock_board_arguments(lb)
+    from firmware_bridge.scanner_emulator import add_arguments as add_scanner_arguments  # noqa: PLC0415
+
+    scanner = sim_sub.add_parser("serial-scanner", help="a serial barcode scanner, on a pty or TCP")
+    add_scanner_arguments(scanner)
     wifi = sim_sub.add_parser("wifi-labels", help="Wi-Fi e-ink labels on the in-store broker")
     wifi.add_argument("--host", default="127.0.0.1")
     wifi.add_argument("--port", type=int, default=1883)
@@ -166,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         from firmware_bridge.kerong_emulator import run_lock_board  # noqa: PLC0415
 
         return run_lock_board(args)
+    if args.command == "simulate" and args.device == "serial-scanner":
+        setup_logging("INFO")
+        from firmware_bridge.scanner_emulator import run_scanner  # noqa: PLC0415
+
+        return run_scanner(args)
     if args.command == "simulate" and args.device == "wifi-labels":
         setup_logging("INFO")
         from devices.simulators.wifi_labels import run_wifi_labels  # noqa: PLC0415

@@ -1,10 +1,17 @@
-"""Line framing of serial barcode scanners (firmware_bridge.scanner_lines): byte vectors, garbage, round trips."""
+"""Serial barcode scanners: line framing (byte vectors, garbage, round trips) and the emulator as a real peer."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devices.scanners.serial_scanner import SerialScanner
 from firmware_bridge.scanner_lines import LineDecoder
 
 CODES = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64)
@@ -50,3 +57,38 @@ def test_garbage_never_breaks_the_next_line(garbage: bytes, code: str) -> None:
     assert len(decoder._buffer) <= 64
     # Whatever the garbage left half-read ends at the first terminator; the code after it comes through.
     assert list(decoder.feed(b"\n" + code.encode() + b"\r\n"))[-1:] == [code]
+
+
+async def test_the_scanner_emulator_as_a_process_feeds_a_serial_scanner(tmp_path: Path) -> None:
+    """`edge-agent simulate serial-scanner` on a real pty, read by the agent's SerialScanner (two real peers)."""
+    link = tmp_path / "scanner0"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent", "simulate", "serial-scanner", "--pty", str(link),
+        "--codes", "6901234567892,036000291452", "--interval", "0.2", "--noise", "2", "--suffix", "crlf",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    got: list[str] = []
+    scanner = SerialScanner("k1", str(link), _append(got), baudrate=9600)
+    try:
+        assert process.stdout is not None
+        while (await asyncio.wait_for(process.stdout.readline(), 10)).strip() != b"ready":
+            pass
+        task = asyncio.create_task(scanner.run())
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(got) < 4 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        process.terminate()
+        await process.wait()
+    assert got[:4] == ["6901234567892", "036000291452", "6901234567892", "036000291452"]
+    assert scanner.dropped >= 1  # the noise lines
+
+
+def _append(into: list[str]) -> Callable[[str], Awaitable[None]]:
+    async def on_code(code: str) -> None:
+        into.append(code)
+
+    return on_code
