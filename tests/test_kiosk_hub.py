@@ -140,6 +140,15 @@ async def test_catalog_changes_reach_every_open_page(hub: KioskHub, catalog: Pro
             assert removed is not None and (removed.kind, removed.data) == ("removed", {"sku": "COLA"})
 
 
+async def test_a_bulk_change_reloads_the_pages(hub: KioskHub, catalog: ProductCatalog) -> None:
+    async with hub.stream("k1") as page:
+        await catalog.upsert([Product.model_validate({"sku": f"B{i:04d}", "name": "n", "price": "1", "currency": "CNY"})
+                              for i in range(1500)])
+        first = await page.get(0.1)
+        assert first is not None and first.kind == "reload"
+        assert await page.get(0.01) is None
+
+
 async def test_a_page_that_stops_reading_is_told_to_reload(hub: KioskHub) -> None:
     async with hub.stream("k1") as page:
         for i in range(STREAM_QUEUE + 10):

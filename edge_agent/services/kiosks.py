@@ -228,6 +228,11 @@ class KioskHub:
     def _on_catalog_change(self, skus: list[str]) -> None:
         if not any(self._streams.values()):
             return
+        if len(skus) >= STREAM_QUEUE:
+            # A bulk change (a CSV import, a full catalog sync): the pages read the catalog afresh rather than
+            # take thousands of events (which would overflow their queues anyway).
+            self.reload()
+            return
         products = self._catalog.get_many(skus)
         for sku in skus:
             product = products.get(sku)
