@@ -310,6 +310,8 @@ class Agent:
                 background.append(tg.create_task(self.labels.run(), name="labels"))
             if self.lockers is not None:
                 background.append(tg.create_task(self._run_lockers(), name="lockers"))
+            if self.orders is not None:
+                background.append(tg.create_task(self.orders.purge_loop(), name="orders-purge"))
             if self.kiosk_hub is not None:
                 background.append(tg.create_task(self.kiosk_hub.run(), name="kiosks"))
             for scanner in self.scanners:

@@ -195,3 +195,17 @@ async def test_get_refuses_what_is_not_an_order_id(db: Database, outbox: Outbox,
     orders = service(db, catalog, Sink(outbox))
     assert orders.get("not-a-uuid") is None
     assert orders.get(str(uuid.uuid4())) is None
+
+
+async def test_old_orders_are_purged_but_never_unannounced_ones(
+    db: Database, outbox: Outbox, catalog: ProductCatalog
+) -> None:
+    orders = service(db, catalog, Sink(outbox))
+    kept = await orders.place(source="kiosk:k1", items=[("TEA", 1)], fulfilment="till")
+    old = await orders.place(source="kiosk:k1", items=[("TEA", 1)], fulfilment="till")
+    with pytest.raises(Crash):
+        await service(db, catalog, CrashingSink()).place(source="kiosk:k1", items=[("TEA", 1)], fulfilment="till")
+    await db.write(lambda c: c.execute("UPDATE orders SET created_ms = 0 WHERE order_id != ?", (kept.order_id,)))
+    assert await orders.purge(keep_days=30) == 1
+    assert orders.get(old.order_id) is None and orders.get(kept.order_id) == kept
+    assert [state for _, state in stored_orders(db)] == ["placed", "published"]

@@ -24,6 +24,7 @@ caller gets `OrderUnavailableError`, so a shopper is never told "ordered" for an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -49,6 +50,11 @@ SOURCE_PREFIXES = {"kiosk": "K", "tag": "S", "device": "D"}
 # `kiosk:k1`, `tag:0123456789abcdef`, `device:scanner-3`
 SOURCE_ID_MAX = 64
 RECOVER_BATCH = 100
+# Orders are the cloud's once announced; the agent keeps them this long (a kiosk reloaded on its
+# confirmation, a till looking a number up), then deletes them so the table stays bounded.
+KEEP_DAYS = 30
+PURGE_EVERY_S = 3600.0
+DAY_MS = 86_400_000
 
 
 class OrderError(Exception):
@@ -263,6 +269,27 @@ class OrderService:
                 except OrderUnavailableError:
                     log.error("order %s could not be announced after a restart: the outbox is full", order_id)
                 count += 1
+
+    async def purge(self, keep_days: int = KEEP_DAYS) -> int:
+        """Delete announced and refused orders older than `keep_days`; returns how many (never unannounced ones)."""
+        cutoff = time.time_ns() // 1_000_000 - keep_days * DAY_MS
+
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM orders WHERE state != 'placed' AND created_ms < ?", (cutoff,)
+            ).rowcount
+
+        return int(await self._db.write(job))
+
+    async def purge_loop(self, keep_days: int = KEEP_DAYS, every_s: float = PURGE_EVERY_S) -> None:
+        while True:
+            try:
+                gone = await self.purge(keep_days)
+                if gone:
+                    log.info("deleted %d orders older than %d days", gone, keep_days)
+            except Exception:  # the database's trouble is reported by its other users; try again later
+                log.exception("purging old orders failed")
+            await asyncio.sleep(every_s)
 
     # -- reading ------------------------------------------------------------------------------
 
