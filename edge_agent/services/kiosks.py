@@ -93,8 +93,11 @@ class LiveStream:
         """The next update, or None after `timeout` seconds without one (time for a keep-alive ping)."""
         if not self._items and not self.closed:  # a closed stream must not wait (the agent is stopping)
             self._ready.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a cancellation that arrives as the
+            # event is set (CPython gh-86296), and a lost one would keep a closed page's stream alive.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
         return self._items.popleft() if self._items else None
 
 
@@ -317,8 +320,11 @@ class KioskHub:
                     await self.report()
                 except Exception:  # the outbox is the agent's: a failure here must not end kiosk tracking
                     log.exception("kiosk state could not be recorded; trying again")
+                # Not wait_for (gh-86296): a page closing as the agent stops sets the event just as the
+                # cancellation comes, and wait_for could lose it and keep this loop, and the agent, running.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), poll_s)
+                    async with asyncio.timeout(poll_s):
+                        await self._changed.wait()
         finally:
             self.close()
 
