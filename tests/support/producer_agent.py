@@ -23,7 +23,7 @@ async def produce(agent: Agent, producers: int) -> None:
         i = 0
         while True:
             i += 1
-            event = await agent.publish("order.created", {"producer": k, "i": i})
+            event = await agent.publish("order.test", {"producer": k, "i": i})  # critical class, no payload schema
             out.write(f"{event.seq} {event.event_id}\n")
             out.flush()
 
