@@ -18,6 +18,7 @@ and the order-form tokens at most `MAX_USED_TOKENS` used ones.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -70,6 +71,8 @@ _PREVIEW_RE = re.compile(
 )
 
 MAX_TRACKED_CLIENTS = 10_000
+# Codes -> tags remembered (a store has a few thousand tags); emptied when full and on any pairing change.
+MAX_CACHED_TARGETS = 50_000
 FORM_TOKEN_TTL_S = 30 * 60
 MAX_USED_TOKENS = 50_000
 MAX_QUANTITY = 20
@@ -77,6 +80,9 @@ MAX_QUANTITY = 20
 PICKUP_FULFILMENT = "counter"
 
 
+# User-Agents repeat (a store's shoppers carry a few phone models and app versions), and matching the
+# patterns above costs ~50 us a request (measured by bench.kiosk --profile): remembered, bounded.
+@functools.lru_cache(maxsize=2048)
 def client_type(user_agent: str | None) -> ClientType:
     """The coarse kind of client from a User-Agent: all a scan event says about who scanned."""
     if user_agent:
@@ -86,6 +92,7 @@ def client_type(user_agent: str | None) -> ClientType:
     return "other"
 
 
+@functools.lru_cache(maxsize=2048)
 def is_preview_fetch(user_agent: str | None) -> bool:
     """A link-preview fetcher, crawler or HTTP tool rather than a shopper's browser (not recorded)."""
     return bool(user_agent) and _PREVIEW_RE.search(user_agent or "") is not None
@@ -257,11 +264,30 @@ class ScanLinkService:
         self.tokens = FormTokens(form_secret)
         self.recorded = 0
         self.not_recorded = 0
+        # A read on the event loop per scan costs more than it looks under load (the sqlite call releases the
+        # GIL and waits to get it back from the writer thread): known codes are remembered. A code's tag never
+        # changes; its sku changes only through pair_tags or a product's deletion, both of which announce
+        # on_pairing_change, which empties the memory. Unknown codes are not remembered (a tag adopted later
+        # gets its code then), so guessing costs a read, at the rate limit's pace.
+        self._targets: dict[str, ScanTarget] = {}
+        catalog.on_pairing_change(self._forget_targets)
+
+    def _forget_targets(self, tag_ids: list[str]) -> None:
+        self._targets.clear()
 
     def resolve(self, code: str) -> ScanTarget | None:
-        """The tag a (normalised) code names: one read on the unique index of tags.scan_code."""
+        """The tag a (normalised) code names: remembered, else one read on the unique index of tags.scan_code."""
+        found = self._targets.get(code)
+        if found is not None:
+            return found
         row = self._db.read(lambda c: c.execute("SELECT tag_id, sku FROM tags WHERE scan_code = ?", (code,)).fetchone())
-        return None if row is None else ScanTarget(str(row[0]), None if row[1] is None else str(row[1]))
+        if row is None:
+            return None
+        if len(self._targets) >= MAX_CACHED_TARGETS:
+            self._targets.clear()
+        target = ScanTarget(str(row[0]), None if row[1] is None else str(row[1]))
+        self._targets[code] = target
+        return target
 
     def decide(self, target: ScanTarget) -> Decision:
         if target.sku is None:

@@ -315,8 +315,10 @@ def scan_links_router(
         host = request.headers.get("host", "")
         return bool(found.netloc) and (found.netloc.lower() == host.lower() or origin.lower() == public_origin)
 
-    @router.api_route("/s/{raw_code}", methods=["GET", "HEAD"], include_in_schema=False)
-    async def scan(raw_code: str, request: Request) -> Response:
+    # A plain Starlette route, not FastAPI's: the scan link is the hot path (bench.kiosk), and FastAPI's
+    # dependency solving for its two parameters cost ~100 us a request there. GET implies HEAD.
+    async def scan(request: Request) -> Response:
+        raw_code: str = request.path_params["raw_code"]
         wait = limited(request)
         if wait:
             return too_many(request, wait)
@@ -337,6 +339,8 @@ def scan_links_router(
         if product is None:
             return message(lang, "no_product", status=200)
         return page(lang, "", product_body(lang, code, product, target), title=product.name)
+
+    router.add_route("/s/{raw_code}", scan, methods=["GET"], include_in_schema=False)
 
     @router.post("/s/{raw_code}/order", include_in_schema=False)
     async def order(raw_code: str, request: Request) -> Response:
