@@ -59,6 +59,14 @@ async def test_recorded_scans_match_the_contract(tmp_path: Path) -> None:
         assert service.decide(ScanTarget("0b5e2a7c99d1f340", "a b/c")).location == (
             "https://m.example.cn/p/a%20b%2Fc?s=sh-0042&t=0b5e2a7c99d1f340"
         )
+        # Codes are remembered, and forgotten when a pairing changes (re-paired, or the product deleted).
+        await catalog.upsert([Product.model_validate({"sku": "6901234567893", "name": "茶", "price": "3",
+                                                      "currency": "CNY"})])
+        await catalog.pair_tags([(paired.tag_id, "6901234567893")])
+        assert service.resolve(paired.scan_code) == ScanTarget(paired.tag_id, "6901234567893")
+        await catalog.delete(["6901234567893"])
+        assert service.resolve(paired.scan_code) == ScanTarget(paired.tag_id, None)
+        assert service.resolve("zzzzzzzzzz") is None
         rows = db.read(lambda c: c.execute("SELECT topic, body FROM outbox ORDER BY seq").fetchall())
         assert len(rows) == 3
         for topic, body in rows:
