@@ -22,14 +22,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.labels.registry import TagRegistry
 from devices.mqtt.coalesce import StateCoalescer
 from devices.mqtt.messages import DeviceMessageError, parse_device_message
 from devices.mqtt.ratelog import RateLimitedLog
 from devices.mqtt.registry import AdoptPolicy, DeviceRegistry
 from devices.simulators.mqtt_device import SimulatedScanner
 from edge_agent.services.catalog import Product
-from edge_agent.services.kiosks import KioskHub, KioskSpec
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.subscriber import CloudSubscriber, Received
@@ -202,18 +200,18 @@ class _BusSink:
 async def test_a_kiosk_bound_scanner_fills_that_kiosks_cart(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
 ) -> None:
-    # Bound by the configuration (scanner-k) and by its own announce (scanner-a).
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker={"device_kiosks": {"scanner-k": "k1"}})
+    # Bound by the configuration (scanner-k) and by its own announce (scanner-a); the runtime wires the
+    # gateway's scans to its KioskHub.
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker={"device_kiosks": {"scanner-k": "k1"}},
+                          kiosks=[{"id": "k1", "name": "Entrance"}])
     async with running_agent(config) as agent:
-        assert agent.gateway is not None and agent.catalog is not None and agent.db is not None
+        assert agent.gateway is not None and agent.catalog is not None and agent.kiosk_hub is not None
+        assert agent.gateway.on_scan == agent.kiosk_hub.scanned
         await agent.catalog.upsert([Product.model_validate(
             {"sku": "tea-500", "name": "东方树叶 茉莉花茶 500ml", "price": "4.50", "currency": "CNY",
              "barcode": "6901234567892"})])
-        hub = KioskHub(agent.catalog, TagRegistry(agent.db), _BusSink(agent.publish), [KioskSpec("k1", "Entrance")],
-                       public_base_url="http://127.0.0.1:8080")
-        agent.gateway.on_scan = hub.scanned  # what the kiosks' wiring in the runtime does
         await wait_until(lambda: agent.gateway.connected, timeout=10)
-        async with hub.stream("k1") as live:
+        async with agent.kiosk_hub.stream("k1") as live:
             scanner = _device(devices, local_broker, "scanner-k")
             scanner.come_online()
             scanner.pub("event", {"kind": "scan", "data": {"code": "6901234567892", "symbology": "ean13"}})
@@ -226,6 +224,8 @@ async def test_a_kiosk_bound_scanner_fills_that_kiosks_cart(
             lost.pub("event", {"kind": "scan", "data": {"code": "4006381333931"}})
             events = await asyncio.to_thread(subscriber.wait_events, 3)
             pushed = await live.get(5.0)
+            while pushed is not None and pushed.kind != "scan":
+                pushed = await live.get(5.0)
     kiosk_scans = [e["payload"] for e in events if e["type"] == "scan.kiosk"]
     assert sorted((s["status"], s.get("sku")) for s in kiosk_scans) == [("ok", "tea-500"), ("unknown", None)]
     assert all(s["kiosk_id"] == "k1" and s["source"] == "mqtt" for s in kiosk_scans)
