@@ -108,13 +108,31 @@ def test_client_type_is_coarse(ua: str | None, kind: str) -> None:
         "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
         "curl/8.5.0",
         "python-httpx/0.28.1",
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 Chrome/124.0 Mobile "
+        "Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Sogou web spider/4.0(+http://www.sogou.com/docs/help/webmasters.htm#07)",
+        "Mozilla/5.0 (compatible;PetalBot;+https://webmaster.petalsearch.com/site/petalbot)",
+        "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 "
+        "(compatible; Bytespider; spider-feedback@bytedance.com)",
+        "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/535.1 (KHTML, like Gecko) 360Spider",
+        "Discordbot/2.0; +https://discordapp.com",
     ],
 )
 def test_link_previews_and_tools_are_told_apart(ua: str) -> None:
     assert is_preview_fetch(ua)
 
 
-@pytest.mark.parametrize("ua", [WECHAT, ANDROID, IPHONE, "", None])
+@pytest.mark.parametrize(
+    "ua",
+    [
+        WECHAT, ANDROID, IPHONE, "", None,
+        "Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 12; V2055A) AppleWebKit/537.36 Chrome/98.0 Mobile Safari/537.36 "
+        "baiduboxapp/13.32.0.10 (Baidu; P1 12)",
+        "Mozilla/5.0 (Linux; Android 11; M2012K11AC) AppleWebKit/537.36 Chrome/87.0 Mobile Safari/537.36 "
+        "SogouMSE,SogouMobileBrowser/5.38.5",
+    ],
+)
 def test_browsers_are_not_previews(ua: str | None) -> None:
     assert not is_preview_fetch(ua)
 

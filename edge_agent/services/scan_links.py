@@ -60,12 +60,14 @@ _CLIENT_RULES: tuple[tuple[re.Pattern[str], ClientType], ...] = (
 )
 # Fetchers that open a link for a preview card or an index, not a shopper: chat apps' link previews
 # (WhatsApp, Telegram, Slack, Discord, Skype, iMessage's "facebookexternalhit"), search and social crawlers
-# (Baidu, Sogou, 360, Bytedance, Google, Bing ...), and command-line HTTP tools. WeChat has no documented
-# preview User-Agent (its previews come from its servers with a desktop browser's); those cannot be told
-# apart and are counted as desktop scans.
+# (Baiduspider, Sogou's spiders, 360Spider, Bytespider, Googlebot, bingbot ...), and command-line HTTP tools.
+# A bot names itself with "bot" glued to a name and followed by "/", "-", ";", "+", " (" or the
+# end, so phone models (CUBOT X30) and Chinese in-app browsers (baiduboxapp, SogouMobileBrowser) still count
+# as shoppers. WeChat has no documented preview User-Agent (its previews come from its servers with a
+# desktop browser's); those cannot be told apart and are counted as desktop scans.
 _PREVIEW_RE = re.compile(
-    r"bot\b|bot/|spider|crawl|slurp|preview|facebookexternalhit|facebot|whatsapp|telegram|skypeuripreview"
-    r"|embedly|quora link|vkshare|pinterest|bytespider|yisou|sogou|baidu|360spider|petalbot"
+    r"[a-z]bot(?:/|-|;|\+|\s\(|\s*$)|spider|crawler|slurp|preview|facebookexternalhit|^whatsapp/"
+    r"|embedly|quora link|vkshare"
     r"|^curl/|^wget/|^python-|^go-http-client|^java/|^okhttp|^libwww|^apache-httpclient|^axios/|^node-fetch",
     re.I,
 )
