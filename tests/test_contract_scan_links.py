@@ -78,3 +78,21 @@ async def test_recorded_scans_match_the_contract(tmp_path: Path) -> None:
         assert [p["answer"] for p in payloads] == ["redirect", "no_product", "redirect"]
     finally:
         db.close()
+
+
+async def test_a_full_outbox_never_keeps_a_shopper_from_the_product(tmp_path: Path) -> None:
+    from cloud_link.outbox import OutboxFullError
+
+    async def refuse(event_type: str, payload: dict[str, object]) -> None:
+        raise OutboxFullError(event_type, EventClass.CRITICAL, 10, 10)
+
+    db = Database(tmp_path)
+    try:
+        service = ScanLinkService(
+            db, ProductCatalog(db), refuse, ScanLinksSection.model_validate({}),
+            store_id="sh-0042", cloud_up=lambda: True, form_secret=b"k" * 32,
+        )
+        assert await service.record(ScanTarget("4a3f0c12d5e6b788", "6901234567892"), "ios", "redirect") is False
+        assert (service.recorded, service.not_recorded) == (0, 1)
+    finally:
+        db.close()
