@@ -32,6 +32,17 @@ NAMES = [
 ]
 
 
+CATEGORIES = ["乳制品 Dairy", "粮油 Staples", "饮料 Drinks", "水果 Fruit", "烘焙 Bakery", "调味 Condiments",
+              "粮油 Staples", "意面 Pasta", "乳制品 Dairy", "饮料 Drinks"]
+
+
+def ean13(i: int) -> str:
+    """A valid EAN-13 with China's 690 prefix, so the kiosk's scanners find the demo products."""
+    body = f"690{i:09d}"
+    total = sum(int(d) * (3 if n % 2 else 1) for n, d in enumerate(body))
+    return body + str((10 - total % 10) % 10)
+
+
 def products(count: int, rng: random.Random) -> list[dict[str, object]]:
     out = []
     for i in range(count):
@@ -45,6 +56,9 @@ def products(count: int, rng: random.Random) -> list[dict[str, object]]:
             "unit_price": f"{price / 2:.2f}",
             "unit_label": "500 g",
             "origin": origin,
+            "barcode": ean13(i),
+            "category": CATEGORIES[i % len(CATEGORIES)],
+            "on_shelf": i % 9 != 8,  # a few only online: the kiosk's "endless aisle"
         }
         if i % 7 == 3:
             product["former_price"] = f"{price * 1.25:.2f}"
