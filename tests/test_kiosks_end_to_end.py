@@ -143,6 +143,27 @@ async def test_an_order_while_the_cloud_is_down_gets_a_local_number_and_arrives_
     assert created[0]["payload"]["total"] == "38.4"
 
 
+async def test_an_order_taken_while_the_cloud_broker_is_stopped_arrives_after_it_restarts(
+    tmp_path: Path, cloud_broker: Broker
+) -> None:
+    watcher = CloudSubscriber(cloud_broker, client_id="cloud-orders-persistent", persistent=True).start()
+    try:
+        async with running_agent(kiosk_config(tmp_path, cloud_broker)) as agent, httpx.AsyncClient(timeout=10) as http:
+            assert agent.session is not None and agent.outbox is not None
+            await stock(agent)
+            await asyncio.to_thread(cloud_broker.stop)
+            await wait_until(lambda: not agent.session.connected, timeout=10)
+            placed = await http.post(f"{base(agent)}/orders",
+                                     json={"items": [{"sku": "MILK", "quantity": 1}], "fulfilment": "till"})
+            assert placed.status_code == 201 and placed.json()["order_number"]
+            await asyncio.to_thread(cloud_broker.start)
+            created = await asyncio.to_thread(watcher.wait_events, 1, 30, "order.created")
+            await wait_until(lambda: agent.outbox is not None and agent.outbox.stats().events == 0, timeout=30)
+    finally:
+        watcher.stop()
+    assert created[0]["payload"]["order_id"] == placed.json()["order_id"]
+
+
 @contextlib.asynccontextmanager
 async def live(http: httpx.AsyncClient, url: str) -> AsyncIterator[asyncio.Queue[tuple[str, Any]]]:
     """An open /live stream; its events arrive in the queue as (event, data)."""

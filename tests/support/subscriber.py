@@ -35,14 +35,20 @@ class CloudSubscriber:
         client_id: str = "cloud-test-subscriber",
         username: str | None = None,
         password: str | None = None,
+        persistent: bool = False,
     ) -> None:
+        """`persistent`: a session the broker keeps (clean_session false), so what is published while this
+        subscriber is away (the broker restarting) waits for it, as for the real cloud's consumers."""
         self.broker = broker
         self.topic = topic
         self.messages: queue.Queue[Received] = queue.Queue()
         self.all: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=not persistent
+        )
+        self.client.reconnect_delay_set(0.1, 1.0)
         if broker.tls is not None:
             self.client.tls_set(
                 ca_certs=str(broker.tls.ca),
