@@ -48,7 +48,7 @@ class CloudSubscriber:
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=not persistent
         )
-        self.client.reconnect_delay_set(0.1, 1.0)
+        self.client.reconnect_delay_set(1, 2)
         if broker.tls is not None:
             self.client.tls_set(
                 ca_certs=str(broker.tls.ca),
