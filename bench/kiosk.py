@@ -14,20 +14,29 @@ with phones' User-Agents, so every request is a scan the agent must record durab
 - scan_events_missing / scan_events_extra: after the run, the scan.tag events that reached the cloud broker
   or still wait in the outbox (by event_id) against the number of 302s: both must be 0.
 
-The kiosk figures (price_to_kiosk_p99_ms, order_to_cloud_p99_ms, lost_orders) come from `measure_kiosk`,
-a hook that prints null until the kiosk measurement is written. `--profile` runs the agent under cProfile
-and prints where its time went (stderr). The last line printed is the JSON of figures.
+The kiosk figures come from `measure_kiosk`, the same agent set-up with kiosk k1 and the system Chromium
+(Playwright) on one product's page:
+
+- price_to_kiosk_p99_ms: a catalog.upsert cloud command changing the product's price, published, until the
+  new price is in the open page's DOM (checked every animation frame);
+- order_to_cloud_p99_ms: an order POSTed to the kiosk API (20 a second) until its order.created event
+  reaches the cloud broker; lost_orders: orders answered 201 and never seen there.
+
+`--profile` runs the agent under cProfile and prints where its time went (stderr). The last line printed is
+the JSON of figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import pstats
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -182,10 +192,154 @@ def measure_scan_links(quick: bool, profile: bool) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class OrderCounter:
+    """Cloud side: the monotonic time each order.created event arrived, by order_id."""
+
+    def __init__(self, port: int) -> None:
+        self.arrived: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-kiosk-orders", protocol=paho.MQTTv311)
+        self.client.on_connect = lambda c, *a: c.subscribe(f"retail/v1/{STORE}/events/order.created", 1)
+        self.client.on_subscribe = lambda *a: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise RuntimeError("cloud subscriber did not subscribe")
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        now = time.monotonic()
+        order_id = json.loads(msg.payload)["payload"]["order_id"]
+        with self._lock:
+            self.arrived.setdefault(order_id, now)
+
+    def seen(self, order_id: str) -> float | None:
+        with self._lock:
+            return self.arrived.get(order_id)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def p99(values: list[float]) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 1) if ordered else None
+
+
 def measure_kiosk(quick: bool) -> dict[str, Any]:
-    """Hook for the kiosk figures: a catalog change to visible on an open kiosk page (in the browser), an order
-    to the cloud broker, and orders lost. Null until that measurement is written."""
-    return {"price_to_kiosk_p99_ms": None, "order_to_cloud_p99_ms": None, "lost_orders": None}
+    """A catalog change (a cloud catalog.upsert command) until the new price is on an open kiosk product page,
+    seen in the system Chromium; an order POSTed by the kiosk until its order.created reaches the cloud
+    broker; orders placed (201) but never seen there."""
+    return asyncio.run(_measure_kiosk(quick))
+
+
+async def _measure_kiosk(quick: bool) -> dict[str, Any]:
+    from playwright.async_api import expect  # noqa: PLC0415 - only this measurement needs a browser
+
+    from tests.support.browser import chromium  # noqa: PLC0415
+
+    changes = 30 if quick else 200
+    order_count = 200 if quick else 2000
+    workdir = Path(tempfile.mkdtemp(prefix="bench-kiosk-orders-"))
+    broker = Broker(workdir / "cloud", persistence=False)
+    broker.start()
+    orders = OrderCounter(broker.port)
+    commands = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-kiosk-commands", protocol=paho.MQTTv311)
+    commands.connect("127.0.0.1", broker.port)
+    commands.loop_start()
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        tags = [(0x4B3F000000000000 + i).to_bytes(8, "big") for i in range(20)]
+        seed_store(workdir / "data", workdir / "preload", tags, "http://127.0.0.1")
+        conn = sqlite3.connect(workdir / "data" / "agent.db")
+        conn.execute("UPDATE products SET category = 'Bench'")
+        (sku, name) = conn.execute("SELECT sku, name FROM products ORDER BY sku LIMIT 1").fetchone()
+        conn.commit()
+        conn.close()
+        port = free_port()
+        config = parse_config(
+            {
+                "agent": {"store_id": STORE, "data_dir": str(workdir / "data"), "log_level": "WARNING"},
+                "web": {"host": "127.0.0.1", "port": port},
+                "cloud": {"host": broker.host, "port": broker.port, "tls": {"enabled": False}},
+                "local_broker": {"enabled": False},
+                "labels": {"public_base_url": f"http://127.0.0.1:{port}"},
+                "kiosk": {"orders_per_minute": 10_000},  # one load generator is one client address
+                "kiosks": [{"id": "k1", "name": "Bench", "lang": "en"}],
+            }
+        )
+        agent = start_agent(write_config(config, workdir / "agent.toml"), workdir / "agent.log", None)
+        deadline = time.monotonic() + 30
+        while not wait_http(port)["cloud"]["connected"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the agent did not connect to the cloud broker")
+            await asyncio.sleep(0.2)
+        base = f"http://127.0.0.1:{port}/kiosk/k1"
+        price_ms: list[float] = []
+        async with chromium() as browser:
+            # The page's CSP forbids eval, which wait_for_function needs: the benchmark's own context lifts it.
+            context = await browser.new_context(bypass_csp=True, viewport={"width": 1080, "height": 1920})
+            page = await context.new_page()
+            await page.goto(f"{base}?idle_s=3600")
+            await expect(page.locator("body")).to_have_attribute("data-live", "true", timeout=15000)
+            await page.click("#start-button")
+            await page.click('#category-grid [data-category="Bench"]')
+            await page.click(f'#product-grid [data-sku="{sku}"]')
+            await expect(page.locator("#product")).to_have_attribute("data-sku", sku)
+            for n in range(changes):
+                price = f"{20 + n % 50}.{n % 100:02d}"
+                command = {"command_id": f"bench-price-{n}", "type": "catalog.upsert",
+                           "payload": {"products": [{"sku": sku, "name": name, "price": price, "currency": "CNY"}]}}
+                started = time.monotonic()
+                commands.publish(f"retail/v1/{STORE}/commands", json.dumps(command), qos=1)
+                await page.wait_for_function(
+                    "p => (document.querySelector('#product-price').textContent || '').includes(p)",
+                    arg=price, polling="raf", timeout=10_000,
+                )
+                price_ms.append((time.monotonic() - started) * 1000)
+                await asyncio.sleep(0.2)
+            await context.close()
+        placed: dict[str, float] = {}
+        refused = 0
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def place(n: int) -> None:
+                nonlocal refused
+                await asyncio.sleep(n / 20)  # 20 orders a second, a busy store's worth and more
+                started = time.monotonic()
+                answer = await client.post(f"{base}/api/orders",
+                                           json={"items": [{"sku": sku, "quantity": 1 + n % 3}], "fulfilment": "till"})
+                if answer.status_code == 201:
+                    placed[answer.json()["order_id"]] = started
+                else:
+                    refused += 1
+
+            await asyncio.gather(*(place(n) for n in range(order_count)))
+        settle = time.monotonic() + 60
+        while any(orders.seen(o) is None for o in placed) and time.monotonic() < settle:
+            await asyncio.sleep(0.2)
+        order_ms = [(seen - placed[o]) * 1000 for o in placed if (seen := orders.seen(o)) is not None]
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+        return {
+            "price_to_kiosk_p99_ms": p99(price_ms),
+            "price_to_kiosk_p50_ms": round(statistics.median(price_ms), 1) if price_ms else None,
+            "price_changes": len(price_ms),
+            "order_to_cloud_p99_ms": p99(order_ms),
+            "order_to_cloud_p50_ms": round(statistics.median(order_ms), 1) if order_ms else None,
+            "orders_placed": len(placed),
+            "orders_refused": refused,
+            "lost_orders": sum(1 for o in placed if orders.seen(o) is None),
+        }
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+        commands.loop_stop()
+        orders.stop()
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:

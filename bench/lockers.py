@@ -285,7 +285,10 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
                 collected.append(order)
 
         measured_from = time.monotonic()
-        async with httpx.AsyncClient(timeout=30) as client:
+        # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them: a POST sent on a
+        # connection the server is closing at that moment fails (a browser retries it; httpx does not).
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
             cycles = asyncio.ensure_future(asyncio.gather(*(worker(bank, client) for bank in BANKS)))
             # The agent runs in this process: if it stops on its own (a crash), say so rather than let the
             # workers fail on closed connections.
