@@ -247,8 +247,12 @@ async def _measure_kiosk(quick: bool) -> dict[str, Any]:
     broker.start()
     orders = OrderCounter(broker.port)
     commands = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-kiosk-commands", protocol=paho.MQTTv311)
+    connected = threading.Event()
+    commands.on_connect = lambda *a: connected.set()
     commands.connect("127.0.0.1", broker.port)
     commands.loop_start()
+    if not connected.wait(10):
+        raise RuntimeError("the benchmark's command publisher did not connect")
     agent: subprocess.Popen[bytes] | None = None
     try:
         tags = [(0x4B3F000000000000 + i).to_bytes(8, "big") for i in range(20)]
@@ -290,8 +294,9 @@ async def _measure_kiosk(quick: bool) -> dict[str, Any]:
             await expect(page.locator("#product")).to_have_attribute("data-sku", sku)
             for n in range(changes):
                 price = f"{20 + n % 50}.{n % 100:02d}"
-                command = {"command_id": f"bench-price-{n}", "type": "catalog.upsert",
-                           "payload": {"products": [{"sku": sku, "name": name, "price": price, "currency": "CNY"}]}}
+                product = {"sku": sku, "name": name, "price": price, "currency": "CNY", "category": "Bench"}
+                payload = {"products": [product]}
+                command = {"command_id": f"bench-price-{n}", "type": "catalog.upsert", "payload": payload}
                 started = time.monotonic()
                 commands.publish(f"retail/v1/{STORE}/commands", json.dumps(command), qos=1)
                 await page.wait_for_function(
