@@ -60,36 +60,46 @@ TEMPLATE = "https://m.example.cn/p/{sku}?store={store_id}&tag={tag_id}"
 STEADY_RPS = 1000
 
 
-class ScanCounter:
-    """An independent cloud-side subscriber collecting the event_id of every scan.tag event."""
+class _EventSubscriber:
+    """An independent cloud-side subscriber to one event type; subclasses record what they need of each."""
 
-    def __init__(self, port: int) -> None:
-        self.ids: set[str] = set()
-        self.received = 0
+    def __init__(self, port: int, event_type: str, client_id: str) -> None:
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-kiosk-cloud", protocol=paho.MQTTv311)
-        self.client.on_connect = lambda c, *a: c.subscribe(f"retail/v1/{STORE}/events/scan.tag", 1)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+        self.client.on_connect = lambda c, *a: c.subscribe(f"retail/v1/{STORE}/events/{event_type}", 1)
         self.client.on_subscribe = lambda *a: self._ready.set()
-        self.client.on_message = self._on_message
+        self.client.on_message = lambda c, u, msg: self._record(json.loads(msg.payload), time.monotonic())
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         if not self._ready.wait(10):
             raise RuntimeError("cloud subscriber did not subscribe")
 
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        event_id = json.loads(msg.payload)["event_id"]
+    def _record(self, event: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class ScanCounter(_EventSubscriber):
+    """The event_id of every scan.tag event."""
+
+    def __init__(self, port: int) -> None:
+        self.ids: set[str] = set()
+        self.received = 0
+        super().__init__(port, "scan.tag", "bench-kiosk-cloud")
+
+    def _record(self, event: dict[str, Any], now: float) -> None:
         with self._lock:
             self.received += 1
-            self.ids.add(event_id)
+            self.ids.add(event["event_id"])
 
     def count(self) -> int:
         with self._lock:
             return len(self.ids)
 
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def load(port: int, codes_file: Path, mode: str, seconds: float, connections: int, rate: float = 0.0) -> dict[str, Any]:
@@ -192,35 +202,20 @@ def measure_scan_links(quick: bool, profile: bool) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-class OrderCounter:
-    """Cloud side: the monotonic time each order.created event arrived, by order_id."""
+class OrderCounter(_EventSubscriber):
+    """The monotonic time each order.created event arrived, by order_id."""
 
     def __init__(self, port: int) -> None:
         self.arrived: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-kiosk-orders", protocol=paho.MQTTv311)
-        self.client.on_connect = lambda c, *a: c.subscribe(f"retail/v1/{STORE}/events/order.created", 1)
-        self.client.on_subscribe = lambda *a: self._ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if not self._ready.wait(10):
-            raise RuntimeError("cloud subscriber did not subscribe")
+        super().__init__(port, "order.created", "bench-kiosk-orders")
 
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        now = time.monotonic()
-        order_id = json.loads(msg.payload)["payload"]["order_id"]
+    def _record(self, event: dict[str, Any], now: float) -> None:
         with self._lock:
-            self.arrived.setdefault(order_id, now)
+            self.arrived.setdefault(event["payload"]["order_id"], now)
 
     def seen(self, order_id: str) -> float | None:
         with self._lock:
             return self.arrived.get(order_id)
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def p99(values: list[float]) -> float | None:
