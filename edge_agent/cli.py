@@ -142,7 +142,7 @@ def _run(path: Path) -> int:
     from edge_agent.runtime import Agent, StartupError  # noqa: PLC0415 - keeps check-config fast and light
 
     try:
-        agent = Agent(config, extra_tasks=(_freeze_start_up_objects,))
+        agent = Agent(config, extra_tasks=(_freeze_start_up_objects,), config_path=path)
     except StartupError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import uvicorn
@@ -66,8 +67,11 @@ from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTi
 from edge_agent.services.orders import OrderService
 from edge_agent.services.pickup_codes import PickupCodes, StoreKeyError, store_key
 from edge_agent.services.scan_links import ScanLinkService, form_key
+from edge_agent.services.web_sessions import WebSessions
+from edge_agent.services.web_users import WebUsers
 from edge_agent.storage import Database
 from edge_agent.systemd_notify import SystemdNotifier
+from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.app import WebContext, create_app
 from edge_agent.web.kiosk_api import KioskApi
 from firmware_bridge.kerong_bus import KerongBus
@@ -147,11 +151,13 @@ class Agent:
         env: dict[str, str] | None = None,
         notifier: SystemdNotifier | None = None,
         extra_tasks: tuple[ExtraTask, ...] = (),
+        config_path: Path | None = None,
     ) -> None:
         problems = missing_secrets(config, env)
         if problems:
             raise StartupError(problems)
         self.config = config
+        self.config_path = config_path  # where the web UI's configuration page reads and writes
         self._env = env
         self.notifier = notifier or SystemdNotifier()
         self._extra = extra_tasks
@@ -177,6 +183,10 @@ class Agent:
         self.scanners: list[SerialScanner] = []
         self.locker_buses: dict[str, KerongBus] = {}
         self._gpio_devices: list[GpioLockBoard | AlarmSignal] = []
+        self.lock_boards: dict[str, LockBoard] = {}
+        self.audit: AuditLog | None = None
+        self.users: WebUsers | None = None
+        self.web_sessions: WebSessions | None = None
 
     # -- what producers use -------------------------------------------------------------------
 
@@ -267,6 +277,8 @@ class Agent:
                 register_device_commands(registry, self.gateway)
                 if self.kiosk_hub is not None:
                     self.gateway.on_scan = self.kiosk_hub.scanned  # handhelds bound to a kiosk fill its cart
+            if cfg.web.enabled:
+                await self._open_web_accounts(db)
             await self._run_tasks(intake, started_at, web_socket)
         finally:
             if self.renderer is not None:
@@ -275,6 +287,38 @@ class Agent:
             if web_socket is not None:
                 web_socket.close()
             log.info("stopped")
+
+    async def _open_web_accounts(self, db: Database) -> None:
+        """The web UI's accounts; with none yet, the one-time setup token, printed for the technician."""
+        self.users = WebUsers(db)
+        self.web_sessions = sessions = WebSessions(db)
+        self.users.on_credentials_changed = lambda username: asyncio.ensure_future(sessions.end_user(username))
+        token = await self.users.ensure_setup_token()
+        if token is not None:
+            # To the console and the journal: whoever can read them is on the box, and can create the first admin.
+            log.warning(
+                "no web UI account yet: open the web UI and enter the one-time setup token %s "
+                "(`edge-agent setup-token` prints it again)", token,
+            )
+
+    def _admin_services(self) -> AdminServices:
+        assert self.db is not None and self.catalog is not None and self.bus is not None
+        return AdminServices(
+            config=self.config,
+            config_path=self.config_path,
+            db=self.db,
+            catalog=self.catalog,
+            tags=TagRegistry(self.db),
+            publish=self.bus.publish,
+            labels=self.labels,
+            lockers=self.lockers,
+            lock_boards=self.lock_boards,
+            locker_buses=self.locker_buses,
+            gateway=self.gateway,
+            kiosk_hub=self.kiosk_hub,
+            audit=self.audit,
+            gpio_devices=list(self._gpio_devices),
+        )
 
     def _bind_web_socket(self) -> socket.socket:
         host, port = self.config.web.host, self.config.web.port
@@ -333,6 +377,9 @@ class Agent:
                         public_base_url=cfg.labels.public_base_url,
                         price_locale=cfg.labels.locale,
                         kiosk_api=self.kiosk_api,
+                        users=self.users,
+                        sessions=self.web_sessions,
+                        admin=self._admin_services(),
                     )
                 )
                 server = _EmbeddedServer(
@@ -384,12 +431,14 @@ class Agent:
     async def _build_lockers(self, db: Database, registry: CommandRegistry, sink: _DeviceSink) -> None:
         cfg = self.config.lockers
         assert self.bus is not None
-        audit = _AuditToCloud(AuditLog(db), self.bus)
+        self.audit = AuditLog(db)
+        audit = _AuditToCloud(self.audit, self.bus)
         self.locker_buses = {b.name: KerongBus(b.url, baudrate=b.baudrate) for b in cfg.buses}
         boards: dict[str, LockBoard] = {
             b.id: KerongBoard(self.locker_buses[b.bus], b.number, b.locks) for b in cfg.boards
         }
         signals = self._build_gpio(boards)
+        self.lock_boards = boards
         codes = PickupCodes(db, store_key(self._env))
         self.lockers = LockerService(
             db,

@@ -338,6 +338,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        9,
+        "web UI accounts, sessions, settings",
+        (
+            # edge_agent.services.web_users: the technician web UI's accounts. No row exists until the first
+            # admin is created with the one-time setup token (no default account, DESIGN.md section 7).
+            # role: admin | technician | staff. password_hash: argon2id.
+            """CREATE TABLE web_users (
+                username TEXT PRIMARY KEY,
+                role TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                password_changed_ms INTEGER NOT NULL,
+                last_sign_in_ms INTEGER,
+                lang TEXT
+            )""",
+            # edge_agent.services.web_sessions: signed-in browsers. Only the SHA-256 of the session token is kept,
+            # so a copy of the database signs nobody in. Kept on disk: a restart after a configuration change
+            # must not sign the technician out.
+            """CREATE TABLE web_sessions (
+                token_hash TEXT PRIMARY KEY,
+                username TEXT NOT NULL REFERENCES web_users(username) ON DELETE CASCADE,
+                csrf TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                last_seen_ms INTEGER NOT NULL,
+                client TEXT
+            )""",
+            "CREATE INDEX web_sessions_by_user ON web_sessions(username)",
+            # Small named values the agent keeps for itself (the setup token until it is used).
+            """CREATE TABLE agent_settings (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                updated_ms INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

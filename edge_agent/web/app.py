@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,6 +17,12 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import LockerService
 from edge_agent.services.scan_links import ScanLinkService
+from edge_agent.services.web_sessions import WebSessions
+from edge_agent.services.web_users import Role, WebUsers
+from edge_agent.web.admin_context import AdminServices
+from edge_agent.web.admin_pages import admin_pages_router
+from edge_agent.web.auth import WebAuth, check_route_policy, install_auth, is_loopback, require
+from edge_agent.web.auth_api import auth_router, users_router
 from edge_agent.web.kiosk_api import KioskApi, kiosk_api_router
 from edge_agent.web.kiosk_screen import kiosk_screen_router
 from edge_agent.web.locker_api import locker_router
@@ -45,20 +50,25 @@ class WebContext:
     price_locale: str = "zh_CN"
     # The kiosks' JSON API and live stream (/kiosk/{id}/api, docs/kiosk-api.md); None without [[kiosks]].
     kiosk_api: KioskApi | None = None
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+    # The technician web UI: accounts, sessions, and the agent's parts its pages show and drive.
+    users: WebUsers | None = None
+    sessions: WebSessions | None = None
+    admin: AdminServices | None = None
+    https_port: int | None = None
 
 
 def create_app(ctx: WebContext) -> FastAPI:
     app = FastAPI(title="Store Edge Agent", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
+    if ctx.users is not None and ctx.sessions is not None:
+        install_auth(app, WebAuth(ctx.users, ctx.sessions, https_port=ctx.https_port))
+        app.include_router(auth_router(ctx.users, ctx.sessions))
+        app.include_router(users_router(ctx.users, ctx.sessions))
+        app.include_router(admin_pages_router(ctx.store_id, ctx.users))
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require(Role.TECHNICIAN))])
+        def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -96,7 +106,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
-        if ctx.metrics_loopback_only and not _is_loopback(request.client.host if request.client else None):
+        if ctx.metrics_loopback_only and not is_loopback(request.client.host if request.client else None):
             return PlainTextResponse("metrics are served to loopback clients only\n", status_code=403)
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -114,4 +124,5 @@ def create_app(ctx: WebContext) -> FastAPI:
     if ctx.kiosk_api is not None:
         app.include_router(kiosk_api_router(ctx.kiosk_api))
         app.include_router(kiosk_screen_router(ctx.kiosk_api.hub))
+    check_route_policy(app.routes)
     return app

@@ -1,0 +1,47 @@
+"""What the technician web UI's routers reach: the agent's running parts, passed in by the composition root.
+
+Each field is the running service itself (not a copy); None when the store has no such part (no lockers, no
+in-store broker). The routers read through the services' own methods and never write their tables directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloud_link.events import Event
+from devices.labels.registry import TagRegistry
+from devices.labels.updates import LabelService
+from devices.lockers.board import LockBoard
+from devices.mqtt_gateway import MqttDeviceGateway
+from edge_agent.config import AgentConfig
+from edge_agent.services.audit import AuditLog
+from edge_agent.services.catalog import ProductCatalog
+from edge_agent.services.kiosks import KioskHub
+from edge_agent.services.lockers import LockerService
+from edge_agent.storage import Database
+from firmware_bridge.kerong_bus import KerongBus
+
+
+@dataclass
+class AdminServices:
+    config: AgentConfig
+    # The file the configuration was loaded from; None when the agent was built from an object (tests that
+    # do not exercise configuration editing).
+    config_path: Path | None
+    db: Database
+    catalog: ProductCatalog
+    tags: TagRegistry
+    # publish(event_type, payload): into the outbox (returns once durable), as every producer does.
+    publish: Callable[[str, dict[str, Any]], Awaitable[Event]]
+    labels: LabelService | None = None
+    lockers: LockerService | None = None
+    lock_boards: dict[str, LockBoard] = field(default_factory=dict)
+    locker_buses: dict[str, KerongBus] = field(default_factory=dict)
+    gateway: MqttDeviceGateway | None = None
+    kiosk_hub: KioskHub | None = None
+    audit: AuditLog | None = None
+    # GPIO lock boards and alarm signals (devices.lockers.gpio / signal), for the devices page.
+    gpio_devices: list[Any] = field(default_factory=list)

@@ -1,0 +1,215 @@
+"""Who may call what: sessions, roles and CSRF for every route of the technician web UI and its JSON API.
+
+Every route needs a signed-in session with a role (`require(Role.X)` as a dependency) unless it is one of
+the public routes of `PUBLIC_ROUTES`: the shopper pages (kiosk, locker screen, scan links, which carry
+their own bearer sessions where they need one), `/healthz`, `/metrics`, the sign-in and setup pages, and
+the admin pages' static files. `check_route_policy(app)` runs when the app is built and refuses a route
+that is neither, so a new endpoint without a policy cannot ship by accident (DESIGN.md section 7).
+
+State-changing requests (anything but GET/HEAD/OPTIONS) also need the session's CSRF token in the
+`X-CSRF-Token` header, and a request whose `Origin` names another site is refused before anything else.
+API routes answer 401/403 JSON; page routes send a browser that is not signed in to `/login`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+
+from edge_agent.services.web_sessions import WebSession, WebSessions
+from edge_agent.services.web_users import Role, WebUsers
+
+SESSION_COOKIE = "edge_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Path templates (as FastAPI registers them) that need no web UI session. Anything else needs `require`.
+PUBLIC_ROUTES: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p)
+    for p in (
+        r"/healthz",
+        r"/metrics",
+        # Shopper pages and their APIs (DESIGN.md section 7): they read and act only on what a shopper may.
+        r"/kiosk/\{kiosk_id\}(/api/.*)?",
+        r"/locker/\{bank_id\}(/api/.*)?",
+        r"/s",
+        r"/s/\{[a-z_]+(:path)?\}(/order)?",
+        r"/static/(kiosk|locker|scan)/\{name\}",
+        # What a browser needs before it has a session.
+        r"/login",
+        r"/setup",
+        r"/api/auth/(state|login|setup)",
+        r"/static/admin/\{name\}",
+        r"/favicon\.ico",
+    )
+)
+
+
+def is_public(path: str) -> bool:
+    return any(p.fullmatch(path) for p in PUBLIC_ROUTES)
+
+
+class NotSignedInError(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(401, "sign in first")
+
+
+@dataclass
+class WebAuth:
+    """What the auth dependencies need; kept on `app.state.auth`."""
+
+    users: WebUsers
+    sessions: WebSessions
+    # The HTTPS port, when the agent serves one: the admin pages then send non-loopback plain-HTTP visitors
+    # there, so a password never crosses the store's LAN in clear.
+    https_port: int | None = None
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def is_https(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def same_origin(request: Request) -> bool:
+    """False when the request names an Origin (or, lacking one, a Referer) on another host and port."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin or origin == "null":
+        return origin != "null"
+    parts = urlsplit(origin)
+    host = request.headers.get("host", "")
+    return parts.netloc.lower() == host.lower()
+
+
+def _refuse(status: int, error: str, message: str) -> HTTPException:
+    return HTTPException(status, {"error": error, "message": message})
+
+
+def _make_require(role: Role) -> Callable[[Request], Awaitable[WebSession]]:
+    async def require_session(request: Request) -> WebSession:
+        auth: WebAuth = request.app.state.auth
+        if request.method not in SAFE_METHODS and not same_origin(request):
+            raise _refuse(403, "cross_origin", "requests from other sites are refused")
+        token = request.cookies.get(SESSION_COOKIE)
+        session = await auth.sessions.use(token) if token else None
+        if session is None:
+            raise NotSignedInError()
+        if not session.role.allows(role):
+            raise _refuse(403, "forbidden", f"this needs the {role.value} role")
+        if request.method not in SAFE_METHODS and not session.csrf_ok(request.headers.get(CSRF_HEADER)):
+            raise _refuse(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
+        request.state.web_session = session
+        return session
+
+    require_session.required_role = role  # type: ignore[attr-defined]
+    require_session.__name__ = f"require_{role.value}"
+    return require_session
+
+
+_REQUIRE = {role: _make_require(role) for role in Role}
+
+
+def require(role: Role) -> Callable[[Request], Awaitable[WebSession]]:
+    """The dependency that admits a signed-in session of `role` or higher (and checks CSRF on writes).
+    One function per role, so FastAPI runs it once per request however many times a route names it."""
+    return _REQUIRE[role]
+
+
+def required_role(route: APIRoute) -> Role | None:
+    """The lowest role the route's dependencies demand; None when it demands none."""
+    roles: list[Role] = []
+
+    def walk(dependant: Dependant) -> None:
+        for dep in dependant.dependencies:
+            role = getattr(dep.call, "required_role", None)
+            if isinstance(role, Role):
+                roles.append(role)
+            walk(dep)
+
+    walk(route.dependant)
+    return max(roles, key=lambda r: r.rank) if roles else None
+
+
+def check_route_policy(routes: Iterable[Any]) -> None:
+    """Refuse to build an app with a route that is neither public nor guarded by `require`."""
+    unguarded = [
+        f"{sorted(route.methods or [])} {route.path}"
+        for route in routes
+        if isinstance(route, APIRoute) and not is_public(route.path) and required_role(route) is None
+    ]
+    if unguarded:
+        raise RuntimeError("routes without an access policy (add require(Role...)): " + ", ".join(unguarded))
+
+
+def wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+def install_auth(app: FastAPI, auth: WebAuth) -> None:
+    """Keep `auth` on the app, send signed-out browsers to /login, and keep admin traffic off plain HTTP."""
+    app.state.auth = auth
+
+    @app.exception_handler(NotSignedInError)
+    async def not_signed_in(request: Request, exc: NotSignedInError) -> Response:
+        if wants_html(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        return JSONResponse({"error": "not_signed_in", "message": "sign in first"}, status_code=401)
+
+    @app.middleware("http")
+    async def admin_over_https(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if (
+            auth.https_port is not None
+            and not is_https(request)
+            and not is_loopback(request.client.host if request.client else None)
+            and not _is_public_path(request.url.path)
+        ):
+            host = (request.url.hostname or "localhost").strip("[]")
+            host = f"[{host}]" if ":" in host else host
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(f"https://{host}:{auth.https_port}{request.url.path}{query}", status_code=308)
+        return await call_next(request)
+
+
+_PUBLIC_PATH_PREFIXES = ("/kiosk/", "/locker/", "/s/", "/static/kiosk/", "/static/locker/", "/static/scan/")
+
+
+def _is_public_path(path: str) -> bool:
+    """The concrete request paths of the shopper pages and probes, which stay on plain HTTP (a kiosk's
+    Chromium and a phone following a tag's QR code must not meet a self-signed certificate)."""
+    return path in ("/healthz", "/metrics", "/s") or path.startswith(_PUBLIC_PATH_PREFIXES)
+
+
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=is_https(request),
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request))
