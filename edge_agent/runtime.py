@@ -187,6 +187,7 @@ class Agent:
         self.audit: AuditLog | None = None
         self.users: WebUsers | None = None
         self.web_sessions: WebSessions | None = None
+        self.web_app: Any = None  # the FastAPI app, once serving (tests and bench.ui walk its routes)
 
     # -- what producers use -------------------------------------------------------------------
 
@@ -382,6 +383,7 @@ class Agent:
                         admin=self._admin_services(),
                     )
                 )
+                self.web_app = app
                 server = _EmbeddedServer(
                     uvicorn.Config(app, host=cfg.web.host, port=cfg.web.port, log_config=None, access_log=False)
                 )
