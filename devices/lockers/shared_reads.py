@@ -32,6 +32,12 @@ class SharedReads:
         self._inflight_started = float("-inf")
         self.reads = 0  # reads actually sent to the board (the rest were shared)
 
+    @property
+    def last_reading(self) -> tuple[float, list[LockState]] | None:
+        """The latest successful reading and the monotonic time its request left; None before the first.
+        For health views: looking at it costs the bus nothing."""
+        return None if self._last is None else (self._last_started, self._last)
+
     async def read_all(self, *, max_age_s: float, not_before: float = float("-inf")) -> list[LockState]:
         while True:
             now = self._clock()

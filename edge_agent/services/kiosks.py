@@ -153,6 +153,15 @@ class KioskHub:
         p = self._presence.get(kiosk_id)
         return p is not None and (p.streams > 0 or self._clock() - p.last_beat < self.heartbeat_s)
 
+    def last_seen_ms(self, kiosk_id: str) -> int | None:
+        """When the kiosk's page last beat or closed its stream (wall clock, ms); None if never."""
+        p = self._presence.get(kiosk_id)
+        return None if p is None else p.last_seen_ms
+
+    def open_streams(self, kiosk_id: str) -> int:
+        p = self._presence.get(kiosk_id)
+        return 0 if p is None else p.streams
+
     # -- codes and scans ----------------------------------------------------------------------
 
     def resolve_code(self, code: str) -> Product | None:

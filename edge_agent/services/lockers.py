@@ -314,6 +314,11 @@ class LockerService:
         )
         self._compartment_cache = None
 
+    def board_readings(self) -> dict[str, tuple[float, list[LockState]] | None]:
+        """Each polled board's latest sensor reading (monotonic time its request left, lock states), as the
+        alarm loop and the door watchers shared it: the dashboard shows these without a read of its own."""
+        return {board_id: reads.last_reading for board_id, reads in self._reads.items()}
+
     def retrievals(self, bank: str | None = None) -> list[Pickup]:
         """Pickups waiting for staff to take them out (expired or cancelled while loaded), oldest first."""
         rows = self._db.read(
