@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,6 +24,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
+from starlette.routing import Mount, Route
 
 from edge_agent.services.web_sessions import WebSession, WebSessions
 from edge_agent.services.web_users import Role, WebUsers
@@ -135,8 +136,9 @@ def require(role: Role) -> Callable[[Request], Awaitable[WebSession]]:
     return _REQUIRE[role]
 
 
-def required_role(route: APIRoute) -> Role | None:
-    """The lowest role the route's dependencies demand; None when it demands none."""
+def required_role(route: Any) -> Role | None:
+    """The lowest role the route's dependencies demand; None when it demands none. `route` is an APIRoute or
+    a `RouteInfo.context` (which also carries the dependencies of the routers it was included through)."""
     roles: list[Role] = []
 
     def walk(dependant: Dependant) -> None:
@@ -146,16 +148,54 @@ def required_role(route: APIRoute) -> Role | None:
                 roles.append(role)
             walk(dep)
 
-    walk(route.dependant)
+    dependant = getattr(route, "dependant", None)
+    if isinstance(dependant, Dependant):
+        walk(dependant)
     return max(roles, key=lambda r: r.rank) if roles else None
 
 
+@dataclass(frozen=True)
+class RouteInfo:
+    """One route as the app serves it: full path template, methods, and who may call it."""
+
+    path: str
+    methods: frozenset[str]
+    role: Role | None  # the role its dependencies require; None: none (public, or a hole)
+    is_api: bool  # a FastAPI route (dependencies apply); False: a plain Starlette route or a mount
+    context: Any  # the APIRoute / Route / Mount, or FastAPI's RouteContext for an included router's route
+
+
+def iter_routes(routes: Iterable[Any]) -> Iterator[RouteInfo]:
+    """Every route of `app.routes`, included routers flattened. FastAPI 0.16x keeps an included router as one
+    `_IncludedRouter` entry in `app.routes` (its routes resolved lazily, with the prefixes and dependencies of
+    the routers it was included through): a plain walk of `app.routes` would see none of its routes."""
+    try:
+        from fastapi.routing import iter_route_contexts  # noqa: PLC0415 - FastAPI >= 0.16x only
+    except ImportError:  # older FastAPI copies included routes into app.routes
+        contexts: Iterable[Any] = list(routes)
+    else:
+        contexts = iter_route_contexts(list(routes))
+    for ctx in contexts:
+        original = getattr(ctx, "original_route", ctx)
+        path = getattr(ctx, "path", None)
+        if not isinstance(path, str):
+            continue
+        if isinstance(original, APIRoute):
+            yield RouteInfo(path, frozenset(ctx.methods or ()), required_role(ctx), True, ctx)
+        elif isinstance(original, Mount):
+            yield RouteInfo(path.rstrip("/") + "/{path:path}", frozenset({"GET"}), None, False, ctx)
+        elif isinstance(original, Route):
+            methods = frozenset(ctx.methods or {"GET"}) - {"HEAD"}
+            yield RouteInfo(path, methods, None, False, ctx)
+
+
 def check_route_policy(routes: Iterable[Any]) -> None:
-    """Refuse to build an app with a route that is neither public nor guarded by `require`."""
+    """Refuse to build an app with a route that is neither public nor guarded by `require` (a plain Starlette
+    route or mount cannot carry `require`, so one that is not public is refused too)."""
     unguarded = [
-        f"{sorted(route.methods or [])} {route.path}"
-        for route in routes
-        if isinstance(route, APIRoute) and not is_public(route.path) and required_role(route) is None
+        f"{sorted(info.methods)} {info.path}"
+        for info in iter_routes(routes)
+        if not is_public(info.path) and info.role is None
     ]
     if unguarded:
         raise RuntimeError("routes without an access policy (add require(Role...)): " + ", ".join(unguarded))

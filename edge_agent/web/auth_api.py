@@ -36,6 +36,9 @@ from edge_agent.web.auth import (
 log = logging.getLogger(__name__)
 
 Lang = Literal["en", "zh-CN"]
+# At module level: with postponed annotations FastAPI resolves a parameter's annotation in the module's
+# globals, so a dependency kept in a local variable would silently turn the parameter into a query string.
+SignedIn = Annotated[WebSession, Depends(require(Role.STAFF))]
 
 
 class _Body(BaseModel):
@@ -94,7 +97,6 @@ def _check_origin(request: Request) -> None:
 
 def auth_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
     router = APIRouter(prefix="/api/auth", tags=["sign-in"])
-    any_user = Depends(require(Role.STAFF))
 
     async def signed_in(request: Request, user: WebUser) -> JSONResponse:
         token, session = await sessions.start(user.username, client_address(request))
@@ -137,7 +139,7 @@ def auth_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
         return await signed_in(request, result.user)
 
     @router.post("/logout")
-    async def logout(request: Request, session: Annotated[WebSession, any_user]) -> Response:
+    async def logout(request: Request, session: SignedIn) -> Response:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             await sessions.end(token)
@@ -146,7 +148,7 @@ def auth_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
         return response
 
     @router.get("/me")
-    def me(session: Annotated[WebSession, any_user]) -> dict[str, Any]:
+    def me(session: SignedIn) -> dict[str, Any]:
         user = users.get(session.username)
         return {
             "username": session.username,
@@ -157,7 +159,7 @@ def auth_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
 
     @router.post("/password", responses={400: {}, 401: {}})
     async def change_password(
-        body: PasswordChangeBody, request: Request, session: Annotated[WebSession, any_user]
+        body: PasswordChangeBody, request: Request, session: SignedIn
     ) -> dict[str, Any]:
         check = await users.sign_in(session.username, body.current, client_address(request))
         if check.status is not SignInStatus.OK:
