@@ -67,6 +67,7 @@ from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTi
 from edge_agent.services.orders import OrderService
 from edge_agent.services.pickup_codes import PickupCodes, StoreKeyError, store_key
 from edge_agent.services.scan_links import ScanLinkService, form_key
+from edge_agent.services.store_health import LiveHub, StoreHealth
 from edge_agent.services.web_sessions import WebSessions
 from edge_agent.services.web_users import WebUsers
 from edge_agent.storage import Database
@@ -187,6 +188,7 @@ class Agent:
         self.audit: AuditLog | None = None
         self.users: WebUsers | None = None
         self.web_sessions: WebSessions | None = None
+        self.live_hub: LiveHub | None = None  # the web UI's dashboard and live stream
         self.web_app: Any = None  # the FastAPI app, once serving (tests and bench.ui walk its routes)
 
     # -- what producers use -------------------------------------------------------------------
@@ -319,7 +321,25 @@ class Agent:
             kiosk_hub=self.kiosk_hub,
             audit=self.audit,
             gpio_devices=list(self._gpio_devices),
+            live=self.live_hub,
         )
+
+    def _build_live_hub(self) -> LiveHub:
+        assert self.db is not None
+        buses = {b.id: b.bus for b in self.config.lockers.boards}
+        buses.update({g.id: "gpio" for g in self.config.lockers.gpio_boards})
+        health = StoreHealth(
+            db=self.db,
+            outbox=self.outbox,
+            session=self.session,
+            labels=self.labels,
+            lockers=self.lockers,
+            lock_boards=self.lock_boards,
+            board_buses=buses,
+            gateway=self.gateway,
+            kiosk_hub=self.kiosk_hub,
+        )
+        return LiveHub(health)
 
     def _bind_web_socket(self) -> socket.socket:
         host, port = self.config.web.host, self.config.web.port
@@ -364,6 +384,8 @@ class Agent:
             for i, extra in enumerate(self._extra):
                 background.append(tg.create_task(extra(self), name=f"extra-{i}"))
             if web_socket is not None:
+                self.live_hub = self._build_live_hub()
+                background.append(tg.create_task(self.live_hub.run(), name="web-live"))
                 app = create_app(
                     WebContext(
                         store_id=cfg.agent.store_id,
@@ -412,6 +434,8 @@ class Agent:
             task.cancel()
         if self.kiosk_hub is not None:
             self.kiosk_hub.close()  # end the pages' live streams, or the web server would wait on them
+        if self.live_hub is not None:
+            self.live_hub.close()  # the same for the web UI's live streams
         if server is not None:
             server.should_exit = True
         if session_task is not None and self.session is not None:

@@ -21,6 +21,7 @@ from edge_agent.services.audit import AuditLog
 from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.kiosks import KioskHub
 from edge_agent.services.lockers import LockerService
+from edge_agent.services.store_health import LiveHub
 from edge_agent.storage import Database
 from firmware_bridge.kerong_bus import KerongBus
 
@@ -45,3 +46,5 @@ class AdminServices:
     audit: AuditLog | None = None
     # GPIO lock boards and alarm signals (devices.lockers.gpio / signal), for the devices page.
     gpio_devices: list[Any] = field(default_factory=list)
+    # The dashboard's snapshot and the live stream's hub (edge_agent.services.store_health); the runtime runs it.
+    live: LiveHub | None = None

@@ -23,6 +23,7 @@ from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.admin_pages import admin_pages_router
 from edge_agent.web.auth import WebAuth, check_route_policy, install_auth, is_loopback, require
 from edge_agent.web.auth_api import auth_router, users_router
+from edge_agent.web.dashboard_api import dashboard_router
 from edge_agent.web.kiosk_api import KioskApi, kiosk_api_router
 from edge_agent.web.kiosk_screen import kiosk_screen_router
 from edge_agent.web.locker_api import locker_router
@@ -124,5 +125,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     if ctx.kiosk_api is not None:
         app.include_router(kiosk_api_router(ctx.kiosk_api))
         app.include_router(kiosk_screen_router(ctx.kiosk_api.hub))
+    if ctx.admin is not None and ctx.users is not None and ctx.admin.live is not None:
+        app.include_router(dashboard_router(ctx.admin.live))
     check_route_policy(app.routes)
     return app

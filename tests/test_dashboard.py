@@ -1,0 +1,266 @@
+"""The dashboard through the running agent: GET /api/dashboard against what is really there (a cloud Mosquitto,
+an in-store Mosquitto with a Wi-Fi device, a Kerong lock board emulated on a pty, kiosks, tags in SQLite), the
+live stream (/api/live) delivering a device change within a second, sign-in required, and the page updating
+in the system Chromium without a reload.
+
+With EDGE_SCREENSHOTS=1 the browser test also saves docs/screenshots/ui-dashboard.png (1280x800)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.runtime import Agent
+from edge_agent.services.catalog import Product
+from edge_agent.services.web_users import Role
+from firmware_bridge.base_station.pty_line import PtyPort
+from tests.conftest import agent_config, running_agent, wait_until
+from tests.support.broker import Broker
+from tests.support.browser import chromium
+from tests.support.lockers import compartment, idle_emulator, one_board
+
+KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}
+PASSWORD = "correct horse battery staple"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshots" / "ui-dashboard.png"
+
+
+def store_config(tmp_path: Path, cloud: Broker, local: Broker, compartments: int = 4) -> Any:
+    bank = one_board(
+        tmp_path / "lockers0",
+        *(compartment(f"A-{i:02d}", i, column=i) for i in range(1, compartments + 1)),
+    )
+    return agent_config(
+        tmp_path / "data", cloud, local, lockers=bank,
+        kiosks=[{"id": "k1", "name": "Entrance"}, {"id": "k2", "name": "Back"}],
+    )
+
+
+@contextlib.asynccontextmanager
+async def signed_in(agent: Agent, username: str = "staff1", role: Role = Role.STAFF) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client signed in over the API (a new account of `role`), with the session's CSRF header."""
+    assert agent.users is not None
+    await agent.users.add(username, PASSWORD, role)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}", timeout=10) as client:
+        answer = await client.post("/api/auth/login", json={"username": username, "password": PASSWORD})
+        assert answer.status_code == 200, answer.text
+        client.headers["X-CSRF-Token"] = answer.json()["csrf"]
+        yield client
+
+
+async def add_tags(agent: Agent, total: int, paired: int, offline: int) -> None:
+    """Tags as the registry stores them: `paired` with a product, `offline` not heard from for two hours."""
+    assert agent.db is not None and agent.catalog is not None
+    await agent.catalog.upsert([Product.model_validate({"sku": "TEA", "name": "东方树叶 茉莉花茶 500ml",
+                                                        "price": "4.50", "currency": "CNY"})])
+    now = int(time.time() * 1000)
+    rows = [
+        (f"{i:016x}", 1, "bs1", "TEA" if i < paired else None, f"code{i:06d}",
+         now - 7_200_000 if i >= total - offline else now, now)
+        for i in range(total)
+    ]
+    await agent.db.write(lambda c: c.executemany(
+        "INSERT INTO tags(tag_id, type_code, base_station, sku, scan_code, last_seen_ms, created_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)", rows))
+
+
+class WifiDevice:
+    """A Wi-Fi handheld on the in-store broker: announce and availability, retained, as real ones do."""
+
+    def __init__(self, broker: Broker, device_id: str) -> None:
+        self.base = f"store/v1/devices/{device_id}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}")
+        self.client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
+        self.client.connect(broker.host, broker.port, keepalive=10)
+        self.client.loop_start()
+
+    def online(self) -> None:
+        announce = {"kind": "scanner", "model": "HS-2", "fw": "1.4.2", "capabilities": ["scan"]}
+        self.client.publish(f"{self.base}/announce", json.dumps(announce), qos=1, retain=True).wait_for_publish(5)
+        self.client.publish(f"{self.base}/availability", "online", qos=1, retain=True).wait_for_publish(5)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class LiveReader:
+    """One /api/live stream read in the background: (arrival time, event, data) in order."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self.status: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LiveReader]:
+        self._task = asyncio.create_task(self._read())
+        try:
+            await wait_until(lambda: any(e == "dashboard" for _, e, _ in self.events), timeout=10)
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _read(self) -> None:
+        async with self.client.stream("GET", "/api/live") as response:
+            self.status = response.status_code
+            event = "message"
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    self.events.append((time.monotonic(), event, json.loads(line[6:])))
+                    event = "message"
+
+    def first(self, event: str, predicate: Any) -> tuple[float, dict[str, Any]] | None:
+        for at, name, data in self.events:
+            if name == event and predicate(data):
+                return at, data
+        return None
+
+
+async def test_the_snapshot_matches_the_store_and_needs_a_session(
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker
+) -> None:
+    emulator = idle_emulator()
+    async with (
+        emulator.running(PtyPort(tmp_path / "lockers0")),
+        running_agent(store_config(tmp_path, cloud_broker, local_broker), env=KEY_ENV) as agent,
+    ):
+        base = f"http://127.0.0.1:{agent.web_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as anonymous:
+            for path in ("/api/dashboard", "/api/live"):
+                assert (await anonymous.get(path)).status_code == 401
+        await add_tags(agent, total=30, paired=12, offline=5)
+        async with signed_in(agent) as staff:
+            assert agent.lockers is not None
+            await wait_until(lambda: all(r is not None for r in agent.lockers.board_readings().values()), 10)
+            snap = (await staff.get("/api/dashboard")).json()
+            assert snap["cloud"]["connected"] is True and snap["cloud"]["protocol"] is not None
+            assert agent.outbox is not None
+            assert snap["cloud"]["outbox"]["depth"] == agent.outbox.stats().events
+            assert snap["tags"] == {"total": 30, "paired": 12, "unpaired": 18, "offline": 5, "discovered": 0}
+            assert snap["lock_boards"] == [
+                {"id": "kerong-0", "bus": "rs485", "locks": 16, "reachable": True,
+                 "reading_age_s": snap["lock_boards"][0]["reading_age_s"]}
+            ]
+            assert snap["compartments"] == {"total": 4, "enabled": 4, "open": 0, "occupied": 0}
+            assert [(k["id"], k["name"], k["online"]) for k in snap["kiosks"]] == [
+                ("k1", "Entrance", False), ("k2", "Back", False)]
+            assert snap["mqtt_devices"]["broker_connected"] is True and snap["alarms"] == []
+            # Staff disable a door: an out-of-service alarm, and one fewer door in service.
+            await agent.lockers.set_in_service("A-02", False, "broken hinge")
+            snap = (await staff.get("/api/dashboard")).json()
+            assert snap["alarms"] == [{"kind": "out_of_service", "compartment": "A-02", "since_ms": None,
+                                       "message": "Door A-02 is out of service (broken hinge)."}]
+            assert snap["compartments"]["enabled"] == 3
+            # A parcel in A-03 and its door opened by hand (no command): item and door state, a forced-door alarm.
+            forced = emulator.compartments[(0, 3)]
+            forced.item, forced.latched, forced.door_open = True, False, True
+            await wait_until(lambda: any(a.kind == "door_forced" for a in agent.lockers.open_alarms()), 10)
+            snap = (await staff.get("/api/dashboard")).json()
+            assert snap["compartments"]["open"] == 1 and snap["compartments"]["occupied"] == 1
+            assert {a["kind"] for a in snap["alarms"]} == {"out_of_service", "door_forced"}
+        # A technician and an admin can read it too (roles rank up); the route is in the OpenAPI document.
+        async with signed_in(agent, "admin1", Role.ADMIN) as admin:
+            assert (await admin.get("/api/dashboard")).status_code == 200
+            assert "/api/dashboard" in (await admin.get("/openapi.json")).json()["paths"]
+
+
+async def test_the_live_stream_tells_device_changes_within_a_second(
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker
+) -> None:
+    emulator = idle_emulator()
+    async with (
+        emulator.running(PtyPort(tmp_path / "lockers0")),
+        running_agent(store_config(tmp_path, cloud_broker, local_broker), env=KEY_ENV) as agent,
+    ):
+        assert agent.lockers is not None and agent.gateway is not None
+        device = WifiDevice(local_broker, "scanner-7")
+        try:
+            async with signed_in(agent) as staff, LiveReader(staff).running() as live:
+                assert live.status == 200
+                first = live.events[0][2]
+                assert [k["id"] for k in first["kiosks"]] == ["k1", "k2"]
+                # A Wi-Fi scanner comes online: a device event within a second of its message.
+                sent = time.monotonic()
+                await asyncio.to_thread(device.online)
+                await wait_until(lambda: live.first("device", lambda d: d["id"] == "scanner-7" and
+                                                    d["state"]["online"] is True) is not None, 5)
+                got = live.first("device", lambda d: d["id"] == "scanner-7")
+                assert got is not None and got[1]["kind"] == "mqtt" and got[0] - sent < 1.0
+                # ... and the next snapshot lists it.
+                await wait_until(lambda: live.first("dashboard", lambda d: any(
+                    m["id"] == "scanner-7" and m["online"] for m in d["mqtt_devices"]["devices"])) is not None, 3)
+                # A door taken out of service: compartment and alarm events at once.
+                sent = time.monotonic()
+                await agent.lockers.set_in_service("A-01", False, "staff")
+                await wait_until(lambda: live.first("alarm", lambda d: d["id"] == "out_of_service:A-01") is not None, 3)
+                alarm = live.first("alarm", lambda d: d["id"] == "out_of_service:A-01")
+                door = live.first("compartment", lambda d: d["id"] == "A-01" and d["state"]["enabled"] is False)
+                assert alarm is not None and door is not None and alarm[0] - sent < 1.0
+                assert alarm[1]["state"]["compartment"] == "A-01"
+                # Back in service: the alarm ends (its state is null).
+                await agent.lockers.set_in_service("A-01", True)
+                await wait_until(lambda: live.first("alarm", lambda d: d["id"] == "out_of_service:A-01" and
+                                                    d["state"] is None) is not None, 3)
+                # A kiosk page opens its own stream: the kiosk goes online.
+                async with httpx.AsyncClient(base_url=str(staff.base_url), timeout=10) as kiosk, \
+                        kiosk.stream("GET", "/kiosk/k2/api/live"):
+                    await wait_until(lambda: live.first("device", lambda d: d["id"] == "k2" and
+                                                        d["state"]["online"]) is not None, 3)
+                assert agent.live_hub is not None and agent.live_hub.clients == 1
+        finally:
+            device.stop()
+    # The agent stopped with the stream open: the stream ended, the agent did not hang (running_agent waits).
+
+
+async def test_the_dashboard_page_updates_live_in_chromium(
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker
+) -> None:
+    emulator = idle_emulator()
+    screenshots = os.environ.get("EDGE_SCREENSHOTS") == "1"
+    async with (
+        emulator.running(PtyPort(tmp_path / "lockers0")),
+        running_agent(store_config(tmp_path, cloud_broker, local_broker, 12), env=KEY_ENV) as agent,
+        chromium() as browser,
+    ):
+        assert agent.users is not None and agent.lockers is not None
+        await agent.users.add("staff1", PASSWORD, Role.STAFF)
+        await add_tags(agent, total=1240, paired=1198, offline=17)
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        base = f"http://127.0.0.1:{agent.web_port}"
+        await page.goto(f"{base}/login")
+        await page.fill("input[name=username]", "staff1")
+        await page.fill("input[name=password]", PASSWORD)
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"{base}/")
+        await page.wait_for_selector("body[data-ready='1'] #dash-mqtt")
+        await page.evaluate("window.__marker = 'same page'")
+        device = WifiDevice(local_broker, "scanner-7")
+        try:
+            await asyncio.to_thread(device.online)
+            await page.wait_for_selector("#dash-mqtt [data-device='scanner-7'] .badge.ok", timeout=5000)
+            await agent.lockers.set_in_service("A-04", False, "broken hinge")
+            await page.wait_for_selector("#dash-alarms [data-alarm='out_of_service:A-04']", timeout=5000)
+            assert await page.evaluate("window.__marker") == "same page"  # updated in place, never reloaded
+            text = await page.inner_text("#dash-tags")
+            assert "1240" in text.replace(",", "").replace(" ", "")
+            if screenshots:
+                await page.wait_for_timeout(600)
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(SCREENSHOT), full_page=False)
+        finally:
+            device.stop()
