@@ -147,7 +147,7 @@ def measure_scan_links(quick: bool, profile: bool) -> dict[str, Any]:
         config = parse_config(
             {
                 "agent": {"store_id": STORE, "data_dir": str(workdir / "data"), "log_level": "WARNING"},
-                "web": {"host": "127.0.0.1", "port": port},
+                "web": {"host": "127.0.0.1", "port": port, "https": False},
                 "cloud": {"host": broker.host, "port": broker.port, "tls": {"enabled": False}},
                 "local_broker": {"enabled": False},
                 "labels": {"public_base_url": f"http://127.0.0.1:{port}"},
@@ -261,7 +261,7 @@ async def _measure_kiosk(quick: bool) -> dict[str, Any]:
         config = parse_config(
             {
                 "agent": {"store_id": STORE, "data_dir": str(workdir / "data"), "log_level": "WARNING"},
-                "web": {"host": "127.0.0.1", "port": port},
+                "web": {"host": "127.0.0.1", "port": port, "https": False},
                 "cloud": {"host": broker.host, "port": broker.port, "tls": {"enabled": False}},
                 "local_broker": {"enabled": False},
                 "labels": {"public_base_url": f"http://127.0.0.1:{port}"},

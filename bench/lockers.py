@@ -172,7 +172,7 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
         config = parse_config(
             {
                 "agent": {"store_id": "bench-store", "data_dir": str(workdir / "data"), "log_level": "WARNING"},
-                "web": {"host": "127.0.0.1", "port": 0},
+                "web": {"host": "127.0.0.1", "port": 0, "https": False},
                 "cloud": {"host": broker.host, "port": broker.port, "tls": {"enabled": False}},
                 "local_broker": {"enabled": False},
                 "labels": {"public_base_url": base_url, "max_in_flight_per_station": 8},

@@ -64,6 +64,29 @@ class WebSection(_Section):
     metrics_loopback_only: bool = Field(
         False, description="Answer /metrics only to clients on 127.0.0.1 / ::1 (403 to others)."
     )
+    https: bool = Field(
+        True,
+        description="Also serve the web UI over HTTPS on https_port. Technicians reaching the admin pages from "
+        "the LAN over plain HTTP are then sent there; shopper pages, /healthz and /metrics stay on port.",
+    )
+    https_port: int = Field(8443, ge=0, le=65535, description="TCP port of HTTPS; 0 picks a free one (tests).")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="Certificate (PEM, with its chain) for HTTPS. Unset: a self-signed certificate is made on "
+        "first start in the data directory (web-tls/) and renewed before it expires.",
+    )
+    tls_key_file: Path | None = Field(None, description="Unencrypted private key (PEM) of tls_cert_file.")
+
+    _tls_files = field_validator("tls_cert_file", "tls_key_file")(_resolve_file)
+
+    @model_validator(mode="after")
+    def _https_settings(self) -> WebSection:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            raise ValueError(f"tls_cert_file and tls_key_file go together: {missing} is missing")
+        if self.https and self.https_port != 0 and self.https_port == self.port:
+            raise ValueError("https_port must differ from port")
+        return self
 
 
 class TlsSection(_Section):

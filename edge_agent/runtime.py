@@ -75,6 +75,7 @@ from edge_agent.systemd_notify import SystemdNotifier
 from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.app import WebContext, create_app
 from edge_agent.web.kiosk_api import KioskApi
+from edge_agent.web.tls import CertificateError, ServerCertificate, ensure_certificate
 from firmware_bridge.kerong_bus import KerongBus
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,9 @@ class Agent:
         self.topics = Topics(config.cloud.topic_prefix, config.agent.store_id)
         self.started = asyncio.Event()
         self.web_port: int | None = None
+        self.https_port: int | None = None  # the web UI over HTTPS (`[web] https`), once bound
+        self.certificate: ServerCertificate | None = None
+        self._web_servers: list[_EmbeddedServer] = []
         self._stop = asyncio.Event()
         self.db: Database | None = None
         self.outbox: Outbox | None = None
@@ -215,6 +219,7 @@ class Agent:
         # Bind the web port first: a port in use is a configuration problem to report plainly (uvicorn
         # would call sys.exit from inside its task).
         web_socket = self._bind_web_socket() if cfg.web.enabled else None
+        https_socket = self._bind_https_socket() if cfg.web.enabled and cfg.web.https else None
         self.db = db = Database(cfg.agent.data_dir)
         try:
             outbox = Outbox(
@@ -282,13 +287,16 @@ class Agent:
                     self.gateway.on_scan = self.kiosk_hub.scanned  # handhelds bound to a kiosk fill its cart
             if cfg.web.enabled:
                 await self._open_web_accounts(db)
-            await self._run_tasks(intake, started_at, web_socket)
+            if https_socket is not None:
+                self.certificate = self._web_certificate()
+            await self._run_tasks(intake, started_at, web_socket, https_socket)
         finally:
             if self.renderer is not None:
                 self.renderer.close()
             db.close()
-            if web_socket is not None:
-                web_socket.close()
+            for sock in (web_socket, https_socket):
+                if sock is not None:
+                    sock.close()
             log.info("stopped")
 
     async def _open_web_accounts(self, db: Database) -> None:
@@ -341,8 +349,24 @@ class Agent:
         )
         return LiveHub(health)
 
-    def _bind_web_socket(self) -> socket.socket:
-        host, port = self.config.web.host, self.config.web.port
+    def _bind_https_socket(self) -> socket.socket:
+        sock = self._bind_web_socket(self.config.web.https_port, "web.https_port")
+        self.https_port = int(sock.getsockname()[1])
+        return sock
+
+    def _web_certificate(self) -> ServerCertificate:
+        web = self.config.web
+        try:
+            return ensure_certificate(
+                self.config.agent.data_dir, cert_file=web.tls_cert_file, key_file=web.tls_key_file,
+                extra_hosts=[web.host],
+            )
+        except CertificateError as exc:
+            raise StartupError([str(exc)]) from None
+
+    def _bind_web_socket(self, port: int | None = None, key: str = "web.port") -> socket.socket:
+        host = self.config.web.host
+        port = self.config.web.port if port is None else port
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             family, _, _, _, address = infos[0]
@@ -351,12 +375,19 @@ class Agent:
             sock.bind(address)
             sock.listen(128)
         except OSError as exc:
-            raise StartupError([f"web.port: cannot listen on {host}:{port}: {exc.strerror or exc}"]) from None
+            raise StartupError([f"{key}: cannot listen on {host}:{port}: {exc.strerror or exc}"]) from None
         sock.set_inheritable(True)
-        self.web_port = int(sock.getsockname()[1])
+        if key == "web.port":
+            self.web_port = int(sock.getsockname()[1])
         return sock
 
-    async def _run_tasks(self, intake: CommandIntake, started_at: float, web_socket: socket.socket | None) -> None:
+    async def _run_tasks(
+        self,
+        intake: CommandIntake,
+        started_at: float,
+        web_socket: socket.socket | None,
+        https_socket: socket.socket | None = None,
+    ) -> None:
         cfg = self.config
         assert self.outbox is not None
         server: _EmbeddedServer | None = None
@@ -403,6 +434,7 @@ class Agent:
                         users=self.users,
                         sessions=self.web_sessions,
                         admin=self._admin_services(),
+                        https_port=self.https_port,
                     )
                 )
                 self.web_app = app
@@ -411,7 +443,10 @@ class Agent:
                 )
                 # The socket is already listening: connections wait in its backlog until uvicorn serves.
                 tg.create_task(server.serve(sockets=[web_socket]), name="web")
+                self._web_servers.append(server)
                 log.info("web UI at http://%s:%d/", cfg.web.host, self.web_port)
+                if https_socket is not None and self.certificate is not None:
+                    self._serve_https(tg, app, https_socket, self.certificate)
             if self.notifier.watchdog_interval_s:
                 background.append(tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog"))
             self.notifier.ready()
@@ -420,6 +455,24 @@ class Agent:
 
             await self._stop.wait()
             await self._shutdown(background, session_task, server)
+
+    def _serve_https(
+        self, tg: asyncio.TaskGroup, app: Any, sock: socket.socket, cert: ServerCertificate
+    ) -> None:
+        """The same app over TLS. Its lifespan runs once, in the plain-HTTP server."""
+        https = _EmbeddedServer(
+            uvicorn.Config(
+                app, host=self.config.web.host, port=self.https_port or 0, log_config=None, access_log=False,
+                lifespan="off", ssl_certfile=str(cert.cert_file), ssl_keyfile=str(cert.key_file),
+            )
+        )
+        tg.create_task(https.serve(sockets=[sock]), name="web-https")
+        self._web_servers.append(https)
+        log.info(
+            "web UI over HTTPS at https://%s:%d/ (%s certificate, SHA-256 fingerprint %s; compare it with the "
+            "one the browser shows)", self.config.web.host, self.https_port,
+            "self-signed" if cert.self_signed else "configured", cert.fingerprint_sha256,
+        )
 
     async def _shutdown(
         self,
@@ -436,8 +489,8 @@ class Agent:
             self.kiosk_hub.close()  # end the pages' live streams, or the web server would wait on them
         if self.live_hub is not None:
             self.live_hub.close()  # the same for the web UI's live streams
-        if server is not None:
-            server.should_exit = True
+        for web_server in self._web_servers:
+            web_server.should_exit = True
         if session_task is not None and self.session is not None:
             self.session.request_stop()
             try:
@@ -445,8 +498,8 @@ class Agent:
             except TimeoutError:
                 log.warning("cloud session did not close in time; dropping it")
                 session_task.cancel()
-        if server is not None:
-            server.force_exit = time.monotonic() > deadline
+        for web_server in self._web_servers:
+            web_server.force_exit = time.monotonic() > deadline
 
     async def _watchdog(self, interval: float) -> None:
         # Pinged from the event loop itself: if the loop hangs, the pings stop and systemd restarts us.

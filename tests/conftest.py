@@ -57,7 +57,7 @@ def agent_config(
     """A config for tests: plain MQTT unless the broker has TLS, short timeouts, web on a free port."""
     data: dict[str, Any] = {
         "agent": {"store_id": store_id, "data_dir": str(data_dir), "log_level": "DEBUG"},
-        "web": {"host": "127.0.0.1", "port": 0},
+        "web": {"host": "127.0.0.1", "port": 0, "https_port": 0},
         "cloud": {"enabled": cloud_at is not None, "keepalive_s": 5, "backoff_min_s": 0.1, "backoff_max_s": 1.0},
         "local_broker": {"enabled": local_at is not None},
     }

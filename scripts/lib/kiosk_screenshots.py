@@ -143,7 +143,7 @@ async def main(out: Path) -> None:
         config = parse_config(
             {
                 "agent": {"store_id": "store-0042", "data_dir": str(Path(tmp) / "data")},
-                "web": {"host": "127.0.0.1", "port": 0},
+                "web": {"host": "127.0.0.1", "port": 0, "https": False},
                 "cloud": {"enabled": False},
                 "local_broker": {"enabled": False},
                 "scan_links": {"product_url_template": "https://shop.example.cn/p/{sku}?store={store_id}"},
