@@ -545,12 +545,19 @@ def load_config(path: Path) -> AgentConfig:
     except OSError as exc:
         raise ConfigError(str(path), [f"{path}: cannot read: {exc.strerror}"]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    return loads_config(text, source=str(path), base_dir=path.parent)
+
+
+def loads_config(text: str, *, source: str, base_dir: Path | None) -> AgentConfig:
+    """Validate configuration text as `load_config` does a file (the web UI's editor checks with this)."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"{path}: TOML syntax error: {exc}"]) from None
-    return parse_config(data, source=str(path), base_dir=path.parent)
+        raise ConfigError(source, [f"{source}: TOML syntax error: {exc}"]) from None
+    return parse_config(data, source=source, base_dir=base_dir)
 
 
 def redacted(config: AgentConfig) -> dict[str, Any]:

@@ -21,9 +21,13 @@ from edge_agent.services.web_sessions import WebSessions
 from edge_agent.services.web_users import Role, WebUsers
 from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.admin_pages import admin_pages_router
+from edge_agent.web.api_docs import api_docs_router
 from edge_agent.web.auth import WebAuth, check_route_policy, install_auth, is_loopback, require
 from edge_agent.web.auth_api import auth_router, users_router
+from edge_agent.web.config_api import config_router
 from edge_agent.web.dashboard_api import dashboard_router
+from edge_agent.web.diagnostics import diagnostics_router
+from edge_agent.web.events_api import events_router
 from edge_agent.web.kiosk_api import KioskApi, kiosk_api_router
 from edge_agent.web.kiosk_screen import kiosk_screen_router
 from edge_agent.web.locker_api import locker_router
@@ -71,8 +75,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         def openapi() -> JSONResponse:
             return JSONResponse(app.openapi())
 
-    @app.get("/healthz")
-    def healthz() -> JSONResponse:
+        app.include_router(api_docs_router())
+
+    def health_body() -> dict[str, Any]:
         stats = ctx.outbox.stats()
         oldest_age = None if stats.oldest_ms is None else round(time.time() - stats.oldest_ms / 1000.0, 3)
         connected = ctx.session.connected if ctx.session is not None else False
@@ -102,8 +107,12 @@ def create_app(ctx: WebContext) -> FastAPI:
                 "last_seq": stats.last_seq,
             },
         }
+        return body
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
         # The process is alive and serving either way: degraded is information, not failure.
-        return JSONResponse(body)
+        return JSONResponse(health_body())
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
@@ -127,5 +136,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(kiosk_screen_router(ctx.kiosk_api.hub))
     if ctx.admin is not None and ctx.users is not None and ctx.admin.live is not None:
         app.include_router(dashboard_router(ctx.admin.live))
+    if ctx.admin is not None and ctx.users is not None:
+        # Configuration, events and audit, the diagnostics bundle.
+        app.include_router(config_router(ctx.admin))
+        app.include_router(events_router(ctx.outbox, ctx.admin.db, ctx.admin.audit))
+        app.include_router(diagnostics_router(ctx.admin, ctx.outbox, ctx.users, health_body, ctx.metrics.registry))
     check_route_policy(app.routes)
     return app

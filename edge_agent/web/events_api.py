@@ -1,0 +1,185 @@
+"""The audit log and the recent events, as JSON API (technician).
+
+Where events live: an event is committed to the outbox (`outbox` table) before anything else sees it, and is
+deleted once the cloud broker acknowledged it (cloud_link/outbox.py). So the database holds the events *not
+yet sent*, and nothing of the sent ones; `GET /api/events` lists those unsent events and says so. Device
+states are separate: one row per device, latest only, with the revision the cloud acknowledged
+(`GET /api/device-states`).
+
+Every query is bounded: at most MAX_LIMIT rows answered, and the event filters look at no more than
+SCAN_WINDOW of the newest rows below `before_seq` per request (an outbox can hold millions of events after a
+long outage); `next_before_seq` pages further back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from cloud_link.outbox import Outbox
+from edge_agent.services.audit import AuditLog, AuditVerification, verify_chain
+from edge_agent.services.web_users import Role
+from edge_agent.storage import Database
+from edge_agent.storage.writer import open_connection
+from edge_agent.web.auth import require
+
+MAX_LIMIT = 500
+SCAN_WINDOW = 20_000
+# Bodies larger than this are listed without their payload (the list stays small; the cloud gets it all).
+MAX_BODY_SHOWN = 16 * 1024
+
+EVENTS_NOTE = (
+    "Only unsent events are kept: the outbox deletes an event once the cloud broker acknowledged it. "
+    "What is listed here is waiting to be sent."
+)
+
+
+def _envelope(body: bytes) -> dict[str, Any] | None:
+    if len(body) > MAX_BODY_SHOWN:
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _unsent_events(
+    conn: sqlite3.Connection,
+    *,
+    type_prefix: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+    before_seq: int | None,
+    limit: int,
+) -> dict[str, Any]:
+    top = before_seq if before_seq is not None else (1 << 62)
+    window = conn.execute(
+        "SELECT MIN(seq), COUNT(*) FROM (SELECT seq FROM outbox WHERE seq < ? ORDER BY seq DESC LIMIT ?)",
+        (top, SCAN_WINDOW),
+    ).fetchone()
+    lowest, scanned = (int(window[0]) if window[0] is not None else None), int(window[1])
+    if lowest is None:
+        return {"events": [], "scanned": 0, "next_before_seq": None}
+    where = ["seq < ?", "seq >= ?"]
+    args: list[Any] = [top, lowest]
+    if type_prefix:
+        where.append("substr(type, 1, ?) = ?")
+        args += [len(type_prefix), type_prefix]
+    if since_ms is not None:
+        where.append("created_ms >= ?")
+        args.append(since_ms)
+    if until_ms is not None:
+        where.append("created_ms < ?")
+        args.append(until_ms)
+    # Only the fixed clauses above are joined in; every value is bound.
+    query = "SELECT seq, event_id, type, cls, topic, body, size, created_ms FROM outbox WHERE " + " AND ".join(where)  # noqa: S608
+    rows = conn.execute(query + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+    events = []
+    for seq, event_id, type_, cls, topic, body, size, created_ms in rows:
+        envelope = _envelope(bytes(body))
+        events.append({
+            "seq": seq, "event_id": event_id, "type": type_, "class": cls, "topic": topic,
+            "created_ms": created_ms, "size": size,
+            "payload": envelope.get("payload") if envelope is not None else None,
+            "payload_shown": envelope is not None,
+        })
+    more = len(rows) == limit or scanned == SCAN_WINDOW
+    next_before = (int(rows[-1][0]) if len(rows) == limit else lowest) if more else None
+    return {"events": events, "scanned": scanned, "next_before_seq": next_before}
+
+
+def _verify_file(path: Path) -> AuditVerification:
+    conn = open_connection(path, readonly=True)
+    try:
+        return verify_chain(conn)
+    finally:
+        conn.close()
+
+
+def events_router(outbox: Outbox, db: Database, audit: AuditLog | None) -> APIRouter:
+    router = APIRouter(tags=["events and audit"], dependencies=[Depends(require(Role.TECHNICIAN))])
+
+    @router.get("/api/events")
+    async def list_events(
+        *,
+        type: Annotated[str | None, Query(max_length=64, description="Event type prefix, e.g. `pickup.`")] = None,
+        since_ms: Annotated[int | None, Query(ge=0, description="Created at or after (Unix ms).")] = None,
+        until_ms: Annotated[int | None, Query(ge=0, description="Created before (Unix ms).")] = None,
+        before_seq: Annotated[int | None, Query(ge=1, description="Page: events with a lower seq.")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+        state: Annotated[Literal["unsent"], Query(description="Only unsent events are kept.")] = "unsent",
+    ) -> dict[str, Any]:
+        """Unsent events in the outbox, newest first, filtered by type prefix and creation time."""
+        found = db.read(
+            lambda c: _unsent_events(
+                c, type_prefix=type, since_ms=since_ms, until_ms=until_ms, before_seq=before_seq, limit=limit
+            )
+        )
+        stats = outbox.stats()
+        return {
+            "state": state,
+            "note": EVENTS_NOTE,
+            "outbox": {"events": stats.events, "bytes": stats.bytes, "last_seq": stats.last_seq,
+                       "oldest_ms": stats.oldest_ms},
+            **found,
+        }
+
+    @router.get("/api/device-states")
+    async def list_device_states(
+        state: Annotated[Literal["all", "pending", "sent"], Query()] = "all",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    ) -> dict[str, Any]:
+        """The latest state of each device (one row per device), newest first; pending = not yet acknowledged."""
+        clause = {"all": "", "pending": "WHERE sent_rev < rev", "sent": "WHERE sent_rev >= rev"}[state]
+        rows = db.read(
+            lambda c: c.execute(
+                "SELECT device_id, rev, sent_rev, updated_ms, body FROM device_state "  # noqa: S608 - fixed clause
+                + clause + " ORDER BY updated_ms DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        states = []
+        for device_id, rev, sent_rev, updated_ms, body in rows:
+            envelope = _envelope(bytes(body))
+            states.append({
+                "device_id": device_id, "rev": rev, "sent_rev": sent_rev, "pending": sent_rev < rev,
+                "updated_ms": updated_ms, "state": envelope.get("state") if envelope is not None else None,
+            })
+        return {"states": states}
+
+    @router.get("/api/audit")
+    async def list_audit(
+        after_seq: Annotated[int, Query(ge=0, description="Rows with a higher seq, oldest first.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    ) -> dict[str, Any]:
+        """The door audit log (append-only, hash-chained). `last_seq` tells where its end is, so a page can
+        ask for the newest rows with `after_seq = last_seq - limit`."""
+        if audit is None:
+            return {"available": False, "records": [], "last_seq": 0}
+        last = db.read(lambda c: c.execute("SELECT MAX(seq) FROM audit_log").fetchone()[0])
+        return {
+            "available": True,
+            "records": [r.as_payload() for r in audit.records(after_seq, limit)],
+            "last_seq": int(last or 0),
+        }
+
+    @router.get("/api/audit/verify")
+    async def verify_audit() -> dict[str, Any]:
+        """Recompute the hash chain; names the first row found wrong (changed, missing, or mis-chained)."""
+        if audit is None:
+            return {"available": False, "ok": True, "rows": 0, "first_bad_seq": None, "reason": None}
+        # A long log takes a while: verified in a worker thread on a read-only connection of its own (as
+        # `edge-agent audit verify` does), not on the agent's shared reader in the event loop.
+        result = await asyncio.to_thread(_verify_file, db.path)
+        return {
+            "available": True, "ok": result.ok, "rows": result.rows,
+            "first_bad_seq": result.first_bad_seq, "reason": result.reason,
+        }
+
+    return router
