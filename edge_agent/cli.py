@@ -1,4 +1,5 @@
-"""`edge-agent`: run the agent, check a configuration, run device simulators, manage locker staff."""
+"""`edge-agent`: run the agent, check a configuration, run device simulators, manage locker staff and the
+web UI's accounts."""
 
 from __future__ import annotations
 
@@ -94,6 +95,24 @@ def _build_parser() -> argparse.ArgumentParser:
     courier = staff_sub.add_parser("courier-code", parents=[where], help="print a fresh one-time courier code, once")
     courier.add_argument("courier_id", help="the courier, as the audit log names it (courier:<id>)")
     courier.add_argument("--valid-hours", type=float, default=12.0, help="hours the code is valid (default 12)")
+
+    # The web UI's accounts (edge_agent/web_users_cli.py); passwords never on the command line.
+    user = sub.add_parser("user", help="accounts of the technician web UI")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_sub.add_parser("add", parents=[where], help="add an account (password asked twice, or stdin)")
+    user_add.add_argument("username")
+    user_add.add_argument("--role", required=True, choices=("staff", "technician", "admin"),
+                          help="staff: lockers and alarms; technician: devices, pairing, tests; admin: users, config")
+    user_add.add_argument("--lang", choices=("en", "zh-CN"), default=None, help="the UI's language for this user")
+    user_add.add_argument("--password-stdin", action="store_true", help="read the password as one line from stdin")
+    passwd = user_sub.add_parser("passwd", parents=[where], help="set a new password; the user's sessions end")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password as one line from stdin")
+    user_sub.add_parser("list", parents=[where], help="list accounts and roles (never passwords)")
+    user_remove = user_sub.add_parser("remove", parents=[where], help="remove an account; its sessions end")
+    user_remove.add_argument("username")
+    sub.add_parser("setup-token", parents=[where],
+                   help="print the one-time setup token that creates the first admin (exit 1 once an account exists)")
 
     watch = sub.add_parser("cloud-watch", help="print what arrives on a (cloud) MQTT broker")
     watch.add_argument("--host", default="127.0.0.1")
@@ -213,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             kiosk_id=args.kiosk_id,
             **({"codes": tuple(c for c in args.codes.split(",") if c)} if args.codes else {}),
         )
-    if args.command in ("audit", "locker-staff"):
+    if args.command in ("audit", "locker-staff", "user", "setup-token"):
         data_dir = args.data_dir
         if data_dir is None:
             try:
@@ -226,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             from edge_agent.locker_staff_cli import locker_staff_main  # noqa: PLC0415 - argon2 only when needed
 
             return locker_staff_main(args, data_dir)
+        if args.command in ("user", "setup-token"):
+            from edge_agent.web_users_cli import web_users_main  # noqa: PLC0415 - argon2 only when needed
+
+            return web_users_main(args, data_dir)
         from edge_agent.services.audit import audit_verify_main  # noqa: PLC0415
 
         return audit_verify_main(data_dir)

@@ -66,7 +66,7 @@ def test_a_configured_certificate_is_used_as_it_is(tmp_path: Path) -> None:
     assert not used.generated and not used.self_signed and used.cert_file == cert_file
     assert not (tmp_path / "data" / "web-tls").exists()
     key_file.write_text("not a key")
-    with pytest.raises(CertificateError, match="web.tls_key_file"):
+    with pytest.raises(CertificateError, match=r"web\.tls_key_file"):
         ensure_certificate(tmp_path / "data", cert_file=cert_file, key_file=key_file)
 
 
@@ -152,5 +152,5 @@ async def test_https_can_be_turned_off_and_a_busy_port_is_a_clear_error(tmp_path
         busy.listen(1)
         taken = busy.getsockname()[1]
         agent = Agent(agent_config(tmp_path / "b", None, web={"https_port": taken}))
-        with pytest.raises(StartupError, match=f"web.https_port: cannot listen on 127.0.0.1:{taken}"):
+        with pytest.raises(StartupError, match=rf"web\.https_port: cannot listen on 127\.0\.0\.1:{taken}"):
             await agent.run()
