@@ -37,13 +37,18 @@ class ShowMessagePayload(BaseModel):
     seconds: int = Field(10, ge=1, le=3600, strict=True, description="How long the device shows it.")
 
 
+async def send_device_command(devices: DeviceCommander, device_id: str, command: dict[str, Any]) -> dict[str, Any]:
+    """One command to one device (the cloud's `device.*` commands and the web UI's buttons)."""
+    try:
+        await devices.send_command(device_id, command)
+    except DeviceCommandError as exc:
+        raise CommandFailedError(exc.code, str(exc)) from None
+    return {"device_id": device_id, "sent": True}
+
+
 def register_device_commands(registry: CommandRegistry, devices: DeviceCommander) -> None:
     async def send(device_id: str, command: dict[str, Any]) -> dict[str, Any]:
-        try:
-            await devices.send_command(device_id, command)
-        except DeviceCommandError as exc:
-            raise CommandFailedError(exc.code, str(exc)) from None
-        return {"device_id": device_id, "sent": True}
+        return await send_device_command(devices, device_id, command)
 
     async def reboot(payload: DeviceTargetPayload) -> dict[str, Any]:
         return await send(payload.device_id, {"command": "reboot"})

@@ -280,8 +280,9 @@ class LabelService:
             lambda c: c.execute("UPDATE tag_jobs SET state = 'queued', next_attempt_ms = 0 WHERE state = 'sending'")
         )
 
-    def preview_png(self, tag_id: str, *, scale: int = 1) -> bytes | None:
-        """The picture a tag shows (as confirmed), as a PNG in its true colours; None if unknown."""
+    def preview_png(self, tag_id: str, *, scale: int = 1, picture_hash: str | None = None) -> bytes | None:
+        """The picture a tag shows (as confirmed), or the one of `picture_hash` (a queued job's target: what it
+        will show), as a PNG in its true colours; None if unknown."""
         rec = self.registry.get(tag_id)
         if rec is None or rec.type_code not in TAG_TYPES:
             return None

@@ -111,6 +111,18 @@ class GpioLockBoard:
         opened = not c.door.is_active
         return UnlockOutcome(UnlockResult.OPENED if opened else UnlockResult.NOT_OPENED, state)
 
+    def pin_states(self) -> list[dict[str, Any]]:
+        """Each lock's relay output and sensor inputs as the pins read now (the technician's devices page)."""
+        return [
+            {
+                "lock": n,
+                "released": bool(c.lock.value),
+                "door_closed": bool(c.door.is_active),
+                "item": None if c.item is None else bool(c.item.is_active),
+            }
+            for n, c in enumerate(self._compartments, 1)
+        ]
+
     def signal_alarm(self, on: bool) -> None:
         """The status LED blinks and the buzzer beeps while an alarm is open."""
         self.signal.set(on)

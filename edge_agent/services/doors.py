@@ -88,6 +88,7 @@ class DoorOpener:
         attempt: str,
         actor: str | None,
         order_id: str | None = None,
+        reason: str | None = None,
     ) -> DoorOpening:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown purpose {purpose!r}")
@@ -122,12 +123,15 @@ class DoorOpener:
         )
         if outcome.result is not UnlockResult.NOT_OPENED:
             # Opened, or perhaps opened: either way it is an opening to account for.
+            detail: dict[str, Any] = {"op_id": op_id, "attempt": attempt, "result": outcome.result.value}
+            if reason is not None:
+                detail["reason"] = reason  # a technician's test says why
             await self._audit.append(
                 purpose,
                 compartment=compartment.id,
                 actor=actor,
                 order_id=order_id,
-                detail={"op_id": op_id, "attempt": attempt, "result": outcome.result.value},
+                detail=detail,
             )
         return DoorOpening(op_id, attempt, compartment.id, outcome)
 

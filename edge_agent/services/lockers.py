@@ -45,7 +45,7 @@ from cloud_link.ports import DurableStore
 from devices.lockers.board import LockBoard, LockBoardError, LockState, UnlockResult
 from devices.lockers.shared_reads import SharedReads
 from edge_agent.services.doors import Compartment as DoorCompartment
-from edge_agent.services.doors import DoorAlreadyOpenedError, DoorOpener
+from edge_agent.services.doors import DoorAlreadyOpenedError, DoorOpener, DoorOpening
 from edge_agent.services.pickup_codes import GuessingAlarm, PickupCodeError, PickupCodes, VerifyStatus
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def door_message(spec: CompartmentSpec) -> str:
 class _Opening:
     """A door the service opened (or found open for a flow in progress) and is watching."""
 
-    kind: str  # load | collect
+    kind: str  # load | collect | retrieval | test
     order_id: str
     spec: CompartmentSpec
     attempt: str
@@ -369,6 +369,34 @@ class LockerService:
         )
         return None if row is None else _pickup(row)
 
+    def holding_pickups(self) -> dict[str, Pickup]:
+        """The pickup holding each taken compartment (loading, ready or waiting for retrieval), by compartment."""
+        rows = self._db.read(
+            lambda c: c.execute(
+                f"SELECT {_PICKUP_COLUMNS} FROM pickups WHERE state IN (?, ?, ?) AND compartment IS NOT NULL",  # noqa: S608
+                HOLDING_STATES,
+            ).fetchall()
+        )
+        return {p.compartment: p for p in map(_pickup, rows) if p.compartment is not None}
+
+    def door_states(self) -> dict[str, tuple[LockState, float]]:
+        """Each compartment's door and item as of the latest sensor reading (the alarm poll reads every board
+        every `poll_s`), with the reading's age in seconds; compartments whose board was never read are absent.
+        Reads nothing from the boards itself."""
+        now = time.monotonic()
+        out: dict[str, tuple[LockState, float]] = {}
+        for info in self.compartments():
+            reads = self._reads.get(info.spec.board_id)
+            latest = None if reads is None else reads.last_reading
+            if latest is not None and 1 <= info.spec.lock <= len(latest[1]):
+                out[info.spec.id] = (latest[1][info.spec.lock - 1], max(0.0, now - latest[0]))
+        return out
+
+    def opening_kind(self, compartment_id: str) -> str | None:
+        """What the door is open for right now (load, collect, retrieval, test), if the service opened it."""
+        opening = self._openings.get(compartment_id)
+        return None if opening is None else opening.kind
+
     def _pickup_in(self, compartment_id: str) -> Pickup | None:
         row = self._db.read(
             lambda c: c.execute(
@@ -501,6 +529,52 @@ class LockerService:
         final = "expired" if pickup.hold_until_ms <= self._clock() else "cancelled"
         if await self._set_state(opening.order_id, final, spec.id, only_from="retrieval"):
             await self._publish("pickup.retrieved", {"order_id": opening.order_id, "compartment": spec.id})
+
+    # -- technician's test ----------------------------------------------------------------------
+
+    async def test_open(self, compartment_id: str, *, actor: str, reason: str) -> DoorOpening:
+        """A technician test-opens a door: once, through DoorOpener (audited as `test` with who and why), in
+        service or not. The door counts as commanded until it is latched again, so no door_forced alarm."""
+        spec = self.compartment(compartment_id).spec
+        current = self._openings.get(spec.id)
+        if current is not None:
+            raise LockerError(f"compartment {spec.id} is open for a {current.kind} right now")
+        held = self._pickup_in(spec.id)
+        opening = _Opening("test", held.order_id if held else "", spec, f"test-{spec.id}-{uuid.uuid4()}")
+        self._openings[spec.id] = opening  # before the frame goes out: the alarm loop must not call it forced
+        self._commanded.add(spec.id)
+        try:
+            result = await self._doors.open(
+                DoorCompartment(spec.id, spec.board_id, spec.lock),
+                purpose="test",
+                attempt=opening.attempt,
+                actor=actor,
+                order_id=held.order_id if held else None,
+                reason=reason,
+            )
+        except (LockBoardError, DoorAlreadyOpenedError) as exc:
+            self._openings.pop(spec.id, None)
+            raise LockerError(f"compartment {spec.id} could not be opened") from exc
+        task = asyncio.get_running_loop().create_task(self._watch_test(opening), name=f"locker-test-{spec.id}")
+        opening.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return result
+
+    async def _watch_test(self, opening: _Opening) -> None:
+        """Hold the compartment (nothing loads into or collects from it) until its door is latched again, or
+        `collect_timeout_s`; after that the alarm loop reports a door left open as for any other opening."""
+        spec = opening.spec
+        since = time.monotonic()
+        try:
+            seen = await self._until_opened(opening, since)
+            if seen is not None and not seen.locked:
+                await self._poll_until(spec, True, self.timings.collect_timeout_s, since)
+        except Exception:
+            log.exception("watching the test opening of %s failed", spec.id)
+        finally:
+            if self._openings.get(spec.id) is opening:
+                del self._openings[spec.id]
 
     # -- collecting -----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from edge_agent.web.auth import WebAuth, check_route_policy, install_auth, is_lo
 from edge_agent.web.auth_api import auth_router, users_router
 from edge_agent.web.config_api import config_router
 from edge_agent.web.dashboard_api import dashboard_router
+from edge_agent.web.devices_api import devices_router
 from edge_agent.web.diagnostics import diagnostics_router
 from edge_agent.web.events_api import events_router
 from edge_agent.web.kiosk_api import KioskApi, kiosk_api_router
@@ -141,5 +142,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(config_router(ctx.admin))
         app.include_router(events_router(ctx.outbox, ctx.admin.db, ctx.admin.audit))
         app.include_router(diagnostics_router(ctx.admin, ctx.outbox, ctx.users, health_body, ctx.metrics.registry))
+    if ctx.admin is not None and ctx.users is not None:
+        app.include_router(devices_router(ctx.admin))
     check_route_policy(app.routes)
     return app

@@ -128,6 +128,32 @@ class BaseStationClient:
         """Changes whenever the base station (re)started: the scheduler then syncs again."""
         return self.link.peer_session
 
+    def link_statistics(self) -> dict[str, int]:
+        """The serial link's counters since the agent started (the technician's devices page)."""
+        link, decoder = self.link.stats, self.link.decoder.stats
+        return {
+            "frames_sent": link.frames_sent,
+            "frames_received": link.frames_received,
+            "retransmits": link.retransmits,
+            "crc_errors": decoder.crc_errors,
+            "bad_frames": decoder.bad_frames,
+            "garbage_bytes": decoder.garbage_bytes,
+            "bytes_sent": link.bytes_sent,
+            "bytes_received": link.bytes_received,
+            "peer_resets": link.peer_resets,
+            "reconnects": self.stats.reconnects,
+            "handshakes": link.handshakes,
+            "undeliverable": link.undeliverable,
+            "bad_messages": self.stats.bad_messages,
+            "queue_urgent": self.link.pending(URGENT),
+            "queue_bulk": self.link.pending(BULK),
+            "transfers_in_flight": self.transfers_in_flight,
+            "transfers_started": self.stats.transfers_started,
+            "transfers_done": self.stats.transfers_done,
+            "transfers_failed": self.stats.transfers_failed,
+            "frame_payload": self.link.chunk_payload,
+        }
+
     async def sync(self) -> list[tuple[bytes, int, bytes]]:
         """After (re)connecting: INFO and the tag list (tag, type code, shown hash)."""
         await self.get_info()
