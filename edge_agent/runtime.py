@@ -372,6 +372,10 @@ class Agent:
             family, _, _, _, address = infos[0]
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Inherited by accepted connections. asyncio sets it only on sockets made with IPPROTO_TCP, and
+            # without it a response written in two parts (headers, body) waits out the client's delayed ACK:
+            # 40 ms on every request (measured by bench.ui: /healthz p95 44 ms before, a few ms after).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind(address)
             sock.listen(128)
         except OSError as exc:
