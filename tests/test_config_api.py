@@ -28,6 +28,7 @@ log_level = "INFO"
 [web]
 host = "127.0.0.1"
 port = 0
+https_port = 0
 
 [cloud]
 enabled = false

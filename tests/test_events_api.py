@@ -148,7 +148,8 @@ async def test_the_diagnostics_bundle_holds_no_secret(tmp_path: Path, monkeypatc
 
 async def test_anonymous_requests_get_nothing(tmp_path: Path) -> None:
     async with agent_from_file(tmp_path) as agent:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}", timeout=10) as anonymous:
+        anonymous = httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}", timeout=10)
+        async with anonymous:
             for path in ("/api/events", "/api/audit", "/api/audit/verify", "/api/diagnostics.zip"):
                 assert (await anonymous.get(path)).status_code == 401, path
 

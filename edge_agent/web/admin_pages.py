@@ -40,6 +40,7 @@ PAGES: tuple[Page, ...] = (
     Page("/ui/events", "events", "Events and audit", Role.TECHNICIAN),
     Page("/ui/config", "config", "Configuration", Role.ADMIN),
     Page("/ui/users", "users", "Users", Role.ADMIN),
+    Page("/ui/account", "account", "Account", Role.STAFF),  # any role: my password (the name in the header links here)
 )
 
 _SCRIPT_OF = {"setup": "login"}  # the setup page shares the sign-in page's script

@@ -1,8 +1,9 @@
 """`GET /docs` (technician): Swagger UI on the agent's OpenAPI document, from local files only.
 
 The store's internet may be down and the UI must not reach a CDN, so Swagger UI's files come from the
-`swagger-ui-bundle` package (PyPI; it ships swagger-ui-dist) and are served by the agent, behind sign-in
-like the document itself (`/openapi.json`). The page's start-up is a file (`static/docs/init.js`), not an
+`swagger-ui-py` package (PyPI; it ships swagger-ui-dist 5.x, which reads the OpenAPI 3.1 documents FastAPI
+writes; only its static files are used) and are served by the agent, behind sign-in like the document itself
+(`/openapi.json`). The page's start-up is a file (`static/docs/init.js`), not an
 inline script. Its CSP is the admin pages' except for `style-src`: Swagger UI's React components set inline
 styles, which 'unsafe-inline' for styles (never for scripts) allows.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from pathlib import Path
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
@@ -60,7 +60,8 @@ PAGE = """<!doctype html>
 <link rel="stylesheet" href="/docs/assets/docs.css">
 </head>
 <body>
-<header class="docs-top"><a href="/">Store Edge Agent</a> <span>JSON API (OpenAPI: <a href="/openapi.json">/openapi.json</a>)</span></header>
+<header class="docs-top"><a href="/">Store Edge Agent</a>
+<span>JSON API (OpenAPI: <a href="/openapi.json">/openapi.json</a>)</span></header>
 <div id="swagger-ui"></div>
 <script src="/docs/assets/swagger-ui-bundle.js"></script>
 <script src="/docs/assets/init.js"></script>
@@ -69,17 +70,11 @@ PAGE = """<!doctype html>
 """
 
 
-def _swagger_dir() -> Path:
-    import swagger_ui_bundle  # type: ignore[import-untyped]  # noqa: PLC0415 - only when /docs is asked for
-
-    return Path(swagger_ui_bundle.swagger_ui_path)
-
-
 @functools.cache
 def _asset(name: str) -> bytes:
-    # Read on first use (the bundle is ~1 MB), then kept.
+    # Read on first use (the bundle is ~1.5 MB), then kept.
     if name in _SWAGGER_FILES:
-        return (_swagger_dir() / name).read_bytes()
+        return resources.files("swagger_ui").joinpath("static", name).read_bytes()
     return resources.files("edge_agent.web").joinpath("static", "docs", name).read_bytes()
 
 

@@ -53,7 +53,7 @@ from edge_agent.web.auth import require
 LOG_FILE_TAIL_BYTES = 5 * 1024 * 1024
 LIBRARIES = (
     "fastapi", "starlette", "uvicorn", "pydantic", "paho-mqtt", "pyserial", "sqlite-utils", "pillow", "qrcode",
-    "babel", "gpiozero", "prometheus-client", "argon2-cffi", "uuid-utils", "swagger-ui-bundle",
+    "babel", "gpiozero", "prometheus-client", "argon2-cffi", "uuid-utils", "swagger-ui-py",
 )
 README = """Store Edge Agent diagnostics bundle
 
