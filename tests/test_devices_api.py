@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ async def test_base_stations_and_tags(tmp_path: Path) -> None:
         await wait_until(lambda: len(labels.registry.all()) == 3, timeout=20)
         tags = sorted(t.hex() for t in emu.tags)
         await agent.catalog.upsert(
-            [Product(sku="milk-1", name="有机纯牛奶 250ml", price=Decimal("12.80"), currency="CNY")]
+            [Product.model_validate({"sku": "milk-1", "name": "有机纯牛奶 250ml", "price": "12.80", "currency": "CNY"})]
         )
         await agent.catalog.pair_tags([(tags[0], "milk-1")])
         await wait_until(lambda: labels.progress()["confirmed"] == 1, timeout=60)

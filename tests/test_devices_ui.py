@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from decimal import Decimal
 from pathlib import Path
 
 from playwright.async_api import Browser, Page
@@ -78,7 +77,8 @@ async def test_flash_a_tag_and_test_open_a_door_from_the_browser(tmp_path: Path)
         await wait_until(lambda: len(labels.registry.all()) == 4, timeout=20)
         tags = sorted(t.hex() for t in emu.tags)
         await agent.catalog.upsert(
-            [Product(sku=f"sku-{i}", name=n, price=Decimal("12.80"), currency="CNY") for i, n in enumerate(NAMES)]
+            [Product.model_validate({"sku": f"sku-{i}", "name": n, "price": "12.80", "currency": "CNY"})
+             for i, n in enumerate(NAMES)]
         )
         await agent.catalog.pair_tags([(tag, f"sku-{i}") for i, tag in enumerate(tags[:3])])
         # A parcel in A-04 (size M), for the lockers page to show a pickup in progress (never its code).
