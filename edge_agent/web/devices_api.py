@@ -33,7 +33,7 @@ from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.auth import require
 from edge_agent.web.devices_api_kiosks import kiosks_router
 from edge_agent.web.devices_api_lockers import lockers_router
-from firmware_bridge.base_station.client import BaseStationClient
+from firmware_bridge.base_station.client import BaseStationClient, BaseStationError
 from firmware_bridge.tag_types import TAG_TYPES
 
 MAX_PAGE = 200
@@ -240,7 +240,7 @@ def devices_router(admin: AdminServices) -> APIRouter:
             raise api_error(404, "no_picture", f"no picture of tag {tag_id} is known yet")
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
-    @router.post("/tags/{tag_id}/flash", dependencies=technician, responses={404: {}, 409: {}, 503: {}})
+    @router.post("/tags/{tag_id}/flash", dependencies=technician, responses={404: {}, 409: {}, 502: {}, 503: {}})
     async def flash(tag_id: TagId, body: FlashBody | None = None) -> dict[str, Any]:
         """Flash the tag's LED so it can be found on the shelf (as the cloud's `tag.flash`)."""
         labels = labels_or_404()
@@ -250,6 +250,8 @@ def devices_router(admin: AdminServices) -> APIRouter:
             return await flash_tag(labels, TagFlashPayload(tag_id=tag_id, colour=options.colour, count=options.count))
         except CommandFailedError as exc:
             command_failed(exc)
+        except BaseStationError as exc:  # an answer that is not one (a firmware bug): the station's fault, not ours
+            raise api_error(502, "base_station_error", str(exc)) from None
 
     @router.post("/tags/{tag_id}/resend", dependencies=technician, responses={404: {}})
     async def resend(tag_id: TagId) -> dict[str, Any]:
