@@ -18,12 +18,15 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from playwright.async_api import Browser
 
 from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
+from edge_agent.services.store_health import LiveHub, StoreHealth, stable
 from edge_agent.services.web_users import Role
+from edge_agent.storage import Database
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
@@ -73,6 +76,13 @@ async def add_tags(agent: Agent, total: int, paired: int, offline: int) -> None:
     await agent.db.write(lambda c: c.executemany(
         "INSERT INTO tags(tag_id, type_code, base_station, sku, scan_code, last_seen_ms, created_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)", rows))
+
+
+def staff_snapshot_boards(agent: Agent) -> list[dict[str, Any]]:
+    """The snapshot's lock boards as the API computes them (synchronously, for wait_until)."""
+    assert agent.live_hub is not None
+    boards: list[dict[str, Any]] = agent.live_hub.health.snapshot()["lock_boards"]
+    return boards
 
 
 class WifiDevice:
@@ -175,6 +185,13 @@ async def test_the_snapshot_matches_the_store_and_needs_a_session(
             snap = (await staff.get("/api/dashboard")).json()
             assert snap["compartments"]["open"] == 1 and snap["compartments"]["occupied"] == 1
             assert {a["kind"] for a in snap["alarms"]} == {"out_of_service", "door_forced"}
+            # The board's line goes dead (every byte dropped): within a few seconds it is not answering...
+            emulator.set_line_faults(0.0, 1.0)
+            await wait_until(lambda: (staff_snapshot_boards(agent))[0]["reachable"] is False, 8)
+            # ... and answers again once the line is back.
+            emulator.set_line_faults(0.0, 0.0)
+            await wait_until(lambda: (staff_snapshot_boards(agent))[0]["reachable"] is True, 8)
+            assert (await staff.get("/api/dashboard")).json()["lock_boards"][0]["reachable"] is True
         # A technician and an admin can read it too (roles rank up); the route is in the OpenAPI document.
         async with signed_in(agent, "admin1", Role.ADMIN) as admin:
             assert (await admin.get("/api/dashboard")).status_code == 200
@@ -304,3 +321,37 @@ async def dashboard_page_updates_live(
             await page.screenshot(path=str(SCREENSHOT), full_page=False)
     finally:
         device.stop()
+
+
+# -- the hub on its own: a real database, no devices ------------------------------------------------------
+
+
+async def test_the_hub_drops_a_slow_client_and_ends_every_stream_when_closed(tmp_path: Path) -> None:
+    db = Database(tmp_path / "data")
+    try:
+        hub = LiveHub(StoreHealth(db=db, outbox=None, session=None), queue_size=3, max_clients=2)
+        slow, quick = hub.subscribe(), hub.subscribe()
+        with pytest.raises(OverflowError):
+            hub.subscribe()  # a third stream, over max_clients
+        for i in range(3):
+            hub.broadcast("ping", {"n": i})
+            assert await quick.get(0.1) is not None  # this one keeps up
+        hub.broadcast("ping", {"n": 3})  # the slow one's fourth frame: over its queue
+        assert slow.dropped and slow.closed and hub.clients == 1 and hub.dropped_clients == 1
+        assert await slow.get(0.1) is None  # nothing more reaches it; its stream ends
+        frame = await quick.get(0.1)
+        assert frame == b'event: ping\ndata: {"n":3}\n\n'
+        # Close ends the open streams at once (the web server waits for them), and refuses new ones.
+        waiting = asyncio.create_task(quick.get(30))
+        await asyncio.sleep(0.05)
+        hub.close()
+        assert await asyncio.wait_for(waiting, 1) is None and quick.closed
+        with pytest.raises(OverflowError):
+            hub.subscribe()  # none after close
+        # The snapshot without devices; clock and ages do not count as a change.
+        snap = hub.health.snapshot()
+        assert snap["tags"]["total"] == 0 and snap["cloud"]["enabled"] is False and snap["kiosks"] == []
+        later = {**snap, "now_ms": snap["now_ms"] + 5000}
+        assert stable(later) == stable(snap)
+    finally:
+        db.close()
