@@ -187,9 +187,9 @@ class LocalBrokerSection(_Section):
         "short, so that the agent is back within seconds after the broker restarts).",
     )
     adopt: Literal["auto", "allow_list"] = Field(
-        "auto",
+        "allow_list",
         description="Which MQTT devices are adopted: \"auto\" every device heard, \"allow_list\" only "
-        "allowed_devices; the others are only listed as discovered.",
+        "allowed_devices; the others are only listed as discovered, for a technician to adopt in the web UI.",
     )
     allowed_devices: list[str] = Field(
         default_factory=list, max_length=10000, description="Device ids adopted when adopt = \"allow_list\"."
@@ -247,6 +247,25 @@ class LabelsSection(_Section):
     wifi_labels: bool = Field(
         False, description="Also drive Wi-Fi labels on the in-store broker (needs local_broker.enabled)."
     )
+    adopt: Literal["auto", "allow_list"] = Field(
+        "allow_list",
+        description="Which new tags a base station reports are adopted: \"auto\" every one, \"allow_list\" only "
+        "allowed_tags; the others are listed as discovered and get no pictures until a technician adopts or "
+        "pairs them (a pairing, from the cloud, the web UI or a CSV file, adopts the tag).",
+    )
+    allowed_tags: list[str] = Field(
+        default_factory=list, max_length=100_000,
+        description="Tag ids (16 hex characters) adopted on sight when adopt = \"allow_list\".",
+    )
+
+    @field_validator("allowed_tags")
+    @classmethod
+    def _tag_ids(cls, value: list[str]) -> list[str]:
+        tags = [t.lower() for t in value]
+        for tag_id in tags:
+            if not re.fullmatch(r"[0-9a-f]{16}", tag_id):
+                raise ValueError(f"invalid tag id {tag_id!r}: 16 hex characters")
+        return tags
 
 
 class ScanLinksSection(_Section):

@@ -111,6 +111,8 @@ class BusStats:
     stale_replies: int = 0  # valid replies that arrived while no request was waiting
     unlocks_sent: int = 0  # unlock commands handed to the port (one per call at most)
     unlocks_unanswered: int = 0
+    probes: int = 0  # bus-scan probes (not counted in requests/timeouts: silence is the usual answer)
+    probes_answered: int = 0
     reconnects: int = 0
     open_failures: int = 0
     last_error: str | None = None
@@ -220,8 +222,10 @@ class KerongBus:
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def _exchange(self, request: Request) -> LockReply | StatusReply | None:
+    async def _exchange(self, request: Request, timeout_s: float | None = None) -> LockReply | StatusReply | None:
         """One request, one reply (or None after `timeout_s`). The caller holds the bus lock."""
+        probing = timeout_s is not None
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         gap = self._last_exchange + self.frame_gap_s - time.monotonic()
         if gap > 0:
             await asyncio.sleep(gap)
@@ -229,16 +233,17 @@ class KerongBus:
             self._replies.get_nowait()
             self.stats.stale_replies += 1
         self._decoder.reset()
-        self.stats.requests += 1
+        if not probing:
+            self.stats.requests += 1
         try:
             port = self._port
             if port is None:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(timeout):
                     await self._connected.wait()
                 port = self._port
             if port is None:
                 raise LinkClosedError("not connected")
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout):
                 await port.write(request.to_bytes())
                 if request.command in (Command.UNLOCK, Command.UNLOCK_ALL):
                     self.stats.unlocks_sent += 1
@@ -249,7 +254,8 @@ class KerongBus:
                     self.stats.wrong_address += 1
                     log.debug("lock bus %s: ignored %s while waiting for %s", self.url, reply, request)
         except (TimeoutError, LinkClosedError):
-            self.stats.timeouts += 1
+            if not probing:
+                self.stats.timeouts += 1
             return None
         finally:
             self._last_exchange = time.monotonic()
@@ -268,6 +274,19 @@ class KerongBus:
         request = Request(Command.READ_ALL, board)
         async with self._lock.hold(PRIORITY_READ):
             return await self._read(request)
+
+    async def probe(self, board: int, timeout_s: float = 0.1) -> StatusReply | None:
+        """Whether a board answers at this number (a bus scan): one status read (0x32), never retried, with a
+        short timeout; None when nothing answered. At poll priority, one exchange per call: an unlock waits
+        for at most this one exchange, never for a whole scan."""
+        request = Request(Command.READ_ALL, board)
+        async with self._lock.hold(PRIORITY_READ):
+            self.stats.probes += 1
+            reply = await self._exchange(request, timeout_s)
+        if isinstance(reply, StatusReply):
+            self.stats.probes_answered += 1
+            return reply
+        return None
 
     async def unlock(self, board: int, lock: int) -> UnlockReport:
         """Release one lock: 0x31 sent exactly once, then a status read (0x32) tells what happened."""

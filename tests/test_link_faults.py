@@ -74,7 +74,7 @@ async def test_device_gateway_relays_and_rejects_bad_input(
     import json
 
     device = CloudSubscriber(local_broker, topic="nothing/#", client_id="device-1").start()
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker)
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker={"allowed_devices": ["scanner-1"]})
     try:
         async with running_agent(config) as agent:
             assert agent.gateway is not None

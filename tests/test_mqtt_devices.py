@@ -32,6 +32,10 @@ from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.subscriber import CloudSubscriber, Received
 
+# These tests are about relaying: every device is adopted on sight. Adoption (the default allow-list and the
+# technician's explicit choice) has tests of its own here and in tests/test_discovery.py.
+RELAY_ALL = {"adopt": "auto"}
+
 PREFIX = "store/v1"
 COMMANDS = "retail/v1/store-0001/commands"
 SCANNER = {"kind": "scanner", "model": "HS-2", "fw": "1.4.2", "capabilities": ["scan", "tap"]}
@@ -111,7 +115,8 @@ async def _wait_for(sub: CloudSubscriber, predicate: Any, timeout: float = 15.0)
 async def test_announce_and_availability_reach_the_registry_and_the_cloud_state(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
 ) -> None:
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker={"state_coalesce_s": 0.2})
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker,
+                          local_broker={**RELAY_ALL, "state_coalesce_s": 0.2})
     async with running_agent(config) as agent:
         assert agent.gateway is not None
         await wait_until(lambda: agent.gateway.connected, timeout=10)
@@ -167,7 +172,7 @@ async def test_an_allow_list_keeps_unknown_devices_discovered_and_silent(
 async def test_unbound_scans_and_taps_become_cloud_events(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
 ) -> None:
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker)
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker=RELAY_ALL)
     async with running_agent(config) as agent:
         assert agent.gateway is not None
         await wait_until(lambda: agent.gateway.connected, timeout=10)
@@ -202,7 +207,8 @@ async def test_a_kiosk_bound_scanner_fills_that_kiosks_cart(
 ) -> None:
     # Bound by the configuration (scanner-k) and by its own announce (scanner-a); the runtime wires the
     # gateway's scans to its KioskHub.
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker={"device_kiosks": {"scanner-k": "k1"}},
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker,
+                          local_broker={**RELAY_ALL, "device_kiosks": {"scanner-k": "k1"}},
                           kiosks=[{"id": "k1", "name": "Entrance"}])
     async with running_agent(config) as agent:
         assert agent.gateway is not None and agent.catalog is not None and agent.kiosk_hub is not None
@@ -246,7 +252,7 @@ async def _command(sub: CloudSubscriber, command_id: str, command_type: str, pay
 async def test_commands_reach_the_devices_cmd_topic_and_unknown_or_offline_devices_are_refused(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
 ) -> None:
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker)
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker=RELAY_ALL)
     async with running_agent(config) as agent:
         assert agent.gateway is not None
         await wait_until(lambda: agent.gateway.connected, timeout=10)
@@ -279,7 +285,8 @@ async def test_commands_reach_the_devices_cmd_topic_and_unknown_or_offline_devic
 async def test_the_simulated_scanner_scans_obeys_commands_and_announces_again_after_a_reboot(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber
 ) -> None:
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker={"state_coalesce_s": 0.1})
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker,
+                          local_broker={**RELAY_ALL, "state_coalesce_s": 0.1})
     stop = threading.Event()
     sim = SimulatedScanner(local_broker.host, local_broker.port, PREFIX, "sim-scanner")
     async with running_agent(config) as agent:
@@ -307,7 +314,7 @@ async def test_malformed_payloads_are_dropped_counted_and_logged_once_per_device
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker)
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker=RELAY_ALL)
     bad: list[tuple[str, bytes | str]] = [
         ("telemetry", b"\xff not json"),
         ("announce", b"[1,2]"),
@@ -392,7 +399,8 @@ def test_the_registry_is_bounded_and_keeps_adopted_devices() -> None:
 async def test_a_flapping_device_does_not_flood_the_cloud(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
 ) -> None:
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker={"state_coalesce_s": 0.5})
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker,
+                          local_broker={**RELAY_ALL, "state_coalesce_s": 0.5})
     async with running_agent(config) as agent:
         assert agent.gateway is not None
         await wait_until(lambda: agent.gateway.connected, timeout=10)
@@ -462,7 +470,7 @@ def _retained(broker: Broker, topic: str, timeout: float = 5.0) -> bytes | None:
 async def test_after_a_broker_restart_the_agent_is_back_announced_and_subscribed_within_5_s(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber
 ) -> None:
-    config = agent_config(tmp_path / "d", cloud_broker, local_broker)
+    config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker=RELAY_ALL)
     async with running_agent(config) as agent:
         assert agent.gateway is not None
         await wait_until(lambda: agent.gateway.connected, timeout=10)

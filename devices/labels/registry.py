@@ -2,21 +2,29 @@
 
 Rows live in the `tags` table (migration 2); pictures sent to a tag, by hash, in `tag_pictures` (the
 base of a delta update). Storage comes in through cloud_link.ports.DurableStore (one writer).
+
+A tag first reported by a base station is *adopted* on sight only when `adopt_on_sight(tag_id)` says so (the
+agent's `[labels] adopt` policy); otherwise it is *discovered*: its check-ins are recorded, but it gets no
+picture until a technician adopts it, or pairs it (a pairing is the technician's explicit decision, see
+ProductCatalog.pair_tags). Tags that existed before adoption was a thing stay adopted (column default 1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import sqlite3
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cloud_link.ports import DurableStore
 
 _SELECT = (
     "SELECT tag_id, type_code, base_station, rotation, template, sku, scan_code, current_hash, battery_mv, "
-    "temperature_c, rssi, lqi, fw_version, last_seen_ms FROM tags"
+    "temperature_c, rssi, lqi, fw_version, last_seen_ms, adopted FROM tags"
 )
 _BY_ID = _SELECT + " WHERE tag_id = ?"
 
@@ -53,6 +61,16 @@ class TagRecord:
     lqi: int | None
     fw_version: int | None
     last_seen_ms: int | None
+    adopted: bool = True
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(TagRecord))
+
+
+def _record(row: Sequence[Any]) -> TagRecord:
+    values = dict(zip(_FIELDS, row, strict=True))
+    values["adopted"] = bool(values["adopted"])  # SQLite answers 0/1
+    return TagRecord(**values)
 
 
 
@@ -76,15 +94,20 @@ class CheckinResult:
     hash_changed: bool
 
 
+def adopt_everything(tag_id: str) -> bool:
+    return True
+
+
 class TagRegistry:
-    def __init__(self, store: DurableStore) -> None:
+    def __init__(self, store: DurableStore, *, adopt_on_sight: Callable[[str], bool] = adopt_everything) -> None:
         self._store = store
+        self.adopt_on_sight = adopt_on_sight
 
     def get(self, tag_id: str) -> TagRecord | None:
         row = self._store.read(
             lambda c: c.execute(_BY_ID, (tag_id,)).fetchone()
         )
-        return TagRecord(*row) if row else None
+        return _record(row) if row else None
 
     def by_sku(self, skus: list[str]) -> list[TagRecord]:
         if not skus:
@@ -93,19 +116,19 @@ class TagRegistry:
         rows = self._store.read(
             lambda c: c.execute(_SELECT + f" WHERE sku IN ({marks})", skus).fetchall()
         )
-        return [TagRecord(*r) for r in rows]
+        return [_record(r) for r in rows]
 
     def by_scan_code(self, code: str) -> TagRecord | None:
         row = self._store.read(
             lambda c: c.execute(_SELECT + " WHERE scan_code = ?", (code,)).fetchone()
         )
-        return TagRecord(*row) if row else None
+        return _record(row) if row else None
 
     def all(self, limit: int = 100_000) -> list[TagRecord]:
         rows = self._store.read(
             lambda c: c.execute(_SELECT + " ORDER BY tag_id LIMIT ?", (limit,)).fetchall()
         )
-        return [TagRecord(*r) for r in rows]
+        return [_record(r) for r in rows]
 
     async def record_checkin(self, seen: Checkin) -> CheckinResult:
         """Update (or create) a tag from a check-in; tells whether it is new and whether its picture moved."""
@@ -116,8 +139,10 @@ class TagRegistry:
             new = row is None
             if new:
                 conn.execute(
-                    "INSERT INTO tags(tag_id, type_code, base_station, scan_code, created_ms) VALUES (?, ?, ?, ?, ?)",
-                    (seen.tag_id, seen.type_code, seen.base_station, _unique_scan_code(conn), ts),
+                    "INSERT INTO tags(tag_id, type_code, base_station, scan_code, adopted, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (seen.tag_id, seen.type_code, seen.base_station, _unique_scan_code(conn),
+                     int(self.adopt_on_sight(seen.tag_id)), ts),
                 )
             old_hash = None if row is None else row[7]
             conn.execute(
@@ -137,7 +162,7 @@ class TagRegistry:
                 ),
             )
             record = conn.execute(_BY_ID, (seen.tag_id,)).fetchone()
-            return CheckinResult(TagRecord(*record), new, not new and old_hash != seen.shown_hash)
+            return CheckinResult(_record(record), new, not new and old_hash != seen.shown_hash)
 
         return await self._store.write(job)
 
@@ -148,15 +173,52 @@ class TagRegistry:
         def job(conn: sqlite3.Connection) -> tuple[TagRecord, bool]:
             row = conn.execute(_BY_ID, (tag_id,)).fetchone()
             if row is not None:
-                return TagRecord(*row), False
+                return _record(row), False
             conn.execute(
-                "INSERT INTO tags(tag_id, type_code, base_station, scan_code, created_ms) VALUES (?, ?, ?, ?, ?)",
-                (tag_id, type_code, base_station, _unique_scan_code(conn), ts),
+                "INSERT INTO tags(tag_id, type_code, base_station, scan_code, adopted, created_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (tag_id, type_code, base_station, _unique_scan_code(conn), int(self.adopt_on_sight(tag_id)), ts),
             )
             row = conn.execute(_BY_ID, (tag_id,)).fetchone()
-            return TagRecord(*row), True
+            return _record(row), True
 
         return await self._store.write(job)
+
+    async def adopt(self, tag_id: str) -> TagRecord | None:
+        """Adopt a discovered tag (a technician's explicit choice); None when there is no such tag."""
+
+        def job(conn: sqlite3.Connection) -> TagRecord | None:
+            conn.execute("UPDATE tags SET adopted = 1 WHERE tag_id = ? AND adopted = 0", (tag_id,))
+            row = conn.execute(_BY_ID, (tag_id,)).fetchone()
+            return _record(row) if row else None
+
+        return await self._store.write(job)
+
+    def discovered(self, limit: int = 500) -> list[TagRecord]:
+        """Tags reported by a base station and not adopted yet, the most recently seen first."""
+        rows = self._store.read(
+            lambda c: c.execute(
+                _SELECT + " WHERE adopted = 0 ORDER BY last_seen_ms DESC, tag_id LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [_record(r) for r in rows]
+
+    def count_discovered(self) -> int:
+        row = self._store.read(lambda c: c.execute("SELECT COUNT(*) FROM tags WHERE adopted = 0").fetchone())
+        return int(row[0])
+
+    def search(self, text: str, limit: int = 20) -> list[TagRecord]:
+        """Tags whose id or scan code starts with `text` (case-insensitive), or which show a product whose sku
+        starts with it."""
+        prefix = text.strip().lower()[:32].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._store.read(
+            lambda c: c.execute(
+                _SELECT + " WHERE tag_id LIKE :p ESCAPE '\\' OR scan_code LIKE :p ESCAPE '\\' "
+                "OR sku LIKE :p ESCAPE '\\' ORDER BY tag_id LIMIT :limit",
+                {"p": prefix, "limit": max(1, min(limit, 200))},
+            ).fetchall()
+        )
+        return [_record(r) for r in rows]
 
     async def set_shown(self, tag_id: str, picture_hash: str | None) -> None:
         def job(conn: sqlite3.Connection) -> None:

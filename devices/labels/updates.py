@@ -113,6 +113,13 @@ class LabelSettings:
     max_attempts: int = 6
     transfer_timeout_s: float = 600.0
     state_interval_s: float = 300.0
+    # Which new tags are adopted on sight ([labels] adopt): every one, or only `allowed_tags`. A tag not adopted
+    # is discovered: recorded, never sent a picture (devices.labels.registry).
+    adopt_all: bool = True
+    allowed_tags: frozenset[str] = frozenset()
+
+    def adopts(self, tag_id: str) -> bool:
+        return self.adopt_all or tag_id in self.allowed_tags
 
     def scan_url(self, scan_code: str) -> str:
         return f"{self.public_base_url.rstrip('/')}/s/{scan_code}"
@@ -143,6 +150,15 @@ def type_name(type_code: int) -> str:
     return info.name if info else f"0x{type_code:02x}"
 
 
+def _png(raw: bytes, type_code: int, scale: int) -> bytes:
+    image = picture_image(raw, TAG_TYPES[type_code])
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def backoff_ms(attempts: int) -> int:
     return int(min(600.0, 2.0 ** min(attempts, 10)) * 1000)
 
@@ -158,11 +174,11 @@ class LabelService:
         settings: LabelSettings | None = None,
     ) -> None:
         self._store = store
-        self.registry = TagRegistry(store)
+        self.settings = settings or LabelSettings()
+        self.registry = TagRegistry(store, adopt_on_sight=self.settings.adopts)
         self._content = content
         self._events = events
         self._renderer = renderer
-        self.settings = settings or LabelSettings()
         self.stations: dict[str, LabelStation] = {}
         self.stats = LabelStats()
         self._wake: dict[str, asyncio.Event] = {}
@@ -211,8 +227,8 @@ class LabelService:
         for start in range(0, len(ids), RENDER_SLICE):
             part: list[tuple[TagRecord, RenderRequest]] = []
             for rec in (self.registry.get(t) for t in ids[start : start + RENDER_SLICE]):
-                if rec is None or rec.sku is None or rec.type_code not in TAG_TYPES:
-                    continue
+                if rec is None or rec.sku is None or not rec.adopted or rec.type_code not in TAG_TYPES:
+                    continue  # a discovered tag is not ours to draw on until adopted
                 content = self._content(rec.sku)
                 if content is None:
                     continue
@@ -295,6 +311,20 @@ class LabelService:
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         return buf.getvalue()
+
+    async def render_preview_png(self, tag_id: str, sku: str, *, scale: int = 1) -> bytes | None:
+        """What the tag will show once paired with `sku` (rendered as an update would be: same content, type,
+        rotation, template and scan link), as a PNG; None when the tag or product is unknown. Nothing is sent."""
+        rec = self.registry.get(tag_id)
+        if rec is None or rec.type_code not in TAG_TYPES:
+            return None
+        content = self._content(sku)
+        if content is None:
+            return None
+        request = RenderRequest(content, rec.type_code, rec.rotation, self.settings.scan_url(rec.scan_code),
+                                rec.template)
+        [result] = await self._renderer.render([request])
+        return _png(result.raw, rec.type_code, scale)
 
     def progress(self) -> dict[str, int]:
         rows = self._store.read(lambda c: c.execute("SELECT state, COUNT(*) FROM tag_jobs GROUP BY state").fetchall())

@@ -488,17 +488,19 @@ class ProductCatalog:
             unchanged = 0
             found: builtins.list[PairingProblem] = []
             for index, tag_id, sku in valid:
-                row = conn.execute("SELECT sku FROM tags WHERE tag_id = ?", (tag_id,)).fetchone()
+                row = conn.execute("SELECT sku, adopted FROM tags WHERE tag_id = ?", (tag_id,)).fetchone()
                 if row is None:
-                    found.append(PairingProblem(index, "tag_id", f"no tag {tag_id} (adopt it first)"))
+                    found.append(PairingProblem(index, "tag_id", f"no tag {tag_id}: no base station has reported it"))
                     continue
                 if sku is not None and conn.execute("SELECT 1 FROM products WHERE sku = ?", (sku,)).fetchone() is None:
                     found.append(PairingProblem(index, "sku", f"no product {sku} in the catalog"))
                     continue
-                if row[0] == sku:
+                if row[0] == sku and (row[1] or sku is None):
                     unchanged += 1
                     continue
-                conn.execute("UPDATE tags SET sku = ? WHERE tag_id = ?", (sku, tag_id))
+                # A pairing is the technician's (or the cloud's) explicit decision: it adopts a discovered tag.
+                conn.execute("UPDATE tags SET sku = ?, adopted = adopted OR ? WHERE tag_id = ?",
+                             (sku, sku is not None, tag_id))
                 if tag_id not in changed:
                     changed.append(tag_id)
             return changed, unchanged, found

@@ -48,6 +48,8 @@ def label_settings(config: AgentConfig) -> LabelSettings:
         max_in_flight=c.max_in_flight_per_station,
         max_attempts=c.max_attempts,
         state_interval_s=c.state_interval_s,
+        adopt_all=c.adopt == "auto",
+        allowed_tags=frozenset(c.allowed_tags),
     )
 
 

@@ -374,6 +374,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        10,
+        "discovery: lock boards found by bus scans, discovered tags",
+        (
+            # edge_agent.web.discovery_api: Kerong boards that answered a technician's bus scan and are not in the
+            # configuration. Adopting one records the technician's decision here; the board itself is added to
+            # [[lockers.boards]] in the configuration file (the agent builds its boards from there).
+            """CREATE TABLE lock_board_finds (
+                bus TEXT NOT NULL,
+                number INTEGER NOT NULL,
+                first_seen_ms INTEGER NOT NULL,
+                last_answer_ms INTEGER NOT NULL,
+                adopted_ms INTEGER,
+                adopted_by TEXT,
+                board_id TEXT,
+                PRIMARY KEY (bus, number)
+            )""",
+            # tags.adopted exists since migration 2 (default 1: tags known before discovery stay adopted); the
+            # discovered list reads the few not adopted, most recently seen first, out of thousands.
+            "CREATE INDEX tags_discovered ON tags(last_seen_ms) WHERE adopted = 0",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

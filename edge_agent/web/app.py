@@ -28,12 +28,14 @@ from edge_agent.web.config_api import config_router
 from edge_agent.web.dashboard_api import dashboard_router
 from edge_agent.web.devices_api import devices_router
 from edge_agent.web.diagnostics import diagnostics_router
+from edge_agent.web.discovery_api import discovery_router
 from edge_agent.web.events_api import events_router
 from edge_agent.web.kiosk_api import KioskApi, kiosk_api_router
 from edge_agent.web.kiosk_screen import kiosk_screen_router
 from edge_agent.web.locker_api import locker_router
 from edge_agent.web.locker_screen import locker_screen_router
 from edge_agent.web.locker_staff_api import locker_staff_router
+from edge_agent.web.pairing_api import pairing_router
 from edge_agent.web.scan_links import scan_links_router
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
@@ -144,5 +146,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(diagnostics_router(ctx.admin, ctx.outbox, ctx.users, health_body, ctx.metrics.registry))
     if ctx.admin is not None and ctx.users is not None:
         app.include_router(devices_router(ctx.admin))
+        app.include_router(discovery_router(ctx.admin))
+        app.include_router(pairing_router(ctx.admin))
     check_route_policy(app.routes)
     return app
