@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
 
 from devices.simulators.mqtt_device import SimulatedScanner
 from edge_agent.runtime import Agent
@@ -229,3 +232,42 @@ async def test_kiosks_mqtt_devices_and_gpio(tmp_path: Path, local_broker: Broker
         finally:
             stop.set()
             await runner
+
+
+async def test_gpio_pins_and_a_gpio_test_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    factory = MockFactory()
+    previous, Device.pin_factory = Device.pin_factory, factory
+    config = agent_config(
+        tmp_path / "data", None,
+        lockers={
+            "enabled": True, "alarm_led_pin": 13, "alarm_buzzer_pin": 19,
+            "gpio_boards": [{"id": "gpio-0", "pulse_s": 0.1, "confirm_s": 0.5,
+                             "locks": [{"lock_pin": 17, "door_pin": 27, "item_pin": 22}, {"lock_pin": 23, "door_pin": 24}]}],
+            "compartments": [{"id": "G-01", "bank": "G", "board": "gpio-0", "lock": 1, "size": "M", "row": 1, "column": 1}],
+        },
+    )
+    try:
+        async with running_agent(config, env=KEY_ENV) as agent, signed_in(agent, "tech", Role.TECHNICIAN) as tech:
+            factory.pin(27).drive_low()  # the door switch pulls low: closed
+            for _ in range(100):  # until the alarm poll saw the door closed (it read it open at start)
+                gpio = (await tech.get("/api/devices/gpio")).json()
+                if not gpio["alarm_signals"][0]["alarm_on"]:
+                    break
+                await asyncio.sleep(0.05)
+            [board] = gpio["boards"]
+            assert board["board_id"] == "gpio-0"
+            assert board["locks"][0] == {"lock": 1, "released": False, "door_closed": True, "item": False,
+                                         "lock_pin": 17, "door_pin": 27, "item_pin": 22}
+            assert board["locks"][1]["item_pin"] is None and board["locks"][1]["item"] is None
+            assert gpio["alarm_signals"] == [{"led_pin": 13, "buzzer_pin": 19, "alarm_on": False, "led": False,
+                                              "buzzer": False}]
+            state = (await tech.get("/api/devices/lockers")).json()
+            assert state["boards"][0]["kind"] == "gpio" and state["boards"][0]["locks"] == 2
+            # A test-open of a GPIO lock pulses its relay; nobody pushes the door, so it did not open.
+            opened = await tech.post("/api/devices/lockers/compartments/G-01/test-open", json={"reason": "relay check"})
+            assert opened.status_code == 200 and opened.json()["result"] == "not_opened"
+            assert [h[1] for h in factory.pin(17).states if h[1]] == [True], "the relay pulsed once"
+    finally:
+        factory.reset()
+        Device.pin_factory = previous

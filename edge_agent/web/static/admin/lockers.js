@@ -19,7 +19,7 @@ Edge.addStrings({
     lk_alarm_out_of_service: "Door {c} is out of service ({reason}).", lk_alarm_door_forced: "Door {c} was opened without a command.",
     lk_alarm_door_left_open: "Door {c} has been left open.", lk_alarm_code_guessing: "Unusually many wrong pickup codes were typed.",
     lk_opening_test: "test", lk_opening_load: "loading", lk_opening_collect: "collecting", lk_opening_retrieval: "retrieval",
-    lk_size: "size {size}", lk_boards: "Lock boards", lk_board_down: "Lock board {id} is not reachable.",
+    lk_alarm_badge: "alarm", lk_size: "size {size}", lk_boards: "Lock boards", lk_board_down: "Lock board {id} is not reachable.",
   },
   "zh-CN": {
     lk_alarms: "未处理告警", lk_no_alarms: "没有未处理的告警。", lk_retrievals: "待取回",
@@ -34,7 +34,7 @@ Edge.addStrings({
     lk_alarm_out_of_service: "{c} 号柜门已停用（{reason}）。", lk_alarm_door_forced: "{c} 号柜门未经指令被打开。",
     lk_alarm_door_left_open: "{c} 号柜门长时间未关。", lk_alarm_code_guessing: "取件码错误次数异常。",
     lk_opening_test: "测试", lk_opening_load: "存件中", lk_opening_collect: "取件中", lk_opening_retrieval: "取回中",
-    lk_size: "{size} 号", lk_boards: "锁控板", lk_board_down: "锁控板 {id} 无法连接。",
+    lk_alarm_badge: "告警", lk_size: "{size} 号", lk_boards: "锁控板", lk_board_down: "锁控板 {id} 无法连接。",
   },
 });
 
@@ -113,7 +113,7 @@ Edge.page(async (app) => {
     boardsBox.replaceChildren(...data.boards.filter((b) => !b.connected).map((b) =>
       el("p", { class: "flash error" }, t("lk_board_down", { id: b.board_id }))));
     alarmsBox.replaceChildren(el("h2", {}, t("lk_alarms")), data.alarms.length
-      ? el("ul", { class: "dash-list" }, data.alarms.map((a) => el("li", { dataset: { alarm: a.kind } }, Edge.badge(a.kind, "alarm"), " ",
+      ? el("ul", { class: "dash-list" }, data.alarms.map((a) => el("li", { dataset: { alarm: a.kind } }, Edge.badge(t("lk_alarm_badge"), "alarm"), " ",
         t("lk_alarm_" + a.kind, { c: a.compartment, reason: reasons.get(a.compartment) || "" }),
         a.kind === "out_of_service" ? null : a.since_ms ? el("span", { class: "muted" }, " · ", Edge.ago(a.since_ms)) : null)))
       : el("p", { class: "muted" }, t("lk_no_alarms")));
