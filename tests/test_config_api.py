@@ -182,3 +182,14 @@ async def test_the_api_docs_need_a_session_and_use_no_cdn(tmp_path: Path) -> Non
             for documented in ("/api/config", "/api/config/versions", "/api/users", "/api/events", "/api/audit",
                                "/api/audit/verify", "/api/diagnostics.zip"):
                 assert documented in paths, documented
+
+
+async def test_bad_text_is_a_clear_answer(tmp_path: Path) -> None:
+    async with agent_from_file(tmp_path) as agent, signed_in(agent, "admin1", Role.ADMIN) as admin:
+        version = (await admin.get("/api/config")).json()["version"]
+        for text in ('a = "\\ud800"', "\x00", "[agent\n", "x" * 300_000):
+            body = '{"toml": "' + text.replace("\n", "\\n").replace("\x00", "\\u0000") + '", "base_version": "' + version + '"}'
+            answer = await admin.put("/api/config", content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 422, (text[:20], answer.text[:200])
+        assert agent.config_path is not None
+        assert agent.config_path.read_text() == CONFIG.format(data=tmp_path / "data")

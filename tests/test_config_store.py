@@ -13,6 +13,7 @@ from edge_agent.services.config_store import (
     ConfigConflictError,
     ConfigInvalidError,
     ConfigStore,
+    ConfigWriteError,
     VersionNotFoundError,
     atomic_write,
     changed_keys,
@@ -156,3 +157,16 @@ def test_changed_keys_and_redaction() -> None:
     }
     text = 'a = 1\npassword = "hunter2"\n  store_key = "k"\nkey_file = "/x"\n'
     assert redact_toml_text(text) == 'a = 1\npassword = "<redacted>"\n  store_key = "<redacted>"\nkey_file = "/x"\n'
+
+
+def test_unwritable_versions_or_bad_text_leave_the_file_alone(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    before = store.read()
+    # Something in the way of the versions folder (root ignores permissions, so a file stands in for a
+    # read-only /etc): the save fails with a clear error before the file is touched.
+    store.versions_dir.write_text("not a folder")
+    with pytest.raises(ConfigWriteError) as caught:
+        store.save(before.text.replace("keepalive_s = 30", "keepalive_s = 40"), before.version)
+    assert str(store.path) in str(caught.value) and store.path.read_text() == before.text
+    # Text that is not valid Unicode (a lone surrogate from JSON) is a problem, not a crash.
+    assert store.check("a = '\ud800'")[1][0].message == "not valid Unicode text"

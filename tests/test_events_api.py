@@ -52,7 +52,8 @@ async def test_events_are_listed_with_filters_and_bounds(tmp_path: Path) -> None
         rest = (await tech.get("/api/events", params={"type": "pickup.", "before_seq": page["next_before_seq"]})).json()
         assert len(rest["events"]) == 15 and rest["next_before_seq"] is None
         # Out-of-bounds or unknown filters: a clear 422, never a 500.
-        for params in ({"limit": 0}, {"limit": 501}, {"since_ms": -1}, {"state": "sent"}, {"type": "x" * 65}):
+        for params in ({"limit": 0}, {"limit": 501}, {"since_ms": -1}, {"since_ms": 2**64}, {"before_seq": 2**63},
+                       {"state": "sent"}, {"type": "x" * 65}):
             assert (await tech.get("/api/events", params=params)).status_code == 422, params
         # Device states: latest per device, pending until the cloud acknowledged them.
         assert agent.outbox is not None

@@ -71,6 +71,12 @@ class VersionNotFoundError(ConfigStoreError):
     error = "not_found"
 
 
+class ConfigWriteError(ConfigStoreError):
+    """The file or its version copy could not be written (a read-only /etc, a full disk); the file is as it was."""
+
+    error = "write_failed"
+
+
 @dataclass(frozen=True)
 class Problem:
     key: str  # dotted key path ("cloud.port", "kiosks.0.id"), or the file for a syntax error
@@ -239,7 +245,11 @@ class ConfigStore:
 
     def check(self, text: str) -> tuple[AgentConfig | None, list[Problem]]:
         """Validate `text` exactly as `edge-agent check-config` validates a file (secrets included)."""
-        if len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate sent as JSON "\ud800"
+            return None, [Problem("(file)", "not valid Unicode text")]
+        if size > MAX_CONFIG_BYTES:
             return None, [Problem("(file)", f"larger than {MAX_CONFIG_BYTES} bytes")]
         try:
             config = loads_config(text, source=str(self.path), base_dir=self.path.parent)
@@ -265,8 +275,11 @@ class ConfigStore:
             if current.version != base_version:
                 raise ConfigConflictError(current.version)
             old_config = self.parsed(current.text)
-            saved_as = self._keep_version(current.text) if current.text != text else None
-            atomic_write(self.path, text.encode("utf-8"))
+            try:
+                saved_as = self._keep_version(current.text) if current.text != text else None
+                atomic_write(self.path, text.encode("utf-8"))
+            except OSError as exc:
+                raise ConfigWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         new_data = new_config.model_dump(mode="json")
         old_data = old_config.model_dump(mode="json") if old_config is not None else {}
         return SaveResult(
@@ -301,7 +314,10 @@ class ConfigStore:
         """Kept versions, newest first."""
         infos = []
         for path in reversed(self._version_files()):
-            text = path.read_bytes().decode("utf-8", errors="replace")
+            try:
+                text = path.read_bytes().decode("utf-8", errors="replace")
+            except OSError:  # pruned by a save meanwhile
+                continue
             saved = calendar.timegm(time.strptime(path.stem[:15], "%Y%m%dT%H%M%S"))
             saved_ms = saved * 1000 + int(path.stem[15:18])
             infos.append(VersionInfo(path.stem, saved_ms, len(text.encode("utf-8")), text_version(text)))

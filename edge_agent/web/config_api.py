@@ -21,6 +21,7 @@ from edge_agent.services.config_store import (
     ConfigStore,
     ConfigStoreError,
     ConfigUnavailableError,
+    ConfigWriteError,
     VersionNotFoundError,
     changed_keys,
     redact,
@@ -64,6 +65,8 @@ def _http_error(exc: ConfigStoreError) -> HTTPException:
         return HTTPException(409, {"error": exc.error, "message": str(exc), "current_version": exc.current_version})
     if isinstance(exc, VersionNotFoundError | ConfigUnavailableError):
         return HTTPException(404, {"error": exc.error, "message": str(exc)})
+    if isinstance(exc, ConfigWriteError):
+        return HTTPException(503, {"error": exc.error, "message": str(exc)})
     return HTTPException(400, {"error": exc.error, "message": str(exc)})
 
 
@@ -119,7 +122,7 @@ def config_router(admin: AdminServices, store: ConfigStore | None = None) -> API
             "restart_needed": [] if parsed is None else _differs_from_running(admin, parsed.model_dump(mode="json")),
         }
 
-    @router.put("", responses={404: {}, 409: {}, 422: {}})
+    @router.put("", responses={404: {}, 409: {}, 422: {}, 503: {}})
     def save_config(body: SaveBody) -> dict[str, Any]:
         """Validate, keep the current file as a version, and write the new text atomically."""
         try:
@@ -142,7 +145,7 @@ def config_router(admin: AdminServices, store: ConfigStore | None = None) -> API
             raise _http_error(exc) from None
         return {"id": version_id, "toml": text}
 
-    @router.post("/versions/{version_id}/restore", responses={404: {}, 409: {}, 422: {}})
+    @router.post("/versions/{version_id}/restore", responses={404: {}, 409: {}, 422: {}, 503: {}})
     def restore_version(version_id: str, body: RestoreBody) -> dict[str, Any]:
         """Make a kept version the configuration file again (validated and written like a save)."""
         try:

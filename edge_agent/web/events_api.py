@@ -29,6 +29,8 @@ from edge_agent.storage.writer import open_connection
 from edge_agent.web.auth import require
 
 MAX_LIMIT = 500
+# Larger numbers do not fit SQLite's 64-bit integers (and mean nothing as ms or seq).
+MAX_INT = 2**62
 SCAN_WINDOW = 20_000
 # Bodies larger than this are listed without their payload (the list stays small; the cloud gets it all).
 MAX_BODY_SHOWN = 16 * 1024
@@ -58,7 +60,7 @@ def _unsent_events(
     before_seq: int | None,
     limit: int,
 ) -> dict[str, Any]:
-    top = before_seq if before_seq is not None else (1 << 62)
+    top = before_seq if before_seq is not None else MAX_INT
     window = conn.execute(
         "SELECT MIN(seq), COUNT(*) FROM (SELECT seq FROM outbox WHERE seq < ? ORDER BY seq DESC LIMIT ?)",
         (top, SCAN_WINDOW),
@@ -109,9 +111,9 @@ def events_router(outbox: Outbox, db: Database, audit: AuditLog | None) -> APIRo
     async def list_events(
         *,
         type: Annotated[str | None, Query(max_length=64, description="Event type prefix, e.g. `pickup.`")] = None,
-        since_ms: Annotated[int | None, Query(ge=0, description="Created at or after (Unix ms).")] = None,
-        until_ms: Annotated[int | None, Query(ge=0, description="Created before (Unix ms).")] = None,
-        before_seq: Annotated[int | None, Query(ge=1, description="Page: events with a lower seq.")] = None,
+        since_ms: Annotated[int | None, Query(ge=0, le=MAX_INT, description="Created at or after (Unix ms).")] = None,
+        until_ms: Annotated[int | None, Query(ge=0, le=MAX_INT, description="Created before (Unix ms).")] = None,
+        before_seq: Annotated[int | None, Query(ge=1, le=MAX_INT, description="Page: events with a lower seq.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
         state: Annotated[Literal["unsent"], Query(description="Only unsent events are kept.")] = "unsent",
     ) -> dict[str, Any]:
@@ -155,7 +157,7 @@ def events_router(outbox: Outbox, db: Database, audit: AuditLog | None) -> APIRo
 
     @router.get("/api/audit")
     async def list_audit(
-        after_seq: Annotated[int, Query(ge=0, description="Rows with a higher seq, oldest first.")] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=MAX_INT, description="Rows with a higher seq, oldest first.")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     ) -> dict[str, Any]:
         """The door audit log (append-only, hash-chained). `last_seq` tells where its end is, so a page can
