@@ -13,12 +13,12 @@ from fastapi import APIRouter
 from cloud_link.outbox import Outbox
 from cloud_link.topics import Topics
 from edge_agent.metrics import AgentMetrics
-from edge_agent.services.web_sessions import WebSessions
+from edge_agent.services.web_sessions import WebSession, WebSessions
 from edge_agent.services.web_users import Role, WebUsers
 from edge_agent.storage import Database
 from edge_agent.web import app as app_module
 from edge_agent.web.app import WebContext, create_app
-from edge_agent.web.auth import is_public
+from edge_agent.web.auth import is_public, require
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent
@@ -54,8 +54,20 @@ async def test_every_route_refuses_who_may_not_use_it(tmp_path: Path, local_brok
         assert agent.users is not None and agent.web_app is not None
         for role, (username, password) in ACCOUNTS.items():
             await agent.users.add(username, password, Role(role))
-        walk = await asyncio.to_thread(walk_routes, f"http://127.0.0.1:{agent.web_port}", agent.web_app, ACCOUNTS)
+        base = f"http://127.0.0.1:{agent.web_port}"
+        walk = await asyncio.to_thread(walk_routes, base, agent.web_app, ACCOUNTS)
+        # The walk notices a guard that does not hold at run time: here the admin check is overridden (as a
+        # test or a debugging aid might), so the admin's routes answer anyone; the policy check cannot see it.
+        app = agent.web_app
+        app.dependency_overrides[require(Role.ADMIN)] = lambda: WebSession("x", "walk-admin", Role.ADMIN, "c", 0, 0)
+        try:
+            holed = await asyncio.to_thread(walk_routes, base, app, ACCOUNTS)
+        finally:
+            app.dependency_overrides.clear()
     assert walk.unauthorized == []
+    assert "GET /api/users (as anonymous: 200)" in holed.unauthorized
+    assert "GET /api/users (as technician: 200)" in holed.unauthorized
+    assert any(h.startswith("POST /api/users (as admin without CSRF") for h in holed.unauthorized)
     # It did walk the agent: the admin API, the pages, each device kind's public screens.
     assert walk.checked > 30
     assert "GET /kiosk/{kiosk_id}" in walk.public and "GET /locker/{bank_id}" in walk.public
