@@ -567,8 +567,8 @@ class LockerService:
         spec = opening.spec
         since = time.monotonic()
         try:
-            seen = await self._until_opened(opening, since)
-            if seen is not None and not seen.locked:
+            # Unlatched within jam_s (else the lock did not release: nothing to hold), then latched again.
+            if await self._poll_until(spec, False, self.timings.jam_s, since) is not None:
                 await self._poll_until(spec, True, self.timings.collect_timeout_s, since)
         except Exception:
             log.exception("watching the test opening of %s failed", spec.id)
