@@ -27,6 +27,7 @@ from edge_agent.services.catalog import Product
 from edge_agent.services.store_health import LiveHub, StoreHealth, stable
 from edge_agent.services.web_users import Role
 from edge_agent.storage import Database
+from edge_agent.web import dashboard_api
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
@@ -136,6 +137,11 @@ class LiveReader:
                     self.events.append((time.monotonic(), event, json.loads(line[6:])))
                     event = "message"
 
+    @property
+    def ended(self) -> bool:
+        """The server ended the stream (the read finished by itself)."""
+        return self._task is not None and self._task.done() and not self._task.cancelled()
+
     def first(self, event: str, predicate: Any) -> tuple[float, dict[str, Any]] | None:
         for at, name, data in self.events:
             if name == event and predicate(data):
@@ -199,7 +205,7 @@ async def test_the_snapshot_matches_the_store_and_needs_a_session(
 
 
 async def test_the_live_stream_tells_device_changes_within_a_second(
-    tmp_path: Path, cloud_broker: Broker, local_broker: Broker
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emulator = idle_emulator()
     async with (
@@ -207,6 +213,7 @@ async def test_the_live_stream_tells_device_changes_within_a_second(
         running_agent(store_config(tmp_path, cloud_broker, local_broker), env=KEY_ENV) as agent,
     ):
         assert agent.lockers is not None and agent.gateway is not None
+        monkeypatch.setattr(dashboard_api, "SESSION_CHECK_S", 0.5)
         device = WifiDevice(local_broker, "scanner-7")
         try:
             async with signed_in(agent) as staff, LiveReader(staff).running() as live:
@@ -241,6 +248,10 @@ async def test_the_live_stream_tells_device_changes_within_a_second(
                     await wait_until(lambda: live.first("device", lambda d: d["id"] == "k2" and
                                                         d["state"]["online"]) is not None, 3)
                 assert agent.live_hub is not None and agent.live_hub.clients == 1
+                # Signing out ends the open stream (checked every SESSION_CHECK_S, shortened below).
+                assert (await staff.post("/api/auth/logout")).status_code == 200
+                await wait_until(lambda: live.ended, 5)
+                await wait_until(lambda: agent.live_hub is not None and agent.live_hub.clients == 0, 3)
         finally:
             device.stop()
     # The agent stopped with the stream open: the stream ended, the agent did not hang (running_agent waits).
