@@ -65,6 +65,10 @@ def test_a_configured_certificate_is_used_as_it_is(tmp_path: Path) -> None:
     used = ensure_certificate(tmp_path / "data", cert_file=cert_file, key_file=key_file)
     assert not used.generated and not used.self_signed and used.cert_file == cert_file
     assert not (tmp_path / "data" / "web-tls").exists()
+    other = ca.issue_cert("other.store.example")
+    other.private_key_pem.write_to_path(str(key_file))
+    with pytest.raises(CertificateError, match="does not go with"):
+        ensure_certificate(tmp_path / "data", cert_file=cert_file, key_file=key_file)
     key_file.write_text("not a key")
     with pytest.raises(CertificateError, match=r"web\.tls_key_file"):
         ensure_certificate(tmp_path / "data", cert_file=cert_file, key_file=key_file)
@@ -154,3 +158,19 @@ async def test_https_can_be_turned_off_and_a_busy_port_is_a_clear_error(tmp_path
         agent = Agent(agent_config(tmp_path / "b", None, web={"https_port": taken}))
         with pytest.raises(StartupError, match=rf"web\.https_port: cannot listen on 127\.0\.0\.1:{taken}"):
             await agent.run()
+
+
+async def test_the_agent_serves_a_configured_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    leaf.private_key_pem.write_to_path(str(key_file))
+    config = agent_config(tmp_path / "data", None, web={"tls_cert_file": str(cert_file), "tls_key_file": str(key_file)})
+    async with running_agent(config) as agent:
+        assert agent.certificate is not None and not agent.certificate.self_signed
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        async with httpx.AsyncClient(verify=context, timeout=10) as tls:
+            assert (await tls.get(f"https://localhost:{agent.https_port}/healthz")).status_code == 200
+    assert not (tmp_path / "data" / "web-tls").exists()

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,10 @@ def ensure_certificate(
             raise CertificateError(
                 f"web.tls_key_file: {key_file} is not an unencrypted PEM private key: {exc}"
             ) from None
+        try:  # what uvicorn will do: a key that does not match the certificate fails here, with its key path
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert_file), str(key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise CertificateError(f"web.tls_key_file: {key_file} does not go with {cert_file}: {exc}") from None
         if cert.not_valid_after_utc < now:
             log.error("web.tls_cert_file %s expired on %s: browsers will refuse it", cert_file,
                       cert.not_valid_after_utc.date())
