@@ -325,6 +325,18 @@ async def dashboard_page_updates_live(
             await asyncio.sleep(0.2)
             total = db.read(lambda c: c.execute("SELECT COUNT(*) FROM tags").fetchone()[0])
         assert str(total) in (await page.inner_text("#dash-tags")).replace(",", "")
+        # In Chinese, and still live after the page re-rendered itself.
+        await page.click("#lang-button")
+        await page.wait_for_selector("#dash-cloud h2:text('云端连接')", timeout=5000)
+        await agent.lockers.set_in_service("A-04", True)
+        await page.wait_for_selector("#dash-alarms .ok-text:text('没有未处理的告警。')", timeout=5000)
+        await page.click("#lang-button")
+        await page.wait_for_selector("#dash-cloud h2:text('Cloud link')", timeout=5000)
+        await agent.lockers.set_in_service("A-04", False, "broken hinge")
+        await page.wait_for_selector("#dash-alarms [data-alarm='out_of_service:A-04']", timeout=5000)
+        hub = agent.live_hub
+        assert hub is not None
+        await wait_until(lambda: hub.clients == 1, 5)  # the re-rendered page closed its earlier streams
         if screenshots:
             await realistic_extras(agent, local_broker, stack)
             await page.wait_for_timeout(1500)
