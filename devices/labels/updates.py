@@ -302,7 +302,7 @@ class LabelService:
         rec = self.registry.get(tag_id)
         if rec is None or rec.type_code not in TAG_TYPES:
             return None
-        raw = self.registry.picture(tag_id, rec.current_hash)
+        raw = self.registry.picture(tag_id, picture_hash or rec.current_hash)
         if raw is None:
             return None
         image = picture_image(raw, TAG_TYPES[rec.type_code])
