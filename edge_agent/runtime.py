@@ -330,6 +330,7 @@ class Agent:
             audit=self.audit,
             gpio_devices=list(self._gpio_devices),
             live=self.live_hub,
+            bus=self.bus,
         )
 
     def _build_live_hub(self) -> LiveHub:

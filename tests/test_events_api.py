@@ -20,6 +20,8 @@ from edge_agent.logging_setup import install_recent_logs
 from edge_agent.services.pickup_codes import PickupCodes
 from edge_agent.services.web_sessions import token_hash
 from edge_agent.services.web_users import Role
+from tests.conftest import agent_config, running_agent, wait_until
+from tests.support.broker import Broker
 from tests.test_config_api import PASSWORD, agent_from_file, signed_in
 
 
@@ -53,8 +55,12 @@ async def test_events_are_listed_with_filters_and_bounds(tmp_path: Path) -> None
         assert len(rest["events"]) == 15 and rest["next_before_seq"] is None
         # Out-of-bounds or unknown filters: a clear 422, never a 500.
         for params in ({"limit": 0}, {"limit": 501}, {"since_ms": -1}, {"since_ms": 2**64}, {"before_seq": 2**63},
-                       {"state": "sent"}, {"type": "x" * 65}):
+                       {"state": "sent"}, {"type": "x" * 65}, {"state": "recent", "limit": 0}):
             assert (await tech.get("/api/events", params=params)).status_code == 422, params
+        # The recently published events, from memory: the same ones, none sent (the link is off).
+        recent = (await tech.get("/api/events", params={"state": "recent", "type": "pickup.c"})).json()
+        assert recent["state"] == "recent" and "memory" in recent["note"]
+        assert [(e["payload"]["n"], e["sent"]) for e in recent["events"]] == [(n, False) for n in range(104, 99, -1)]
         # Device states: latest per device, pending until the cloud acknowledged them.
         assert agent.outbox is not None
         await agent.outbox.put_state("scanner-1", {"online": True})
@@ -155,3 +161,17 @@ async def test_anonymous_requests_get_nothing(tmp_path: Path) -> None:
                 assert (await anonymous.get(path)).status_code == 401, path
 
 
+
+
+async def test_recent_events_say_which_were_sent(tmp_path: Path, cloud_broker: Broker) -> None:
+    async with running_agent(agent_config(tmp_path / "data", cloud_broker)) as agent, \
+            signed_in(agent, "tech1", Role.TECHNICIAN) as tech:
+        assert agent.outbox is not None
+        for i in range(3):
+            await agent.publish("order.test", {"n": i})
+        await wait_until(lambda: agent.outbox is not None and agent.outbox.stats().events == 0, timeout=10)
+        recent = (await tech.get("/api/events", params={"state": "recent", "type": "order."})).json()["events"]
+        assert [(e["payload"]["n"], e["sent"]) for e in recent] == [(2, True), (1, True), (0, True)]
+        page = (await tech.get("/api/events", params={"state": "recent", "type": "order.", "limit": 2})).json()
+        assert len(page["events"]) == 2 and page["next_before_seq"] == recent[1]["seq"]
+        assert (await tech.get("/api/events", params={"type": "order."})).json()["events"] == []  # none unsent

@@ -102,6 +102,11 @@ async def test_admin_technician_and_staff_pages(tmp_path: Path, monkeypatch: pyt
         await page.click("#ev-apply")
         await page.wait_for_selector("#ev-table tr[data-type='order.test']", state="detached")
         assert await page.locator("#ev-table tr[data-type='pickup.ready']").count() == 3
+        await page.click("#ev-tab-recent")
+        await page.wait_for_selector("#ev-table tr[data-type='pickup.ready'] .badge.warn")  # published, not yet sent
+        assert "1,000" in await page.inner_text("#ev-note")
+        await page.click("#ev-tab-unsent")
+        await page.wait_for_selector("#ev-table tr[data-type='pickup.ready']")
         await page.click("#au-verify")
         await page.wait_for_selector("#au-verdict[data-ok='1']")
         assert "3" in await page.inner_text("#au-verdict")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloud_link.bus import EventBus
 from cloud_link.events import Event
 from devices.labels.registry import TagRegistry
 from devices.labels.updates import LabelService
@@ -48,3 +49,5 @@ class AdminServices:
     gpio_devices: list[Any] = field(default_factory=list)
     # The dashboard's snapshot and the live stream's hub (edge_agent.services.store_health); the runtime runs it.
     live: LiveHub | None = None
+    # The event bus, for the events page's recently published events (a bounded subscription, read on request).
+    bus: EventBus | None = None

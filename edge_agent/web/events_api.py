@@ -2,7 +2,10 @@
 
 Where events live: an event is committed to the outbox (`outbox` table) before anything else sees it, and is
 deleted once the cloud broker acknowledged it (cloud_link/outbox.py). So the database holds the events *not
-yet sent*, and nothing of the sent ones; `GET /api/events` lists those unsent events and says so. Device
+yet sent*, and nothing of the sent ones; `GET /api/events` (state=unsent) lists those and says so. For the
+recently sent ones, the web UI keeps the last RECENT_KEPT events published on the event bus since it started,
+in memory (a bounded bus subscription, drained on request: no task, nothing on disk); `state=recent` lists them
+with `sent` true once the event is gone from the outbox (acknowledged, or telemetry dropped when full). Device
 states are separate: one row per device, latest only, with the revision the cloud acknowledged
 (`GET /api/device-states`).
 
@@ -14,6 +17,7 @@ long outage); `next_before_seq` pages further back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import sqlite3
 from pathlib import Path
@@ -21,6 +25,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from cloud_link.bus import EventBus
+from cloud_link.events import Event
 from cloud_link.outbox import Outbox
 from edge_agent.services.audit import AuditLog, AuditVerification, verify_chain
 from edge_agent.services.web_users import Role
@@ -29,12 +35,17 @@ from edge_agent.storage.writer import open_connection
 from edge_agent.web.auth import require
 
 MAX_LIMIT = 500
+RECENT_KEPT = 1000
 # Larger numbers do not fit SQLite's 64-bit integers (and mean nothing as ms or seq).
 MAX_INT = 2**62
 SCAN_WINDOW = 20_000
 # Bodies larger than this are listed without their payload (the list stays small; the cloud gets it all).
 MAX_BODY_SHOWN = 16 * 1024
 
+RECENT_NOTE = (
+    f"The last {RECENT_KEPT} events published since the web UI started, kept in memory (a restart forgets them); "
+    "sent = no longer in the outbox (acknowledged by the cloud, or telemetry dropped when the outbox was full)."
+)
 EVENTS_NOTE = (
     "Only unsent events are kept: the outbox deletes an event once the cloud broker acknowledged it. "
     "What is listed here is waiting to be sent."
@@ -96,6 +107,61 @@ def _unsent_events(
     return {"events": events, "scanned": scanned, "next_before_seq": next_before}
 
 
+class RecentEvents:
+    """The last RECENT_KEPT events published since the web UI started. The bus subscription's queue is the
+    bound (it drops its oldest when full); each read moves what arrived into the ring."""
+
+    def __init__(self, bus: EventBus, kept: int = RECENT_KEPT) -> None:
+        self._sub = bus.subscribe(maxsize=kept)
+        self._ring: collections.deque[Event] = collections.deque(maxlen=kept)
+
+    def events(self) -> list[Event]:
+        """Newest first."""
+        while (event := self._sub.get_nowait()) is not None:
+            self._ring.append(event)
+        return list(reversed(self._ring))
+
+
+def _recent(
+    recent: RecentEvents,
+    db: Database,
+    *,
+    type_prefix: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+    before_seq: int | None,
+    limit: int,
+) -> dict[str, Any]:
+    chosen = [
+        e for e in recent.events()
+        if (not type_prefix or e.type.startswith(type_prefix))
+        and (since_ms is None or e.ts_ms >= since_ms)
+        and (until_ms is None or e.ts_ms < until_ms)
+        and (before_seq is None or e.seq < before_seq)
+    ]
+    page = chosen[:limit]
+    seqs = [e.seq for e in page]
+    unsent: set[int] = set()
+    if seqs:
+        marks = ",".join("?" * len(seqs))
+        unsent = {
+            int(r[0])
+            for r in db.read(lambda c: c.execute(f"SELECT seq FROM outbox WHERE seq IN ({marks})", seqs).fetchall())  # noqa: S608
+        }
+    events = [
+        {
+            "seq": e.seq, "event_id": e.event_id, "type": e.type, "class": e.cls.value,
+            "created_ms": e.ts_ms, "payload": e.payload, "payload_shown": True, "sent": e.seq not in unsent,
+        }
+        for e in page
+    ]
+    return {
+        "events": events,
+        "scanned": len(chosen),
+        "next_before_seq": page[-1].seq if len(chosen) > limit else None,
+    }
+
+
 def _verify_file(path: Path) -> AuditVerification:
     conn = open_connection(path, readonly=True)
     try:
@@ -104,8 +170,9 @@ def _verify_file(path: Path) -> AuditVerification:
         conn.close()
 
 
-def events_router(outbox: Outbox, db: Database, audit: AuditLog | None) -> APIRouter:
+def events_router(outbox: Outbox, db: Database, audit: AuditLog | None, bus: EventBus | None = None) -> APIRouter:
     router = APIRouter(tags=["events and audit"], dependencies=[Depends(require(Role.TECHNICIAN))])
+    recent = RecentEvents(bus) if bus is not None else None
 
     @router.get("/api/events")
     async def list_events(
@@ -115,18 +182,30 @@ def events_router(outbox: Outbox, db: Database, audit: AuditLog | None) -> APIRo
         until_ms: Annotated[int | None, Query(ge=0, le=MAX_INT, description="Created before (Unix ms).")] = None,
         before_seq: Annotated[int | None, Query(ge=1, le=MAX_INT, description="Page: events with a lower seq.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-        state: Annotated[Literal["unsent"], Query(description="Only unsent events are kept.")] = "unsent",
+        state: Annotated[
+            Literal["unsent", "recent"],
+            Query(description="unsent: in the outbox (durable); recent: published since the web UI started, "
+                  f"the last {RECENT_KEPT}, in memory, each marked sent or not."),
+        ] = "unsent",
     ) -> dict[str, Any]:
-        """Unsent events in the outbox, newest first, filtered by type prefix and creation time."""
-        found = db.read(
-            lambda c: _unsent_events(
-                c, type_prefix=type, since_ms=since_ms, until_ms=until_ms, before_seq=before_seq, limit=limit
+        """Events newest first, filtered by type prefix and creation time: the unsent ones in the outbox, or
+        the recently published ones with whether each has been sent."""
+        if state == "recent":
+            if recent is None:
+                found: dict[str, Any] = {"events": [], "scanned": 0, "next_before_seq": None}
+            else:
+                found = _recent(recent, db, type_prefix=type, since_ms=since_ms, until_ms=until_ms,
+                                before_seq=before_seq, limit=limit)
+        else:
+            found = db.read(
+                lambda c: _unsent_events(
+                    c, type_prefix=type, since_ms=since_ms, until_ms=until_ms, before_seq=before_seq, limit=limit
+                )
             )
-        )
         stats = outbox.stats()
         return {
             "state": state,
-            "note": EVENTS_NOTE,
+            "note": EVENTS_NOTE if state == "unsent" else RECENT_NOTE,
             "outbox": {"events": stats.events, "bytes": stats.bytes, "last_seq": stats.last_seq,
                        "oldest_ms": stats.oldest_ms},
             **found,

@@ -7,10 +7,13 @@ Edge.addStrings({
   en: {
     ev_title: "Events and audit", ev_diag: "Download diagnostics", ev_diag_note: "A zip of recent logs, the configuration " +
       "(secrets redacted), database figures, versions and health, for support.",
-    ev_unsent: "Events waiting to be sent", ev_unsent_note: "Only unsent events are kept: the outbox deletes an event " +
-      "once the cloud acknowledged it.", ev_type: "Type starts with", ev_since: "From", ev_until: "Until",
+    ev_unsent: "Events", ev_unsent_note: "Only unsent events are kept on disk: the outbox deletes an event " +
+      "once the cloud acknowledged it.", ev_tab_unsent: "Waiting to be sent", ev_tab_recent: "Recently published",
+    ev_recent_note: "The last 1,000 events published since the agent started, kept in memory: each says whether it has been sent.",
+    ev_sent_col: "Sent", ev_type: "Type starts with", ev_since: "From", ev_until: "Until",
     ev_limit: "Rows", ev_apply: "Apply", ev_clear: "Clear", ev_seq: "Seq", ev_type_col: "Type", ev_time: "Created", ev_class: "Class",
     ev_payload: "Payload", ev_none: "No unsent event matches: everything else has reached the cloud.",
+    ev_none_recent: "No recently published event matches.",
     ev_older: "Older", ev_newest: "Newest", ev_waiting: "{n} waiting · {bytes} bytes", ev_not_shown: "(too large to show)",
     ev_states: "Device states", ev_device: "Device", ev_rev: "Revision", ev_pending: "pending", ev_sent: "sent",
     ev_states_none: "No device state recorded.", ev_state: "State", ev_updated: "Updated",
@@ -23,10 +26,12 @@ Edge.addStrings({
   },
   "zh-CN": {
     ev_title: "事件与审计", ev_diag: "下载诊断包", ev_diag_note: "包含最近日志、配置（已隐去密钥）、数据库统计、版本和健康状态，供技术支持使用。",
-    ev_unsent: "待发送事件", ev_unsent_note: "只保留未发送的事件：云端确认后，事件即从待发队列删除。",
+    ev_unsent: "事件", ev_unsent_note: "磁盘上只保留未发送的事件：云端确认后，事件即从待发队列删除。",
+    ev_tab_unsent: "待发送", ev_tab_recent: "最近发布", ev_recent_note: "代理启动以来最近发布的 1000 个事件，保存在内存中：每个都标明是否已发送。",
+    ev_sent_col: "已发送",
     ev_type: "类型前缀", ev_since: "起始", ev_until: "截止", ev_limit: "行数", ev_apply: "应用", ev_clear: "清除",
     ev_seq: "序号", ev_type_col: "类型", ev_time: "创建时间", ev_class: "类别", ev_payload: "内容",
-    ev_none: "没有匹配的未发送事件：其余事件均已送达云端。", ev_older: "更早", ev_newest: "最新",
+    ev_none: "没有匹配的未发送事件：其余事件均已送达云端。", ev_none_recent: "没有匹配的最近发布事件。", ev_older: "更早", ev_newest: "最新",
     ev_waiting: "{n} 个待发 · {bytes} 字节", ev_not_shown: "（内容过大，未显示）", ev_states: "设备状态", ev_device: "设备",
     ev_rev: "版本", ev_pending: "待发送", ev_sent: "已发送", ev_states_none: "没有设备状态记录。", ev_state: "状态",
     ev_updated: "更新时间", au_title: "柜门审计日志", au_verify: "校验哈希链", au_ok: "哈希链完整：已校验 {n} 行。",
@@ -56,9 +61,20 @@ Edge.page(async (app) => {
   const eventsBox = el("div", { id: "ev-events" });
   const pager = el("div", { class: "pager" });
   let pages = []; // before_seq of each page shown, for "newest"
+  let state = "unsent";
+  const note = el("p", { class: "muted", id: "ev-note" }, t("ev_unsent_note"));
+  const tabButton = (value, key) => el("button", { type: "button", id: "ev-tab-" + value, "aria-selected": String(value === state),
+    onclick: () => {
+      state = value;
+      for (const b of tabs.querySelectorAll("button")) b.setAttribute("aria-selected", String(b.id === "ev-tab-" + value));
+      note.textContent = t(value === "unsent" ? "ev_unsent_note" : "ev_recent_note");
+      pages = [];
+      loadEvents(null).catch((e) => Edge.flash(e.message, true));
+    } }, t(key));
+  const tabs = el("div", { class: "tabs", role: "tablist" }, tabButton("unsent", "ev_tab_unsent"), tabButton("recent", "ev_tab_recent"));
 
   const loadEvents = async (beforeSeq) => {
-    const params = new URLSearchParams({ limit: limitSelect.value });
+    const params = new URLSearchParams({ limit: limitSelect.value, state });
     if (typeInput.value.trim()) params.set("type", typeInput.value.trim());
     const since = toMs(sinceInput), until = toMs(untilInput);
     if (since !== null) params.set("since_ms", since);
@@ -66,13 +82,14 @@ Edge.page(async (app) => {
     if (beforeSeq) params.set("before_seq", beforeSeq);
     const answer = await Edge.api("GET", "/api/events?" + params);
     summary.textContent = t("ev_waiting", { n: answer.outbox.events, bytes: answer.outbox.bytes });
-    if (!answer.events.length) eventsBox.replaceChildren(el("p", { class: "muted", id: "ev-empty" }, t("ev_none")));
+    if (!answer.events.length) eventsBox.replaceChildren(el("p", { class: "muted", id: "ev-empty" }, t(state === "recent" ? "ev_none_recent" : "ev_none")));
     else eventsBox.replaceChildren(el("div", { class: "table-wrap" }, el("table", { id: "ev-table" },
       el("thead", {}, el("tr", {}, el("th", { class: "num" }, t("ev_seq")), el("th", {}, t("ev_time")), el("th", {}, t("ev_type_col")),
-        el("th", {}, t("ev_class")), el("th", {}, t("ev_payload")))),
+        el("th", {}, t("ev_class")), state === "recent" ? el("th", {}, t("ev_sent_col")) : null, el("th", {}, t("ev_payload")))),
       el("tbody", {}, answer.events.map((e) => el("tr", { dataset: { type: e.type } },
         el("td", { class: "num" }, e.seq), el("td", {}, Edge.time(e.created_ms)), el("td", { class: "mono" }, e.type),
         el("td", {}, Edge.badge(e.class, e.class === "critical" ? "warn" : "")),
+        state === "recent" ? el("td", {}, Edge.badge(e.sent ? t("ev_sent") : t("ev_pending"), e.sent ? "ok" : "warn")) : null,
         el("td", { class: "mono ev-payload" }, e.payload_shown ? json(e.payload) : t("ev_not_shown"))))))));
     pager.replaceChildren(...[
       beforeSeq ? el("button", { class: "action secondary", type: "button", onclick: () => { pages = []; loadEvents(null); } }, t("ev_newest")) : null,
@@ -88,7 +105,7 @@ Edge.page(async (app) => {
     el("button", { class: "action secondary", type: "button", onclick: () => { typeInput.value = sinceInput.value = untilInput.value = ""; pages = []; loadEvents(null); } }, t("ev_clear")));
 
   app.append(el("section", { class: "card", id: "ev-unsent" }, el("div", { class: "toolbar" }, el("h2", {}, t("ev_unsent")), summary),
-    el("p", { class: "muted" }, t("ev_unsent_note")), filters, eventsBox, pager));
+    tabs, note, filters, eventsBox, pager));
 
   // -- device states ----------------------------------------------------------------------------
   const statesBox = el("div", { id: "ev-states" });
