@@ -153,10 +153,17 @@ async def test_the_snapshot_matches_the_store_and_needs_a_session(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker
 ) -> None:
     emulator = idle_emulator()
+    station = BaseStationEmulator(mixed(3, seed=5), checkin_interval=1.0, air_rate=200_000, seed=5)
+    config = store_config(tmp_path, cloud_broker, local_broker,
+                          base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}])
     async with (
         emulator.running(PtyPort(tmp_path / "lockers0")),
-        running_agent(store_config(tmp_path, cloud_broker, local_broker), env=KEY_ENV) as agent,
+        station.running(PtyPort(tmp_path / "bs0")),
+        running_agent(config, env=KEY_ENV) as agent,
     ):
+        assert agent.labels is not None
+        labels = agent.labels
+        await wait_until(lambda: len(labels.registry.all()) == 3, 20)  # the station's own tags, discovered
         base = f"http://127.0.0.1:{agent.web_port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as anonymous:
             for path in ("/api/dashboard", "/api/live"):
@@ -169,7 +176,11 @@ async def test_the_snapshot_matches_the_store_and_needs_a_session(
             assert snap["cloud"]["connected"] is True and snap["cloud"]["protocol"] is not None
             assert agent.outbox is not None
             assert snap["cloud"]["outbox"]["depth"] == agent.outbox.stats().events
-            assert snap["tags"] == {"total": 30, "paired": 12, "unpaired": 18, "offline": 5, "discovered": 0}
+            # 30 added (12 paired, 5 silent for two hours); the station's 3 are discovered, not adopted yet.
+            assert snap["tags"] == {"total": 30, "paired": 12, "unpaired": 18, "offline": 5, "discovered": 3}
+            (bs1,) = snap["base_stations"]
+            assert bs1["name"] == "bs1" and bs1["connected"] is True and bs1["tags"] == 30
+            assert bs1["link"]["frames_received"] > 0 and bs1["link"]["crc_errors"] == 0
             assert snap["lock_boards"] == [
                 {"id": "kerong-0", "bus": "rs485", "locks": 16, "reachable": True,
                  "reading_age_s": snap["lock_boards"][0]["reading_age_s"]}

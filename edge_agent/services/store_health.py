@@ -135,23 +135,25 @@ class StoreHealth:
 
     def _count_tags(self, now: int) -> tuple[dict[str, int], dict[str, int]]:
         # One pass over the tags table, grouped by base station: totals and per-station counts together.
+        # Tags a station reported but nobody adopted yet (discovery) are counted apart, not as unpaired.
         cutoff = now - int(self.tag_offline_s * 1000)
         rows = self._db.read(
             lambda c: c.execute(
-                "SELECT base_station, COUNT(*), COUNT(sku), "
-                "SUM(last_seen_ms IS NULL OR last_seen_ms < ?), SUM(adopted = 0) FROM tags GROUP BY base_station",
+                "SELECT base_station, SUM(adopted != 0), SUM(adopted != 0 AND sku IS NOT NULL), "
+                "SUM(adopted != 0 AND (last_seen_ms IS NULL OR last_seen_ms < ?)), SUM(adopted = 0) "
+                "FROM tags GROUP BY base_station",
                 (cutoff,),
             ).fetchall()
         )
         total = paired = offline = discovered = 0
         per_station: dict[str, int] = {}
         for station, count, with_sku, stale, not_adopted in rows:
-            total += int(count)
-            paired += int(with_sku)
+            total += int(count or 0)
+            paired += int(with_sku or 0)
             offline += int(stale or 0)
             discovered += int(not_adopted or 0)
             if station is not None:
-                per_station[str(station)] = int(count)
+                per_station[str(station)] = int(count or 0)
         counts = {"total": total, "paired": paired, "unpaired": total - paired, "offline": offline,
                   "discovered": discovered}
         return counts, per_station
@@ -163,14 +165,14 @@ class StoreHealth:
         for name, station in sorted(self._labels.stations.items()):
             item: dict[str, Any] = {"name": name, "connected": bool(station.connected),
                                     "tags": per_station.get(name, 0), "link": None}
-            link = getattr(station, "link", None)  # the serial base-station client; Wi-Fi labels have none
-            stats = getattr(link, "stats", None)
-            if stats is not None:
-                item["link"] = {k: v for k, v in vars(stats).items() if isinstance(v, int)}
-            client_stats = getattr(station, "stats", None)
-            if client_stats is not None:
-                item["errors"] = {k: v for k, v in vars(client_stats).items() if isinstance(v, int)}
-                item["last_error"] = getattr(client_stats, "last_error", None)
+            # The serial base-station client counts its link (frames, retransmits, CRC errors, resets);
+            # Wi-Fi labels have no link of their own, only their station's counters.
+            link_statistics = getattr(station, "link_statistics", None)
+            if callable(link_statistics):
+                item["link"] = link_statistics()
+            counters = getattr(getattr(station, "stats", None), "__dict__", {})
+            item["errors"] = {k: v for k, v in counters.items() if isinstance(v, int) and not isinstance(v, bool)}
+            item["last_error"] = counters.get("last_error")
             out.append(item)
         return out
 

@@ -15,7 +15,7 @@ Edge.addStrings({
     no_boards: "No lock board configured.", no_kiosks: "No kiosk configured.", no_devices: "No device heard yet.",
     no_alarms: "No open alarms.", reachable: "reachable", unreachable: "not answering", not_polled: "not polled",
     link: "Link", frames: "frames {sent} sent / {received} received", retries: "{n} retransmits",
-    resets: "{n} resets", tags_on: "{n} tags", bus: "bus {bus}", adopted: "adopted", discovered_badge: "discovered",
+    resets: "{n} resets", crc_errors: "{n} CRC errors", tags_on: "{n} tags", bus: "bus {bus}", adopted: "adopted", discovered_badge: "discovered",
     unknown: "unknown", more: "and {n} more", last_seen: "last seen {ago}", live: "live", reconnecting: "reconnecting…",
     broker: "In-store broker", doors: "Doors", doors_summary: "{enabled} of {total} in service · {open} open · {occupied} with a parcel",
     to_devices: "Devices →", to_lockers: "Lockers →",
@@ -32,7 +32,7 @@ Edge.addStrings({
     updates_pending: "{n} 个等待", updates_failed: "{n} 个失败", updates_done: "已确认 {done} / {total}",
     no_updates: "还没有价签更新。", no_stations: "未配置基站。", no_boards: "未配置锁控板。", no_kiosks: "未配置自助终端。",
     no_devices: "尚未发现设备。", no_alarms: "没有未处理的告警。", reachable: "可达", unreachable: "无应答", not_polled: "未轮询",
-    link: "链路", frames: "已发 {sent} 帧 / 已收 {received} 帧", retries: "重传 {n} 次", resets: "复位 {n} 次",
+    link: "链路", frames: "已发 {sent} 帧 / 已收 {received} 帧", retries: "重传 {n} 次", resets: "复位 {n} 次", crc_errors: "CRC 错误 {n} 个",
     tags_on: "{n} 个价签", bus: "总线 {bus}", adopted: "已接入", discovered_badge: "待接入", unknown: "未知",
     more: "另有 {n} 个", last_seen: "最近在线 {ago}", live: "实时", reconnecting: "正在重连…", broker: "店内消息服务器",
     doors: "柜门", doors_summary: "{total} 个中 {enabled} 个可用 · {open} 个打开 · {occupied} 个有包裹",
@@ -144,7 +144,8 @@ Edge.page(async (app) => {
         dot(s.connected), el("strong", {}, s.name), " ", onOff(s.connected, "connected", "disconnected"),
         el("div", { class: "muted" }, t("tags_on", { n: num(s.tags) }),
           s.link ? " · " + t("frames", { sent: num(s.link.frames_sent), received: num(s.link.frames_received) }) +
-            " · " + t("retries", { n: num(s.link.retransmits) }) + " · " + t("resets", { n: num(s.link.peer_resets) }) : "")))));
+            " · " + t("retries", { n: num(s.link.retransmits) }) + " · " + t("crc_errors", { n: num(s.link.crc_errors || 0) }) +
+            " · " + t("resets", { n: num(s.link.peer_resets) }) : "")))));
   }
 
   function renderBoards() {
