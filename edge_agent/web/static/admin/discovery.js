@@ -21,7 +21,7 @@ Edge.addStrings({
     col_id: "Id", col_type: "Type", col_station: "Base station", col_battery: "Battery", col_signal: "Signal",
     col_seen: "Last seen", col_kind: "Kind", col_model: "Model", col_state: "State", col_bus: "Bus",
     col_number: "Number", col_answer: "Last answer", col_board_id: "Board id", col_locks: "Locks",
-    locks_unknown: "up to {n} (the protocol does not say)",
+    locks_unknown: "≤ {n}", locks_unknown_note: "The board's status answer does not say how many locks are wired: up to {n}.",
   },
   "zh-CN": {
     disc_title: "发现", disc_refresh: "刷新",
@@ -41,7 +41,7 @@ Edge.addStrings({
     col_id: "编号", col_type: "型号", col_station: "基站", col_battery: "电量", col_signal: "信号",
     col_seen: "最近出现", col_kind: "类型", col_model: "型号", col_state: "状态", col_bus: "总线",
     col_number: "板号", col_answer: "最近应答", col_board_id: "板编号", col_locks: "锁数",
-    locks_unknown: "最多 {n} 个（协议不提供）",
+    locks_unknown: "≤ {n}", locks_unknown_note: "锁控板的状态应答不提供实际接线的锁数：最多 {n} 个。",
   },
 });
 
@@ -49,8 +49,8 @@ Edge.page(async (app) => {
   const el = Edge.el;
   const t = Edge.t;
   const tagsCard = el("section", { class: "card wide", id: "discovered-tags" });
-  const devicesCard = el("section", { class: "card wide", id: "discovered-devices" });
-  const boardsCard = el("section", { class: "card wide", id: "discovered-boards" });
+  const devicesCard = el("section", { class: "card", id: "discovered-devices" });
+  const boardsCard = el("section", { class: "card", id: "discovered-boards" });
   const policy = el("p", { class: "muted", id: "discovery-policy" });
   const boardNote = el("div", { id: "board-note" });
 
@@ -79,7 +79,7 @@ Edge.page(async (app) => {
         adopt("/api/discovery/tags/" + tag.tag_id + "/adopt", t("disc_adopted_tag", { id: tag.tag_id })) }, t("disc_adopt")))));
     tagsCard.replaceChildren(el("h2", {}, t("disc_tags"), " ", Edge.badge(String(data.tags_discovered), data.tags_discovered ? "discovered" : "")),
       el("p", { class: "muted" }, t("disc_tags_note")),
-      data.tags_discovered > data.tags.length ? el("p", { class: "muted" }, t("disc_tags_more", { n: data.tags_discovered })) : null,
+      data.tags_discovered > data.tags.length ? el("p", { class: "muted" }, t("disc_tags_more", { n: data.tags_discovered })) : "",
       rows.length ? table([t("col_id"), t("col_type"), t("col_station"), t("col_battery"), t("col_signal"), t("col_seen"), ""], rows)
         : el("p", { class: "muted" }, t("disc_none")));
   }
@@ -134,7 +134,7 @@ Edge.page(async (app) => {
     scanButton.addEventListener("click", () => scan(scanButton));
     const rows = data.lock_boards.map((b) => el("tr", { dataset: { board: b.id } },
       el("td", {}, b.bus), el("td", { class: "num" }, b.number), el("td", {}, Edge.ago(b.last_answer_ms)),
-      el("td", { class: "mono" }, b.board_id), el("td", {}, t("locks_unknown", { n: b.max_locks })),
+      el("td", { class: "mono" }, b.board_id), el("td", { title: t("locks_unknown_note", { n: b.max_locks }) }, t("locks_unknown", { n: b.max_locks })),
       el("td", {}, b.adopted ? Edge.badge(t("disc_adopted"), "ok") : Edge.badge(t("disc_discovered"), "discovered")),
       el("td", { class: "actions" },
         b.adopted ? el("details", {}, el("summary", {}, t("disc_snippet")), el("pre", { class: "mono" }, b.snippet))
@@ -159,7 +159,7 @@ Edge.page(async (app) => {
   app.append(
     el("div", { class: "toolbar" }, el("h1", {}, t("disc_title")),
       el("button", { type: "button", class: "secondary", id: "discovery-refresh", onclick: () => load().catch((e) => Edge.flash(e.message, true)) }, t("disc_refresh"))),
-    policy, el("div", { class: "grid" }, tagsCard, devicesCard, boardsCard));
+    policy, el("div", { class: "grid discovery-grid" }, boardsCard, devicesCard, tagsCard));
   await load();
   // New devices show up without a reload; one timer however often the language is switched.
   clearInterval(window.discoveryTimer);

@@ -73,7 +73,7 @@ Edge.page(async (app) => {
   const money = (p) => (p.price === null ? "" : p.price + " " + p.currency);
   const tagLine = (tag) => [
     el("span", { class: "mono" }, tag.tag_id), " ", Edge.badge(tag.type),
-    " ", tag.adopted ? null : Edge.badge(t("pair_discovered"), "discovered"),
+    " ", tag.adopted ? "" : Edge.badge(t("pair_discovered"), "discovered"),
     el("div", { class: "muted" }, t("pair_current_product") + ": ",
       tag.product ? tag.product.name + " (" + tag.product.sku + ")" : t("pair_unpaired")),
   ];
@@ -208,7 +208,7 @@ Edge.page(async (app) => {
         el("tbody", {}, report.errors.map((e) => el("tr", {}, el("td", { class: "num" }, e.row === null ? t("pair_file") : e.row),
           el("td", { class: "mono" }, e.column || ""), el("td", {}, e.message))))))
       : el("p", { class: "ok-text" }, t("pair_report_ok"));
-    const omitted = report.errors_omitted ? el("p", { class: "muted" }, report.errors_omitted + " " + t("pair_report_omitted")) : null;
+    const omitted = report.errors_omitted ? el("p", { class: "muted" }, report.errors_omitted + " " + t("pair_report_omitted")) : "";
     reportBox.replaceChildren(el("h3", {}, t("pair_report")), summary, errors, omitted);
   }
 
