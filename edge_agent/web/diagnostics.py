@@ -22,6 +22,7 @@ import functools
 import importlib.metadata
 import io
 import json
+import logging
 import platform
 import shutil
 import sqlite3
@@ -175,8 +176,6 @@ def database_stats(db_path: Path, outbox: dict[str, Any]) -> dict[str, Any]:
 
 def _log_file_tails() -> dict[str, bytes]:
     """The tail of each file the root logger writes to (none with the default journald set-up)."""
-    import logging  # noqa: PLC0415 - only here
-
     tails: dict[str, bytes] = {}
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
