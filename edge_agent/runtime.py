@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
@@ -81,6 +83,7 @@ from firmware_bridge.kerong_bus import KerongBus
 log = logging.getLogger(__name__)
 
 ExtraTask = Callable[["Agent"], Coroutine[Any, Any, Any]]
+CERTIFICATE_CHECK_S = 24 * 3600.0  # how often the web UI's HTTPS certificate is checked for renewal
 
 
 class StartupError(Exception):
@@ -170,6 +173,7 @@ class Agent:
         self.https_port: int | None = None  # the web UI over HTTPS (`[web] https`), once bound
         self.certificate: ServerCertificate | None = None
         self._web_servers: list[_EmbeddedServer] = []
+        self._https_server: _EmbeddedServer | None = None
         self._stop = asyncio.Event()
         self.db: Database | None = None
         self.outbox: Outbox | None = None
@@ -451,7 +455,7 @@ class Agent:
                 self._web_servers.append(server)
                 log.info("web UI at http://%s:%d/", cfg.web.host, self.web_port)
                 if https_socket is not None and self.certificate is not None:
-                    self._serve_https(tg, app, https_socket, self.certificate)
+                    background.append(self._serve_https(tg, app, https_socket, self.certificate))
             if self.notifier.watchdog_interval_s:
                 background.append(tg.create_task(self._watchdog(self.notifier.watchdog_interval_s), name="watchdog"))
             self.notifier.ready()
@@ -463,8 +467,9 @@ class Agent:
 
     def _serve_https(
         self, tg: asyncio.TaskGroup, app: Any, sock: socket.socket, cert: ServerCertificate
-    ) -> None:
-        """The same app over TLS. Its lifespan runs once, in the plain-HTTP server."""
+    ) -> asyncio.Task[None]:
+        """The same app over TLS (its lifespan runs once, in the plain-HTTP server); returns the daily task that
+        keeps its certificate fresh."""
         https = _EmbeddedServer(
             uvicorn.Config(
                 app, host=self.config.web.host, port=self.https_port or 0, log_config=None, access_log=False,
@@ -473,11 +478,43 @@ class Agent:
         )
         tg.create_task(https.serve(sockets=[sock]), name="web-https")
         self._web_servers.append(https)
+        self._https_server = https
         log.info(
             "web UI over HTTPS at https://%s:%d/ (%s certificate, SHA-256 fingerprint %s; compare it with the "
             "one the browser shows)", self.config.web.host, self.https_port,
             "self-signed" if cert.self_signed else "configured", cert.fingerprint_sha256,
         )
+        return tg.create_task(self._keep_certificate_fresh(), name="web-certificate")
+
+    async def _keep_certificate_fresh(self) -> None:
+        # A box can run for more than a year between restarts: the certificate must not expire under it.
+        while True:
+            await asyncio.sleep(CERTIFICATE_CHECK_S)
+            await self.refresh_certificate()
+
+    async def refresh_certificate(self, now: dt.datetime | None = None) -> bool:
+        """Renew the self-signed certificate when due, or take up a configured one whose files were replaced,
+        and hand it to the running HTTPS server (an SSLContext takes a new chain in place, for the connections
+        that follow). True when the served certificate changed."""
+        web, current, server = self.config.web, self.certificate, self._https_server
+        if current is None or server is None or server.config.ssl is None:
+            return False
+        try:
+            # Files and key generation off the event loop; the context is changed on it, where it is used.
+            cert = await asyncio.to_thread(
+                ensure_certificate, self.config.agent.data_dir, cert_file=web.tls_cert_file,
+                key_file=web.tls_key_file, extra_hosts=[web.host], now=now,
+            )
+            if cert.fingerprint_sha256 == current.fingerprint_sha256:
+                return False
+            server.config.ssl.load_cert_chain(str(cert.cert_file), str(cert.key_file))
+        except (CertificateError, OSError, ssl.SSLError) as exc:
+            log.error("the web UI keeps its current certificate: %s", exc)
+            return False
+        self.certificate = cert
+        log.warning("web UI certificate renewed, valid until %s; its SHA-256 fingerprint is now %s",
+                    cert.not_after.date(), cert.fingerprint_sha256)
+        return True
 
     async def _shutdown(
         self,

@@ -4,6 +4,7 @@ reached over plain HTTP from the LAN sent to HTTPS."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import socket
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edge_agent.config import ConfigError, parse_config
@@ -174,3 +176,19 @@ async def test_the_agent_serves_a_configured_certificate(tmp_path: Path) -> None
         async with httpx.AsyncClient(verify=context, timeout=10) as tls:
             assert (await tls.get(f"https://localhost:{agent.https_port}/healthz")).status_code == 200
     assert not (tmp_path / "data" / "web-tls").exists()
+
+
+async def test_a_certificate_due_for_renewal_is_renewed_while_serving(tmp_path: Path) -> None:
+    async with running_agent(agent_config(tmp_path / "data", None)) as agent:
+        assert agent.certificate is not None and agent.https_port
+        first = agent.certificate
+        assert not await agent.refresh_certificate(), "nothing to do a day later"
+        served = await asyncio.to_thread(ssl.get_server_certificate, ("127.0.0.1", agent.https_port))
+        assert x509.load_pem_x509_certificate(served.encode()).fingerprint(hashes.SHA256()).hex(":").upper() == \
+            first.fingerprint_sha256
+        # Twenty days before it expires (a box that ran for a year): renewed, and served from the next connection.
+        assert await agent.refresh_certificate(now=first.not_after - dt.timedelta(days=20))
+        assert agent.certificate.fingerprint_sha256 != first.fingerprint_sha256
+        served = await asyncio.to_thread(ssl.get_server_certificate, ("127.0.0.1", agent.https_port))
+        assert x509.load_pem_x509_certificate(served.encode()).fingerprint(hashes.SHA256()).hex(":").upper() == \
+            agent.certificate.fingerprint_sha256
