@@ -70,7 +70,7 @@ def agent_config(workdir: Path, cloud: Broker, local: Broker, *, compartments: i
     return parse_config(
         {
             "agent": {"store_id": "bench-store", "data_dir": str(workdir / "data"), "log_level": "WARNING"},
-            "web": {"host": "127.0.0.1", "port": 0},
+            "web": {"host": "127.0.0.1", "port": 0, "https_port": 0},
             "cloud": {"host": cloud.host, "port": cloud.port, "tls": {"enabled": False}},
             "local_broker": {"enabled": True, "host": local.host, "port": local.port},
             "lockers": {
