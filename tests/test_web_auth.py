@@ -288,3 +288,26 @@ async def test_every_way_a_session_ends(rig: Rig) -> None:
                 break
         assert await busy.me() == 401
         assert rig.clock.now - T0 >= 12 * 3600 * 1000
+
+
+async def test_origin_null_is_refused_unless_the_browser_says_same_origin(rig: Rig) -> None:
+    await rig.users.add("boss", GOOD, Role.ADMIN)
+    admin = await rig.signed_in("boss")
+    async with admin:
+        # A sandboxed frame on another site sends Origin: null (and Sec-Fetch-Site: cross-site, or nothing).
+        for fetch_site in (None, "cross-site", "same-site"):
+            headers = {"X-CSRF-Token": admin.csrf, "Origin": "null"}
+            if fetch_site:
+                headers["Sec-Fetch-Site"] = fetch_site
+            refused = await admin.http.post("/api/users", headers=headers,
+                                            json={"username": "li", "password": GOOD, "role": "staff"})
+            assert refused.status_code == 403 and refused.json()["detail"]["error"] == "cross_origin"
+        # The page's own write from a browser that nulls the Origin (no-referrer): the browser-set
+        # Sec-Fetch-Site says it is this site.
+        ok = await admin.http.post("/api/users", json={"username": "li", "password": GOOD, "role": "staff"},
+                                   headers={"X-CSRF-Token": admin.csrf, "Origin": "null", "Sec-Fetch-Site": "same-origin"})
+        assert ok.status_code == 201
+        # The admin pages ask browsers for same-origin referrers, so they send their real Origin in the first place.
+        page = await admin.http.get("/", headers={"Accept": "text/html"})
+        assert page.headers["Referrer-Policy"] == "same-origin"
+        assert '<meta name="referrer" content="same-origin">' in page.text

@@ -63,7 +63,9 @@ def _assets() -> dict[str, str]:
 
 # Tag previews are PNGs served by the agent (self) or built as blob:/data: URLs by the page's script.
 CONTENT_SECURITY_POLICY = content_security_policy("'self' data: blob:")
-HEADERS = ScreenHeaders.for_policy(CONTENT_SECURITY_POLICY)
+# same-origin, not no-referrer: under no-referrer browsers may send `Origin: null` with the pages' own API writes
+# (the Fetch standard says so, Firefox did), which auth.same_origin must treat as another site.
+HEADERS = ScreenHeaders.for_policy(CONTENT_SECURITY_POLICY, referrer_policy="same-origin")
 
 
 def admin_pages_router(store_id: str, users: WebUsers) -> APIRouter:

@@ -95,8 +95,13 @@ def is_https(request: Request) -> bool:
 def same_origin(request: Request) -> bool:
     """False when the request names an Origin (or, lacking one, a Referer) on another host and port."""
     origin = request.headers.get("origin") or request.headers.get("referer")
-    if not origin or origin == "null":
-        return origin != "null"
+    if origin == "null":
+        # What a sandboxed frame sends, but also what a browser sends for its own page's POST when the page's
+        # referrer policy is no-referrer (the Fetch standard; Firefox does). Sec-Fetch-Site is set by the
+        # browser and cannot be forged by a page: it tells the two apart.
+        return request.headers.get("sec-fetch-site") == "same-origin"
+    if not origin:
+        return True
     parts = urlsplit(origin)
     host = request.headers.get("host", "")
     return parts.netloc.lower() == host.lower()

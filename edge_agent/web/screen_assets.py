@@ -48,12 +48,12 @@ class ScreenHeaders:
     asset: dict[str, str]
 
     @classmethod
-    def for_policy(cls, csp: str) -> ScreenHeaders:
+    def for_policy(cls, csp: str, referrer_policy: str = "no-referrer") -> ScreenHeaders:
         security = {
             "Content-Security-Policy": csp,
             "X-Frame-Options": "DENY",
             "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
+            "Referrer-Policy": referrer_policy,
         }
         return cls(
             security=security,
