@@ -42,11 +42,11 @@ class SseClient:
         finally:
             self.opened.set()
 
-    def first(self, device_id: str, online: bool, after: float) -> float | None:
-        """Arrival time of the first event saying `device_id` is (not) online, after `after`."""
+    def first(self, device_id: str, key: str, value: object, after: float) -> float | None:
+        """Arrival time of the first `device` event, after `after`, whose state says `key` is `value`."""
         for at, data in self.device_events:
             state = data.get("state") or {}
-            if at >= after and data.get("id") == device_id and state.get("online") is online:
+            if at >= after and data.get("id") == device_id and state.get(key) is value:
                 return at
         return None
 

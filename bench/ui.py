@@ -10,8 +10,10 @@ a real in-store Mosquitto and a real cloud Mosquitto. Accounts of every role sig
 - dashboard_p95_ms: p95 of GET /api/dashboard and GET /api/devices/tags?limit=100 (the device list), from
   sending the request to the whole answer read, two signed-in clients at once; `requests` of them in all
   (the device list alone: devices_list_p95_ms, and dashboard_only_p95_ms);
-- sse_clients_ok: of 50 clients on GET /api/live, how many received every device change (a Wi-Fi device
-  going online or offline through the in-store broker; `sse_rounds` of them) within 1 s of its publication;
+- sse_clients_ok: of 50 clients on GET /api/live, how many received every device change within 1 s of it
+  (`sse_rounds` changes, alternately a Wi-Fi device going online or offline through the in-store broker,
+  timed from its publication, and a compartment disabled or enabled through the technician's API, timed
+  from sending the request);
 - unauthorized_routes: routes reachable without the right session (tests/support/route_walk.py); 0 is good.
 
 The last line printed is the JSON of figures.
@@ -122,7 +124,11 @@ async def reference(base_url: str, agent: Agent, n: int) -> dict[str, Any]:
     return {"healthz_p95_ms": p95(took), "snapshot_compute_p95_ms": p95(computed)}
 
 
-async def measure_sse(base_url: str, cookies: httpx.Cookies, devices: Devices, rounds: int) -> dict[str, Any]:
+async def measure_sse(
+    base_url: str, cookies: httpx.Cookies, devices: Devices, technician: httpx.AsyncClient, rounds: int
+) -> dict[str, Any]:
+    """Changes alternate: a Wi-Fi device going online or offline through the in-store broker, and a
+    compartment taken out of service or put back through the technician's API."""
     clients = [SseClient(base_url, cookies) for _ in range(SSE_CLIENTS)]
     for c in clients:
         c.start()
@@ -131,16 +137,28 @@ async def measure_sse(base_url: str, cookies: httpx.Cookies, devices: Devices, r
         opened = sum(1 for c in clients if c.status == 200 and c.error is None)
         ok = {id(c) for c in clients if c.status == 200}
         latencies: list[float] = []
+        kinds: list[str] = []
         for r in range(rounds):
-            online = r % 2 == 0
             await asyncio.sleep(0.6)  # apart from the last change, and at a random phase of the hub's poll
             sent = time.monotonic()
-            await asyncio.to_thread(devices.availability, "bench-probe", online)
+            if r % 2 == 0:
+                online = r % 4 == 0
+                await asyncio.to_thread(devices.availability, "bench-probe", online)
+                expect: tuple[str, str, object] = ("bench-probe", "online", online)
+            else:
+                enabled = r % 4 == 3
+                action = "enable" if enabled else "disable"
+                answer = await technician.post(f"/api/devices/lockers/compartments/A-01/{action}",
+                                               json={"reason": "bench.ui"})
+                if answer.status_code != 200:
+                    raise RuntimeError(f"compartment {action} answered {answer.status_code}: {answer.text}")
+                expect = ("A-01", "enabled", enabled)
+            kinds.append(expect[0])
             deadline = sent + 3.0
-            while time.monotonic() < deadline and not all(c.first("bench-probe", online, sent) for c in clients):
+            while time.monotonic() < deadline and not all(c.first(*expect, sent) for c in clients):
                 await asyncio.sleep(0.02)
             for c in clients:
-                at = c.first("bench-probe", online, sent)
+                at = c.first(*expect, sent)
                 if at is None or at - sent > 1.0:
                     ok.discard(id(c))
                 if at is not None:
@@ -150,6 +168,7 @@ async def measure_sse(base_url: str, cookies: httpx.Cookies, devices: Devices, r
             "sse_clients": SSE_CLIENTS,
             "sse_clients_opened": opened,
             "sse_rounds": rounds,
+            "sse_changes": sorted(set(kinds)),
             "sse_latency_p95_ms": p95(latencies),
             "sse_latency_max_ms": round(max(latencies), 1) if latencies else None,
         }
@@ -159,7 +178,7 @@ async def measure_sse(base_url: str, cookies: httpx.Cookies, devices: Devices, r
 
 async def run(quick: bool) -> dict[str, Any]:
     requests = 400 if quick else 4000
-    rounds = 2 if quick else 6
+    rounds = 2 if quick else 8
     workdir = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     cloud = Broker(workdir / "cloud", persistence=False)
     local = Broker(workdir / "local", persistence=False)
@@ -204,10 +223,12 @@ async def run(quick: bool) -> dict[str, Any]:
             figures = await measure_requests(base_url, requests)
             figures.update(await reference(base_url, agent, requests // 4))
             staff = await sign_in(base_url, "bench-staff")
+            technician = await sign_in(base_url, "bench-tech")
             try:
-                figures.update(await measure_sse(base_url, staff.cookies, devices, rounds))
+                figures.update(await measure_sse(base_url, staff.cookies, devices, technician, rounds))
             finally:
                 await staff.aclose()
+                await technician.aclose()
             walk = await asyncio.to_thread(
                 unauthorized_routes, base_url, agent.web_app, {r: (u, PASSWORD) for r, u in accounts.items()}
             )
@@ -237,7 +258,7 @@ async def run(quick: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="400 requests and 2 live changes instead of 4,000 and 6")
+    parser.add_argument("--quick", action="store_true", help="400 requests and 2 live changes instead of 4,000 and 8")
     args = parser.parse_args()
     started = time.monotonic()
     figures = asyncio.run(run(args.quick))
