@@ -213,6 +213,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+_FILE_LOCKS: dict[Path, threading.Lock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    key = path.resolve()
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.Lock())
+
+
 class ConfigStore:
     """The configuration file at `path` and its kept versions. Blocking file I/O: call from a worker thread."""
 
@@ -231,7 +241,9 @@ class ConfigStore:
         self.keep = keep
         self._env = env
         self._clock = clock
-        self._lock = threading.Lock()
+        # One lock per file, not per instance: the config page and a lock-board adoption each make their own
+        # store, and two saves at once must still read-check-write one after the other.
+        self._lock = _lock_for(path)
 
     # -- reading -----------------------------------------------------------------------------------
 

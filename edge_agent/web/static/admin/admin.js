@@ -142,6 +142,11 @@
           try { handler(type, JSON.parse(event.data)); } catch (e) { console.error(e); }
         });
       }
+      // EventSource retries by itself forever, also after the session ended (a 401 it cannot see). On an error,
+      // ask who is signed in: Edge.api sends a signed-out browser to the sign-in page.
+      source.onerror = () => {
+        Edge.api("GET", "/api/auth/me").catch(() => source.close());
+      };
       return source;
     },
 
