@@ -72,7 +72,7 @@ def agent_config(workdir: Path, cloud: Broker, local: Broker, *, compartments: i
             "agent": {"store_id": "bench-store", "data_dir": str(workdir / "data"), "log_level": "WARNING"},
             "web": {"host": "127.0.0.1", "port": 0, "https_port": 0},
             "cloud": {"host": cloud.host, "port": cloud.port, "tls": {"enabled": False}},
-            "local_broker": {"enabled": True, "host": local.host, "port": local.port},
+            "local_broker": {"enabled": True, "host": local.host, "port": local.port, "adopt": "auto"},
             "lockers": {
                 "enabled": True,
                 "buses": [{"name": bus, "url": str(workdir / f"lockers-{bus}")} for bus in BUSES],
