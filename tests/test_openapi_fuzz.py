@@ -32,7 +32,7 @@ from tests.support.lockers import compartment, idle_emulator, one_board
 
 KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ef" * 32}
 ADMIN, PASSWORD = "fuzz-admin", "fuzzing password 1"
-EXAMPLES = {GenerationMode.POSITIVE: 8, GenerationMode.NEGATIVE: 6}
+EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
 
 # Operations not fuzzed, and why:
 EXCLUDED = [
