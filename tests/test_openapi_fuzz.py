@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from edge_agent.services.catalog import Product
 from edge_agent.services.web_users import Role
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
-from tests.conftest import agent_config, running_agent
+from tests.conftest import agent_config, running_agent, wait_until
+from tests.support.agent_process import write_config
 from tests.support.broker import Broker
 from tests.support.lockers import compartment, idle_emulator, one_board
 
@@ -49,6 +52,12 @@ EXCLUDED = [
 ]
 
 
+# Valid examples use the ids this agent has, so that they reach the handlers, not only their 404s; invalid
+# examples make up their own.
+PATH_VALUES = {"kiosk_id": "k1", "bank_id": "A", "compartment_id": "A-02", "sku": "TEA"}
+TEA = {"sku": "TEA", "name": "东方树叶 茉莉花茶 500ml", "price": "4.50", "currency": "CNY", "barcode": "6901234567892"}
+
+
 def excluded(method: str, path: str) -> bool:
     return any(p.fullmatch(path) and m in ("*", method) for p, m, _ in EXCLUDED)
 
@@ -59,9 +68,10 @@ class Findings:
     operations: int = 0
     requests: int = 0
     skipped: list[str] = field(default_factory=list)
+    answered: Counter[str] = field(default_factory=Counter)  # "METHOD path 2xx" -> requests (printed with -s)
 
 
-def fuzz(base_url: str, spec: dict[str, Any], cookie: str, csrf: str) -> Findings:
+def fuzz(base_url: str, spec: dict[str, Any], cookie: str, csrf: str, tag_id: str) -> Findings:
     """Blocking: runs in a thread while the agent serves in the test's event loop."""
     schema = schemathesis.openapi.from_dict(spec)
     findings = Findings()
@@ -74,14 +84,18 @@ def fuzz(base_url: str, spec: dict[str, Any], cookie: str, csrf: str) -> Finding
             findings.skipped.append(f"{operation.method.upper()} {operation.path}")
             continue
         findings.operations += 1
+        values = {**PATH_VALUES, "tag_id": tag_id}
+        known = {p.name: values[p.name] for p in operation.path_parameters if p.name in values}
         for mode, examples in EXAMPLES.items():
+            fixed = known if mode is GenerationMode.POSITIVE and known else None
 
             @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
                       phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode))
+            @given(case=operation.as_strategy(generation_mode=mode, path_parameters=fixed))
             def one(case: Any) -> None:
                 response = case.call(base_url=base_url, session=session, headers=headers, timeout=10)
                 findings.requests += 1
+                findings.answered[f"{case.method} {case.operation.path} {response.status_code // 100}xx"] += 1
                 try:
                     case.validate_response(response, checks=[not_a_server_error])
                 except BaseExceptionGroup:  # schemathesis' FailureGroup: record it, go on with the others
@@ -106,25 +120,33 @@ async def test_no_request_the_api_describes_makes_a_server_error(tmp_path: Path,
         local_broker,
         lockers=one_board(tmp_path / "lockers0", compartment("A-01", 1), compartment("A-02", 2, column=2)),
         base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}],
+        labels={"adopt": "auto"},
         kiosks=[{"id": "k1", "name": "Entrance"}],
     )
     async with (
         lock_emulator.running(PtyPort(tmp_path / "lockers0")),
         station.running(PtyPort(tmp_path / "bs0")),
-        running_agent(config, env=KEY_ENV) as agent,
+        # With its configuration file, so that the configuration API's reads, checks and writes are fuzzed too.
+        running_agent(config, env=KEY_ENV, config_path=write_config(config, tmp_path / "agent.toml")) as agent,
     ):
-        assert agent.users is not None
+        assert agent.users is not None and agent.catalog is not None and agent.labels is not None
         await agent.users.add(ADMIN, PASSWORD, Role.ADMIN)
+        labels = agent.labels
+        await wait_until(lambda: len(labels.registry.all()) == 3, timeout=20)
+        tag_id = sorted(t.hex() for t in station.tags)[0]
+        await agent.catalog.upsert([Product.model_validate(TEA)])
+        await agent.catalog.pair_tags([(tag_id, "TEA")])
         base = f"http://127.0.0.1:{agent.web_port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             login = await http.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
             assert login.status_code == 200
             cookie, csrf = login.cookies["edge_session"], login.json()["csrf"]
             spec = (await http.get("/openapi.json")).json()
-        findings = await asyncio.to_thread(fuzz, base, spec, cookie, csrf)
+        findings = await asyncio.to_thread(fuzz, base, spec, cookie, csrf, tag_id)
         # Still signed in at the end: the run tested signed-in behaviour throughout, not 401s.
         async with httpx.AsyncClient(base_url=base, timeout=10, cookies={"edge_session": cookie}) as http:
             assert (await http.get("/api/auth/me")).status_code == 200
     print(f"fuzzed {findings.operations} operations, {findings.requests} requests; skipped {findings.skipped}")
+    print("\n".join(f"{n:5d}  {k}" for k, n in sorted(findings.answered.items())))
     assert findings.server_errors == [], "\n".join(findings.server_errors)
     assert findings.operations >= 10 and findings.requests >= findings.operations * 2
