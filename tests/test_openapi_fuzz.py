@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as paho
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from paho.mqtt.enums import CallbackAPIVersion
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
@@ -54,8 +57,21 @@ EXCLUDED = [
 
 # Valid examples use the ids this agent has, so that they reach the handlers, not only their 404s; invalid
 # examples make up their own.
-PATH_VALUES = {"kiosk_id": "k1", "bank_id": "A", "compartment_id": "A-02", "sku": "TEA"}
+PATH_VALUES = {"kiosk_id": "k1", "bank_id": "A", "compartment_id": "A-02", "sku": "TEA", "device_id": "fuzz-scanner-1"}
 TEA = {"sku": "TEA", "name": "东方树叶 茉莉花茶 500ml", "price": "4.50", "currency": "CNY", "barcode": "6901234567892"}
+
+
+def announce_device(broker: Broker, device_id: str) -> None:
+    """A Wi-Fi scanner on the in-store broker (retained announce and availability, as real ones do)."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}")
+    client.connect(broker.host, broker.port, keepalive=10)
+    client.loop_start()
+    base = f"store/v1/devices/{device_id}"
+    announce = {"kind": "scanner", "model": "HS-2", "fw": "1.4.2", "capabilities": ["scan", "tap"]}
+    client.publish(f"{base}/announce", json.dumps(announce), qos=1, retain=True).wait_for_publish(5)
+    client.publish(f"{base}/availability", "online", qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
 
 
 def excluded(method: str, path: str) -> bool:
@@ -122,7 +138,9 @@ async def test_no_request_the_api_describes_makes_a_server_error(tmp_path: Path,
         base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}],
         labels={"adopt": "auto"},
         kiosks=[{"id": "k1", "name": "Entrance"}],
+        local_broker={"adopt": "auto"},
     )
+    announce_device(local_broker, "fuzz-scanner-1")
     async with (
         lock_emulator.running(PtyPort(tmp_path / "lockers0")),
         station.running(PtyPort(tmp_path / "bs0")),
@@ -133,6 +151,9 @@ async def test_no_request_the_api_describes_makes_a_server_error(tmp_path: Path,
         await agent.users.add(ADMIN, PASSWORD, Role.ADMIN)
         labels = agent.labels
         await wait_until(lambda: len(labels.registry.all()) == 3, timeout=20)
+        gateway = agent.gateway
+        assert gateway is not None
+        await wait_until(lambda: len(gateway.registry.all()) == 1, timeout=20)
         tag_id = sorted(t.hex() for t in station.tags)[0]
         await agent.catalog.upsert([Product.model_validate(TEA)])
         await agent.catalog.pair_tags([(tag_id, "TEA")])
