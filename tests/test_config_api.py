@@ -15,8 +15,7 @@ from edge_agent.config import load_config
 from edge_agent.runtime import Agent
 from edge_agent.services.web_users import Role
 from tests.conftest import agent_config, running_agent
-
-PASSWORD = "correct horse battery staple"
+from tests.support.web import signed_in
 
 CONFIG = """\
 # The store's agent (a comment the editor keeps).
@@ -53,18 +52,6 @@ async def agent_from_file(tmp_path: Path, extra: str = "", env: dict[str, str] |
     async with running_agent(load_config(path), config_path=path, env=env) as agent:
         yield agent
 
-
-@contextlib.asynccontextmanager
-async def signed_in(agent: Agent, username: str, role: Role) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client signed in (a new account of `role`), sending the session's CSRF token on writes."""
-    assert agent.users is not None
-    if agent.users.get(username) is None:
-        await agent.users.add(username, PASSWORD, role)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}", timeout=20) as client:
-        answer = await client.post("/api/auth/login", json={"username": username, "password": PASSWORD})
-        assert answer.status_code == 200, answer.text
-        client.headers["X-CSRF-Token"] = answer.json()["csrf"]
-        yield client
 
 
 async def test_only_an_admin_reads_or_edits_the_configuration(tmp_path: Path) -> None:

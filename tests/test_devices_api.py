@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from devices.simulators.mqtt_device import SimulatedScanner
-from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
 from edge_agent.services.web_users import Role
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
@@ -26,23 +23,11 @@ from firmware_bridge.kerong_emulator import Action, Person
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.lockers import compartment, idle_emulator, one_board
+from tests.support.web import signed_in
 
 KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}
-PASSWORD = "correct horse battery"
 PICKUP_CODE = "58204719"
 
-
-@asynccontextmanager
-async def signed_in(agent: Agent, username: str, role: Role) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client with a session of `role`, sending the session's CSRF token on every request."""
-    assert agent.users is not None
-    if agent.users.get(username) is None:
-        await agent.users.add(username, PASSWORD, role)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}", timeout=15) as client:
-        answer = await client.post("/api/auth/login", json={"username": username, "password": PASSWORD})
-        assert answer.status_code == 200, answer.text
-        client.headers["X-CSRF-Token"] = answer.json()["csrf"]
-        yield client
 
 
 def error_of(response: httpx.Response) -> str:

@@ -11,9 +11,6 @@ import os
 import time
 from pathlib import Path
 
-from playwright.async_api import Browser, Page
-
-from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
 from edge_agent.services.web_users import Role
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
@@ -22,32 +19,14 @@ from firmware_bridge.kerong_emulator import Action, Person
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.browser import chromium
 from tests.support.lockers import compartment, idle_emulator, one_board
+from tests.support.web import PASSWORD, until
+from tests.support.web import sign_in_page as sign_in
 
 KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}
-PASSWORD = "correct horse battery"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 NAMES = ["有机纯牛奶 250ml", "Jasmine rice 5 kg", "农夫山泉 550ml", "Croissant"]
 
 
-async def until(page: Page, expression: str, timeout: float = 10.0) -> None:
-    """Until `expression` is true in the page (wait_for_function would need 'unsafe-eval', which our CSP refuses)."""
-    deadline = time.monotonic() + timeout
-    while not await page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {expression}")
-        await page.wait_for_timeout(50)
-
-
-async def sign_in(browser: Browser, agent: Agent, username: str) -> Page:
-    page = await browser.new_page(viewport={"width": 1280, "height": 800})
-    base = f"http://127.0.0.1:{agent.web_port}"
-    await page.goto(f"{base}/login")
-    await page.evaluate("localStorage.setItem('edge-lang', 'en')")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{base}/")
-    return page
 
 
 async def test_flash_a_tag_and_test_open_a_door_from_the_browser(tmp_path: Path) -> None:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from pathlib import Path
 
-from playwright.async_api import Browser, FilePayload, Page
+from playwright.async_api import FilePayload
 
 from devices.labels.render import picture_image
 from devices.simulators.mqtt_device import SimulatedScanner
-from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
 from edge_agent.services.web_users import Role
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
@@ -29,9 +27,10 @@ from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.browser import chromium
 from tests.support.lockers import compartment, one_board
+from tests.support.web import PASSWORD, until
+from tests.support.web import sign_in_page as sign_in
 
 KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ef" * 32}
-PASSWORD = "correct horse battery"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 PRODUCTS = [
     {"sku": "milk-1", "name": "有机纯牛奶 250ml", "price": "12.80", "currency": "CNY", "barcode": "6901234567892",
@@ -41,25 +40,6 @@ PRODUCTS = [
 ]
 
 
-async def until(page: Page, expression: str, timeout: float = 10.0) -> None:
-    """Until `expression` is true in the page (wait_for_function would need 'unsafe-eval', which our CSP refuses)."""
-    deadline = time.monotonic() + timeout
-    while not await page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {expression}")
-        await page.wait_for_timeout(50)
-
-
-async def sign_in(browser: Browser, agent: Agent, username: str) -> Page:
-    page = await browser.new_page(viewport={"width": 1280, "height": 800})
-    base = f"http://127.0.0.1:{agent.web_port}"
-    await page.goto(f"{base}/login")
-    await page.evaluate("localStorage.setItem('edge-lang', 'en')")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{base}/")
-    return page
 
 
 async def test_discover_adopt_and_pair_by_two_scans_in_the_browser(tmp_path: Path, local_broker: Broker) -> None:
