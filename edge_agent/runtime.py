@@ -399,7 +399,6 @@ class Agent:
     ) -> None:
         cfg = self.config
         assert self.outbox is not None
-        server: _EmbeddedServer | None = None
         async with asyncio.TaskGroup() as tg:
             background: list[asyncio.Task[Any]] = [
                 tg.create_task(intake.run(), name="command-intake"),
@@ -463,7 +462,7 @@ class Agent:
             log.info("agent %s ready", __version__)
 
             await self._stop.wait()
-            await self._shutdown(background, session_task, server)
+            await self._shutdown(background, session_task)
 
     def _serve_https(
         self, tg: asyncio.TaskGroup, app: Any, sock: socket.socket, cert: ServerCertificate
@@ -520,7 +519,6 @@ class Agent:
         self,
         background: list[asyncio.Task[Any]],
         session_task: asyncio.Task[None] | None,
-        server: _EmbeddedServer | None,
     ) -> None:
         deadline = time.monotonic() + self.config.agent.shutdown_timeout_s - 0.5
         self.notifier.stopping()
