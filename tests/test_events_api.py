@@ -22,7 +22,8 @@ from edge_agent.services.web_sessions import token_hash
 from edge_agent.services.web_users import Role
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
-from tests.test_config_api import PASSWORD, agent_from_file, signed_in
+from tests.support.web import PASSWORD, signed_in
+from tests.test_config_api import agent_from_file
 
 
 async def test_events_are_listed_with_filters_and_bounds(tmp_path: Path) -> None:
@@ -54,8 +55,11 @@ async def test_events_are_listed_with_filters_and_bounds(tmp_path: Path) -> None
         rest = (await tech.get("/api/events", params={"type": "pickup.", "before_seq": page["next_before_seq"]})).json()
         assert len(rest["events"]) == 15 and rest["next_before_seq"] is None
         # Out-of-bounds or unknown filters: a clear 422, never a 500.
-        for params in ({"limit": 0}, {"limit": 501}, {"since_ms": -1}, {"since_ms": 2**64}, {"before_seq": 2**63},
-                       {"state": "sent"}, {"type": "x" * 65}, {"state": "recent", "limit": 0}):
+        bad: list[dict[str, str | int]] = [
+            {"limit": 0}, {"limit": 501}, {"since_ms": -1}, {"since_ms": 2**64}, {"before_seq": 2**63},
+            {"state": "sent"}, {"type": "x" * 65}, {"state": "recent", "limit": 0},
+        ]
+        for params in bad:
             assert (await tech.get("/api/events", params=params)).status_code == 422, params
         # The recently published events, from memory: the same ones, none sent (the link is off).
         recent = (await tech.get("/api/events", params={"state": "recent", "type": "pickup.c"})).json()

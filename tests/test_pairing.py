@@ -17,7 +17,8 @@ from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
 from firmware_bridge.tag_types import tag_type
 from tests.conftest import agent_config, running_agent, wait_until
-from tests.test_discovery import error_of, signed_in
+from tests.support.web import signed_in
+from tests.test_discovery import error_of
 
 MILK = Product.model_validate(
     {"sku": "milk-1", "name": "有机纯牛奶 250ml", "price": "12.80", "currency": "CNY", "barcode": "6901234567892"}

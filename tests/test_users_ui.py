@@ -15,7 +15,8 @@ from playwright.async_api import BrowserContext, Page
 
 from edge_agent.services.web_users import Role
 from tests.support.browser import chromium
-from tests.test_config_api import PASSWORD, agent_from_file
+from tests.support.web import PASSWORD
+from tests.test_config_api import agent_from_file
 
 SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 LOCKERS = "\n[lockers]\nenabled = true\n"
