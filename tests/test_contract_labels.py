@@ -640,6 +640,19 @@ async def test_updates_confirmed_and_failed_and_the_tag_commands(rig: _Rig) -> N
     assert updated["tag_id"] == TAG_A and updated["sku"] == "6901234567892" and updated["bytes"] > 0
     record = rig.labels.registry.get(TAG_A)
     assert record is not None and record.current_hash == target
+    # A check-in the tag sent before the update (the old picture), overtaken by the confirmation on the urgent
+    # channel: it does not undo the confirmation, and nothing is sent again.
+    _feed(rig, _checkin(TAG_A))
+    await _settle(rig.labels)
+    record = rig.labels.registry.get(TAG_A)
+    assert record is not None and record.current_hash == target and _job(rig, TAG_A)[2] == "confirmed"
+    # Whatever else the tag reports is believed: a picture we did not send is made right.
+    _feed(rig, _checkin(TAG_A, shown=b"\x11" * 8))
+    await _settle(rig.labels)
+    record = rig.labels.registry.get(TAG_A)
+    assert record is not None and record.current_hash == "11" * 8 and _job(rig, TAG_A)[2] == "queued"
+    await _transfer(rig, TAG_A, TransferDone)
+    assert _job(rig, TAG_A)[2] == "confirmed"
 
     # Not confirmed: the tag shows another picture (retried), then the base station gives up: update_failed.
     def wrong(xfer: int, tag: bytes, target: bytes) -> TransferDone:

@@ -130,8 +130,9 @@ class TagRegistry:
         )
         return [_record(r) for r in rows]
 
-    async def record_checkin(self, seen: Checkin) -> CheckinResult:
-        """Update (or create) a tag from a check-in; tells whether it is new and whether its picture moved."""
+    async def record_checkin(self, seen: Checkin, *, keep_shown: bool = False) -> CheckinResult:
+        """Update (or create) a tag from a check-in; tells whether it is new and whether its picture moved.
+        `keep_shown`: the check-in's picture hash is stale (sent before a confirmed update): keep the recorded one."""
         ts = now_ms()
 
         def job(conn: sqlite3.Connection) -> CheckinResult:
@@ -145,13 +146,14 @@ class TagRegistry:
                      int(self.adopt_on_sight(seen.tag_id)), ts),
                 )
             old_hash = None if row is None else row[7]
+            shown = old_hash if keep_shown and not new else seen.shown_hash
             conn.execute(
                 "UPDATE tags SET type_code = ?, base_station = ?, current_hash = ?, battery_mv = ?, "
                 "temperature_c = ?, rssi = ?, lqi = ?, fw_version = ?, last_seen_ms = ? WHERE tag_id = ?",
                 (
                     seen.type_code,
                     seen.base_station,
-                    seen.shown_hash,
+                    shown,
                     seen.battery_mv,
                     seen.temperature_c,
                     seen.rssi,
@@ -162,7 +164,7 @@ class TagRegistry:
                 ),
             )
             record = conn.execute(_BY_ID, (seen.tag_id,)).fetchone()
-            return CheckinResult(_record(record), new, not new and old_hash != seen.shown_hash)
+            return CheckinResult(_record(record), new, not new and old_hash != shown)
 
         return await self._store.write(job)
 

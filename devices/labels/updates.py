@@ -159,6 +159,12 @@ def _png(raw: bytes, type_code: int, scale: int) -> bytes:
     return buf.getvalue()
 
 
+# How long after a confirmed update a check-in reporting the previous picture is taken as sent before it (the
+# link's bulk channel can lag its urgent one by its retransmissions on a noisy line; a tag that really went
+# back to the old picture is caught by its next check-in after this).
+STALE_CHECKIN_S = 30.0
+
+
 def backoff_ms(attempts: int) -> int:
     return int(min(600.0, 2.0 ** min(attempts, 10)) * 1000)
 
@@ -185,6 +191,10 @@ class LabelService:
         self._in_flight: dict[str, dict[str, Transfer]] = {}
         self._state_sent: dict[str, tuple[float, str | None, str | None]] = {}
         self._low_battery: set[str] = set()
+        # tag -> (when, the hash it showed before): its last confirmed update. Check-ins travel on the bulk
+        # channel and confirmations on the urgent one, so a check-in the tag sent just before the update can
+        # arrive just after its confirmation; it must not undo it (see _on_checkin).
+        self._confirmed_from: dict[str, tuple[float, str | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- wiring ------------------------------------------------------------------------------
@@ -451,6 +461,7 @@ class LabelService:
     ) -> None:
         shown = outcome.shown_hash.hex() if outcome.shown_hash else None
         if outcome.ok and shown == target:
+            self._confirmed_from[rec.tag_id] = (time.monotonic(), rec.current_hash)
             await self.registry.set_shown(rec.tag_id, target)
             still_current = await self._set_job(rec.tag_id, target, "confirmed", attempts, None)
             self.stats.confirmed += 1
@@ -557,7 +568,7 @@ class LabelService:
             fw_version=msg.firmware,
             shown_hash=msg.hash.hex(),
         )
-        result = await self.registry.record_checkin(seen)
+        result = await self.registry.record_checkin(seen, keep_shown=self._stale_checkin(seen))
         rec = result.record
         if result.new:
             await self._discovered(rec.tag_id, rec.type_code, client.name, msg.firmware)
@@ -574,6 +585,19 @@ class LabelService:
         if result.hash_changed and rec.sku is not None and rec.tag_id not in self._in_flight.get(client.name, {}):
             # The tag shows something we did not send (reset, swapped): make it right.
             await self.request_update([rec.tag_id], PRIORITY_PRICE, "tag shows an unexpected picture")
+
+    def _stale_checkin(self, seen: Checkin) -> bool:
+        """True for a check-in that reports the picture a tag showed before an update confirmed moments ago: it
+        was sent before the update and overtaken by the confirmation on the urgent channel. Without this the
+        registry would record the old picture and send the update again."""
+        confirmed = self._confirmed_from.get(seen.tag_id)
+        if confirmed is None:
+            return False
+        when, before = confirmed
+        if time.monotonic() - when > STALE_CHECKIN_S:
+            del self._confirmed_from[seen.tag_id]
+            return False
+        return before is not None and seen.shown_hash == before
 
     async def _discovered(self, tag_id: str, type_code: int, station: str, firmware: int) -> None:
         await self._events.publish_event(
