@@ -32,6 +32,7 @@ from firmware_bridge.base_station.messages import (
     LedFlash,
     MessageError,
     PushChunk,
+    SetFast,
     TagCheckin,
     TagList,
     decode_message,
@@ -156,10 +157,11 @@ def test_every_message_type_round_trips() -> None:
         Info(1, 1, 0x0102, b"serial01", 11, 300, 64, 20000),
         TagList(2, 1, 0, 1, TagList.ENTRY.pack(b"\x04" * 8, 3, b"\x05" * 8)),
         TagCheckin(b"\x06" * 8, 3, 2950, -15, -67, 200, 0x102, b"\x07" * 8, 0),
+        SetFast(4, b"\x08" * 8, 600),
     ]
     for msg in samples:
         assert decode_message(msg.to_bytes()) == msg
-    assert len(MESSAGE_TYPES) == 18
+    assert len(MESSAGE_TYPES) == 19
 
 
 def test_serial_number_arithmetic_wraps() -> None:

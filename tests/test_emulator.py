@@ -46,6 +46,7 @@ from firmware_bridge.base_station.messages import (
     PushChunk,
     PushEnd,
     Result,
+    SetFast,
     SetPage,
     Status,
     TagCheckin,
@@ -616,6 +617,30 @@ async def test_led_flash_and_set_page_answer_at_once_and_reach_the_tag_at_checki
         assert isinstance(unknown, Result) and unknown.status == Status.UNKNOWN_TAG
         unknown = await host.request(lambda req: SetPage(req, tag_id(77), 1))
         assert unknown.status == Status.UNKNOWN_TAG
+
+
+async def test_set_fast_keeps_a_tag_listening_for_its_seconds_from_its_next_checkin() -> None:
+    emulator = BaseStationEmulator(specs(T_29, T_29), checkin_interval=0.5)
+    async with over_memory(emulator) as host:
+        result = await host.request(lambda req: SetFast(req, tag_id(1), 2))
+        assert result.status == Status.OK and tag_id(1) not in emulator.fast_requests  # heard at its check-in
+        await host.wait_until(lambda: emulator.fast_requests.get(tag_id(1)) == [2], timeout=3)
+        assert emulator.tags[tag_id(1)].listening and not emulator.tags[tag_id(2)].always_listening
+        # Listening: a flash reaches it at once, not at its next check-in.
+        await host.request(lambda req: LedFlash(req, tag_id(1), 3, 1, 100))
+        assert len(emulator.led_flashes[tag_id(1)]) == 1
+        # 0 ends it at once (the tag is listening, so it hears that at once too).
+        await host.request(lambda req: SetFast(req, tag_id(1), 0))
+        assert emulator.fast_requests[tag_id(1)] == [2, 0] and not emulator.tags[tag_id(1)].always_listening
+        # The time runs out by itself.
+        await host.request(lambda req: SetFast(req, tag_id(2), 1))
+        await host.wait_until(lambda: emulator.fast_requests.get(tag_id(2)) == [1], timeout=3)
+        assert emulator.tags[tag_id(2)].always_listening
+        await asyncio.sleep(1.1)
+        assert not emulator.tags[tag_id(2)].always_listening
+        unknown = await host.request(lambda req: SetFast(req, tag_id(77), 5))
+        assert unknown.status == Status.UNKNOWN_TAG
+    assert SetFast(7, tag_id(1), 300).to_bytes() == bytes([0x0A, 0x07, 0x00]) + tag_id(1) + bytes([0x2C, 0x01])
 
 
 async def test_button_press_and_discovered_tag() -> None:

@@ -34,6 +34,7 @@ from firmware_bridge.base_station.messages import (
     PushChunk,
     PushEnd,
     Result,
+    SetFast,
     SetPage,
     TagList,
     TransferDone,
@@ -235,6 +236,16 @@ class BaseStationClient:
         reply = await self._request(URGENT, lambda req: SetPage(req, tag, page), timeout)
         if not isinstance(reply, Result):
             raise BaseStationError(f"SET_PAGE answered with {reply}")
+        return reply.status
+
+    async def set_fast(self, tag: bytes, seconds: int, timeout: float = 5.0) -> int:
+        """Fast check-in for `seconds` (0 ends it): the tag listens all the time from its next check-in, so LED
+        flashes, pages and pictures reach it at once (pick-to-light zones). Returns the status code."""
+        if not 0 <= seconds <= 0xFFFF:
+            raise ValueError("fast check-in lasts 0-65535 seconds")
+        reply = await self._request(URGENT, lambda req: SetFast(req, tag, seconds), timeout)
+        if not isinstance(reply, Result):
+            raise BaseStationError(f"SET_FAST answered with {reply}")
         return reply.status
 
     # -- transfers ----------------------------------------------------------------------------

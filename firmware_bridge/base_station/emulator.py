@@ -10,8 +10,9 @@ Behaviour (docs/base-station-protocol.md):
 - GET_INFO -> INFO and LIST_TAGS -> TAG_LIST, answered on the channel the request came on. A TAG_LIST
   page holds at most what one frame of the link's current size carries, so it may hold fewer records than
   asked for: the agent asks again from `offset + count`.
-- LED_FLASH and SET_PAGE -> RESULT on the urgent channel at once; the tag gets the command at its next
-  check-in (at once for a tag in fast mode). CANCEL ends a transfer with TRANSFER_FAILED(CANCELLED).
+- LED_FLASH, SET_PAGE and SET_FAST -> RESULT on the urgent channel at once; the tag gets the command at its
+  next check-in (at once for a tag in fast mode). SET_FAST keeps the tag listening for its seconds.
+  CANCEL ends a transfer with TRANSFER_FAILED(CANCELLED).
 - PUSH_BEGIN / DELTA_BEGIN open a transfer (refused with TRANSFER_FAILED: UNKNOWN_TAG, BAD_ENCODING,
   BUSY past `max_transfers`, LOW_BATTERY, BASE_UNKNOWN when a delta's base is not what the tag shows).
   PUSH_CHUNKs land at their offsets, in any order, repeated or not. Once PUSH_END was seen and every byte
@@ -67,6 +68,7 @@ from firmware_bridge.base_station.messages import (
     PushChunk,
     PushEnd,
     Result,
+    SetFast,
     SetPage,
     Status,
     TagCheckin,
@@ -237,6 +239,8 @@ class BaseStationEmulator:
         for spec in tags:
             self._add(spec)
         self.led_flashes: dict[bytes, list[LedFlashRecord]] = {}
+        # SET_FAST requests each tag took (seconds; 0 ended fast mode), in order: what tests compare.
+        self.fast_requests: dict[bytes, list[int]] = {}
         self.port: LinePort | None = None
         self._counters = EmulatorCounters()
         self._retired = LinkStats()  # link statistics of the sessions before the last reset
@@ -492,6 +496,8 @@ class BaseStationEmulator:
             self._on_led_flash(msg)
         elif isinstance(msg, SetPage):
             self._on_set_page(msg)
+        elif isinstance(msg, SetFast):
+            self._on_set_fast(msg)
         elif isinstance(msg, Cancel):
             self._on_cancel(msg)
         else:
@@ -526,7 +532,7 @@ class BaseStationEmulator:
             return
         sim.pending_led = LedFlashRecord(msg.colour, msg.count, msg.period_ms, 0.0)
         self._send(URGENT, Result(msg.req, Status.OK))
-        if sim.fast:
+        if sim.always_listening:
             self._deliver_commands(sim)
 
     def _on_set_page(self, msg: SetPage) -> None:
@@ -536,7 +542,17 @@ class BaseStationEmulator:
             return
         sim.pending_page = msg.page
         self._send(URGENT, Result(msg.req, Status.OK))
-        if sim.fast:
+        if sim.always_listening:
+            self._deliver_commands(sim)
+
+    def _on_set_fast(self, msg: SetFast) -> None:
+        sim = self.tags.get(msg.tag)
+        if sim is None:
+            self._send(URGENT, Result(msg.req, Status.UNKNOWN_TAG))
+            return
+        sim.pending_fast = msg.seconds
+        self._send(URGENT, Result(msg.req, Status.OK))
+        if sim.always_listening:
             self._deliver_commands(sim)
 
     def _on_cancel(self, msg: Cancel) -> None:
@@ -811,6 +827,11 @@ class BaseStationEmulator:
         if sim.pending_page is not None:
             sim.page, sim.pending_page = sim.pending_page, None
             self._json_dirty = True
+        if sim.pending_fast is not None:
+            seconds, sim.pending_fast = sim.pending_fast, None
+            sim.fast_until = time.monotonic() + seconds if seconds else 0.0
+            self.fast_requests.setdefault(sim.tag, []).append(seconds)
+            self._radio_wake.set()  # a listening tag takes stored pictures at once
 
     # -- housekeeping and state dump -----------------------------------------------------------
 

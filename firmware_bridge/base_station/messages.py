@@ -177,6 +177,18 @@ class SetPage(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class SetFast(Message):
+    """Fast check-in: from its next check-in the tag listens all the time for `seconds` (0: back to normal at
+    once). Bounded, so a host that forgets to end it cannot drain the tags' batteries."""
+
+    TYPE = 0x0A
+    FMT = "H8sH"
+    req: int
+    tag: bytes
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel(Message):
     TYPE = 0x09
     FMT = "H"
@@ -305,6 +317,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         DeltaBegin,
         LedFlash,
         SetPage,
+        SetFast,
         Cancel,
         Info,
         TagList,

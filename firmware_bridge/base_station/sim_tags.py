@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,8 @@ class SimTag:
     led: LedFlashRecord | None = None  # what the LED does now (None: off)
     pending_led: LedFlashRecord | None = None
     pending_page: int | None = None
+    pending_fast: int | None = None  # SET_FAST seconds, taken at the next check-in
+    fast_until: float = 0.0  # monotonic time until which SET_FAST keeps the tag listening
     awake: bool = False  # listening to the radio: checked in and has something to receive
     checkins: int = 0
     pictures_shown: int = 0
@@ -107,8 +110,13 @@ class SimTag:
         )
 
     @property
+    def always_listening(self) -> bool:
+        """Fast mode: by the emulator's knob, or for a while by SET_FAST."""
+        return self.fast or time.monotonic() < self.fast_until
+
+    @property
     def listening(self) -> bool:
-        return self.fast or self.awake
+        return self.always_listening or self.awake
 
 
 def mixed(n: int, seed: int = 1, **overrides: Any) -> list[TagSpec]:
