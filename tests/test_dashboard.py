@@ -34,9 +34,9 @@ from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.browser import chromium
 from tests.support.lockers import compartment, idle_emulator, one_board
+from tests.support.web import PASSWORD, signed_in
 
 KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}
-PASSWORD = "correct horse battery staple"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshots" / "ui-dashboard.png"
 
 
@@ -49,18 +49,6 @@ def store_config(tmp_path: Path, cloud: Broker, local: Broker, compartments: int
         tmp_path / "data", cloud, local, lockers=bank,
         kiosks=[{"id": "k1", "name": "Entrance"}, {"id": "k2", "name": "Back"}], **more,
     )
-
-
-@contextlib.asynccontextmanager
-async def signed_in(agent: Agent, username: str = "staff1", role: Role = Role.STAFF) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client signed in over the API (a new account of `role`), with the session's CSRF header."""
-    assert agent.users is not None
-    await agent.users.add(username, PASSWORD, role)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}", timeout=10) as client:
-        answer = await client.post("/api/auth/login", json={"username": username, "password": PASSWORD})
-        assert answer.status_code == 200, answer.text
-        client.headers["X-CSRF-Token"] = answer.json()["csrf"]
-        yield client
 
 
 async def add_tags(agent: Agent, total: int, paired: int, offline: int) -> None:
@@ -169,7 +157,7 @@ async def test_the_snapshot_matches_the_store_and_needs_a_session(
             for path in ("/api/dashboard", "/api/live"):
                 assert (await anonymous.get(path)).status_code == 401
         await add_tags(agent, total=30, paired=12, offline=5)
-        async with signed_in(agent) as staff:
+        async with signed_in(agent, "staff1", Role.STAFF) as staff:
             assert agent.lockers is not None
             await wait_until(lambda: all(r is not None for r in agent.lockers.board_readings().values()), 10)
             snap = (await staff.get("/api/dashboard")).json()
@@ -227,7 +215,7 @@ async def test_the_live_stream_tells_device_changes_within_a_second(
         monkeypatch.setattr(dashboard_api, "SESSION_CHECK_S", 0.5)
         device = WifiDevice(local_broker, "scanner-7")
         try:
-            async with signed_in(agent) as staff, LiveReader(staff).running() as live:
+            async with signed_in(agent, "staff1", Role.STAFF) as staff, LiveReader(staff).running() as live:
                 assert live.status == 200
                 first = live.events[0][2]
                 assert [k["id"] for k in first["kiosks"]] == ["k1", "k2"]
