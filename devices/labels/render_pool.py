@@ -12,6 +12,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+from devices.labels.pages import TaskPage, render_page
 from devices.labels.render import LabelContent, render_label
 from firmware_bridge.tag_types import tag_type
 
@@ -20,11 +21,14 @@ BATCH = 16
 
 @dataclass(frozen=True)
 class RenderRequest:
-    content: LabelContent
+    """A price label (`content`), or a task page (`page`, devices.labels.pages) which takes precedence."""
+
+    content: LabelContent | None
     type_code: int
     rotation: int
     scan_url: str | None
     template: str = "price"
+    page: TaskPage | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class RenderResult:
 
 
 def render_one(request: RenderRequest) -> RenderResult:
+    if request.page is not None:
+        page = render_page(request.page, tag_type(request.type_code), rotation=request.rotation)
+        return RenderResult(page.raw, page.hash)
+    if request.content is None:
+        raise ValueError("a render request needs content or a page")
     label = render_label(
         request.content,
         tag_type(request.type_code),

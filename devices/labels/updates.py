@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cloud_link.ports import DurableStore
+from devices.labels.pages import TaskPage
 from devices.labels.registry import Checkin, TagRecord, TagRegistry, now_ms
 from devices.labels.render import LabelContent, picture_image
 from devices.labels.render_pool import RenderPool, RenderRequest
@@ -58,6 +59,10 @@ class LabelEvents(Protocol):
 
 
 ContentSource = Callable[[str], LabelContent | None]
+# What a tag shows instead of its price while it takes part in a task (a pick line, a pickup-shelf slot); None
+# when the source has nothing for it. Consulted on every render, so the price comes back by itself once every
+# source says None and the tag is re-rendered.
+PageSource = Callable[[TagRecord], TaskPage | None]
 
 
 class LabelStation(Protocol):
@@ -98,6 +103,8 @@ class LabelStation(Protocol):
     async def led_flash(
         self, tag: bytes, *, colour: int = 2, count: int = 5, period_ms: int = 500, timeout: float = 5.0
     ) -> int: ...
+
+    async def set_fast(self, tag: bytes, seconds: int, timeout: float = 5.0) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,7 @@ class LabelService:
         # arrive just after its confirmation; it must not undo it (see _on_checkin).
         self._confirmed_from: dict[str, tuple[float, str | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._page_sources: list[PageSource] = []
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -211,6 +219,17 @@ class LabelService:
         self.stations[station.name] = station
         self._wake[station.name] = asyncio.Event()
         self._in_flight[station.name] = {}
+
+    def add_page_source(self, source: PageSource) -> None:
+        """A task that takes over tags' pictures (picking, pickup shelves); the first source with a page wins."""
+        self._page_sources.append(source)
+
+    def task_page(self, rec: TagRecord) -> TaskPage | None:
+        for source in self._page_sources:
+            page = source(rec)
+            if page is not None:
+                return page
+        return None
 
     async def run(self) -> None:
         """Run every base station and its sender until cancelled."""
@@ -237,9 +256,13 @@ class LabelService:
         for start in range(0, len(ids), RENDER_SLICE):
             part: list[tuple[TagRecord, RenderRequest]] = []
             for rec in (self.registry.get(t) for t in ids[start : start + RENDER_SLICE]):
-                if rec is None or rec.sku is None or not rec.adopted or rec.type_code not in TAG_TYPES:
+                if rec is None or not rec.adopted or rec.type_code not in TAG_TYPES:
                     continue  # a discovered tag is not ours to draw on until adopted
-                content = self._content(rec.sku)
+                page = self.task_page(rec)
+                if page is not None:
+                    part.append((rec, RenderRequest(None, rec.type_code, rec.rotation, None, rec.template, page)))
+                    continue
+                content = None if rec.sku is None else self._content(rec.sku)
                 if content is None:
                     continue
                 part.append(
@@ -536,6 +559,31 @@ class LabelService:
             tag_bytes(tag_id), colour=colour, count=count, period_ms=period_ms
         )
 
+    async def led(self, tag_ids: Iterable[str], *, colour: int, count: int, period_ms: int) -> dict[str, int | str]:
+        """Light (colour 1-4) or stop (colour 0) several tags' LEDs at once; per tag the base station's status
+        or, when it could not be asked, the reason. Never raises for one tag's trouble."""
+        ids = list(dict.fromkeys(tag_ids))
+        answers = await asyncio.gather(
+            *(self.flash(t, colour=colour, count=count, period_ms=period_ms) for t in ids), return_exceptions=True
+        )
+        return {t: (a if isinstance(a, int) else f"{type(a).__name__}: {a}") for t, a in zip(ids, answers, strict=True)}
+
+    async def set_fast(self, tag_ids: Iterable[str], seconds: int) -> dict[str, int | str]:
+        """Fast check-in for `seconds` (0 ends it) on each tag's base station: it then takes LED flashes and
+        pictures at once instead of at its next check-in. Per tag the status, or the reason it was not asked."""
+
+        async def one(tag_id: str) -> int | str:
+            rec = self.registry.get(tag_id)
+            if rec is None or rec.base_station not in self.stations:
+                return "unknown tag"
+            try:
+                return await self.stations[rec.base_station].set_fast(tag_bytes(tag_id), seconds)
+            except Exception as exc:  # an unreachable base station: the caller renews later
+                return f"{type(exc).__name__}: {exc}"
+
+        ids = list(dict.fromkeys(tag_ids))
+        return dict(zip(ids, await asyncio.gather(*(one(t) for t in ids)), strict=True))
+
     # -- from the base stations ---------------------------------------------------------------
 
     def on_station_event(self, client: LabelStation, msg: Message) -> None:
@@ -582,7 +630,8 @@ class LabelService:
         elif msg.battery_mv >= self.settings.low_battery_mv + 50:
             self._low_battery.discard(rec.tag_id)  # hysteresis: one event per dip, not per check-in
         await self._maybe_publish_state(rec)
-        if result.hash_changed and rec.sku is not None and rec.tag_id not in self._in_flight.get(client.name, {}):
+        drawn = rec.sku is not None or self.task_page(rec) is not None
+        if result.hash_changed and drawn and rec.tag_id not in self._in_flight.get(client.name, {}):
             # The tag shows something we did not send (reset, swapped): make it right.
             await self.request_update([rec.tag_id], PRIORITY_PRICE, "tag shows an unexpected picture")
 

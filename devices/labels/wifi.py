@@ -401,6 +401,12 @@ class MqttLabelStation:
         if xfer in self._transfers:
             self._finish(xfer, TransferOutcome(False, None, "cancelled"), clear=True)
 
+    async def set_fast(self, tag: bytes, seconds: int, timeout: float = 5.0) -> int:
+        """Wi-Fi labels hold their broker connection and hear every command at once: fast already (Status.OK)."""
+        if len(tag) != 8:
+            raise ValueError("a tag id is 8 bytes")
+        return 0
+
     async def led_flash(
         self, tag: bytes, *, colour: int = 2, count: int = 5, period_ms: int = 500, timeout: float = 5.0
     ) -> int:

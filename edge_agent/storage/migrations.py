@@ -396,6 +396,72 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX tags_discovered ON tags(last_seen_ms) WHERE adopted = 0",
         ),
     ),
+    Migration(
+        11,
+        "smart shelves: pick lists and lines, pickup shelves and slots",
+        (
+            # Pick-to-light (edge_agent.services.picking). A pick list from the cloud's pick.start: its picker and
+            # LED colour (red|green|blue|white), the orders it serves (JSON array). state: active|completed|cancelled.
+            """CREATE TABLE pick_lists (
+                list_id TEXT PRIMARY KEY,
+                picker TEXT NOT NULL,
+                colour TEXT NOT NULL,
+                order_ids TEXT NOT NULL,
+                state TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                finished_ms INTEGER
+            )""",
+            # One line: take `quantity` of `sku` for `order_id`. `tags` (JSON array) are the tags paired with the
+            # product when the list started: the ones lit. state: open|picked|short|substituted|cancelled;
+            # confirmed_by: scan:<source>|button:<tag>|web:<user>.
+            """CREATE TABLE pick_lines (
+                list_id TEXT NOT NULL REFERENCES pick_lists(list_id),
+                line_no INTEGER NOT NULL,
+                order_id TEXT NOT NULL,
+                sku TEXT NOT NULL,
+                quantity INTEGER NOT NULL,
+                tags TEXT NOT NULL,
+                state TEXT NOT NULL,
+                picked_qty INTEGER,
+                substitute_sku TEXT,
+                confirmed_by TEXT,
+                confirmed_ms INTEGER,
+                PRIMARY KEY (list_id, line_no)
+            )""",
+            "CREATE INDEX pick_lines_open ON pick_lines(sku) WHERE state = 'open'",
+            # Tags whose task ended and whose LED and price page are not yet given back: written in the same
+            # transaction as the end of the line, removed once the LED is off and the price page is queued, so a
+            # crash in between leaves no tag stuck on a pick page.
+            """CREATE TABLE tag_restores (
+                tag_id TEXT PRIMARY KEY,
+                since_ms INTEGER NOT NULL
+            )""",
+            # Pickup shelves (edge_agent.services.pickup_shelves): a shelf is a named set of slots, each with its
+            # label (a tag, never paired with a product while it is a slot).
+            """CREATE TABLE shelves (
+                shelf_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                created_ms INTEGER NOT NULL
+            )""",
+            """CREATE TABLE shelf_slots (
+                slot_id TEXT PRIMARY KEY,
+                shelf_id TEXT NOT NULL REFERENCES shelves(shelf_id),
+                position INTEGER NOT NULL,
+                tag_id TEXT NOT NULL UNIQUE,
+                enabled INTEGER NOT NULL DEFAULT 1,
+                UNIQUE (shelf_id, position)
+            )""",
+            # A pickup order waits either in a locker compartment or in a shelf slot (`slot`); `customer` is the
+            # customer's name as the label shows it, already masked ("王** 1234"); released_*: when and at which
+            # screen a right code made the slot's label flash (the handover waits for a staff scan).
+            "ALTER TABLE pickups ADD COLUMN slot TEXT",
+            "ALTER TABLE pickups ADD COLUMN customer TEXT",
+            "ALTER TABLE pickups ADD COLUMN released_ms INTEGER",
+            "ALTER TABLE pickups ADD COLUMN released_by TEXT",
+            "CREATE INDEX pickups_by_slot ON pickups(slot, state)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
