@@ -137,7 +137,7 @@
       source.onmessage = (event) => {
         try { handler("message", JSON.parse(event.data)); } catch (e) { console.error(e); }
       };
-      for (const type of ["dashboard", "device", "alarm", "progress", "compartment", "ping"]) {
+      for (const type of ["dashboard", "device", "alarm", "progress", "compartment", "picking", "shelf", "ping"]) {
         source.addEventListener(type, (event) => {
           try { handler(type, JSON.parse(event.data)); } catch (e) { console.error(e); }
         });
