@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 BAD_INPUT_SOURCE = "mqtt_device"
 # Scan handler for kiosk-bound devices: (kiosk_id, code, source) -> whatever the kiosk answers.
 ScanHandler = Callable[[str, str, str], Awaitable[object]]
+StaffScanHandler = Callable[[str, str], Awaitable[bool]]
 
 
 class DeviceSink(Protocol):
@@ -118,6 +119,10 @@ class MqttDeviceGateway:
         self.states = StateCoalescer(sink.put_state, coalesce_s)
         self.agent_state = agent_state or {}
         self.on_scan = on_scan
+        # Staff scanners (picking): handhelds bound to no kiosk, and the devices named in `staff_scanners`. Their
+        # scans go to `on_staff_scan(device_id, code)` first; True means it took the scan.
+        self.on_staff_scan: StaffScanHandler | None = None
+        self.staff_scanners: frozenset[str] = frozenset()
         self.save_interval_s = save_interval_s
         self._bad_log = RateLimitedLog(log_interval_s)
         self.relayed = 0
@@ -289,6 +294,13 @@ class MqttDeviceGateway:
         device_id = record.device_id
         if isinstance(detail, ScanData):
             kiosk_id = record.kiosk_id
+            staff = kiosk_id is None or device_id in self.staff_scanners
+            if staff and self.on_staff_scan is not None:
+                try:
+                    if await self.on_staff_scan(device_id, detail.code):
+                        return
+                except Exception:
+                    log.exception("the staff scan of %s failed; relaying it as scan.device", device_id)
             if kiosk_id is not None and self.on_scan is not None:
                 try:
                     await self.on_scan(kiosk_id, detail.code, f"device:{device_id}")

@@ -478,6 +478,26 @@ class LockersSection(_Section):
         return self
 
 
+class PickingSection(_Section):
+    enabled: bool = Field(True, description="Pick-to-light on the shelf tags (needs base stations or Wi-Fi labels).")
+    led_renew_s: float = Field(30.0, ge=5, le=120, description="A lit pick LED is renewed this often.")
+    fast_s: int = Field(
+        300, ge=30, le=3600, description="Fast check-in asked of a picking zone's tags at a time (renewed at half)."
+    )
+    zone_linger_s: float = Field(
+        600.0, ge=0, le=7200, description="A picking zone stays in fast check-in this long after its last list."
+    )
+    scanners: list[str] = Field(
+        default_factory=list, max_length=256,
+        description="MQTT devices (ids) that are staff scanners: their scans confirm pick lines. Scanners not "
+        "bound to a kiosk are staff scanners anyway.",
+    )
+    serial_scanners: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="Staff barcode scanners on serial lines (pyserial URLs, e.g. /dev/ttyACM0) for picking.",
+    )
+
+
 class AgentConfig(_Section):
     agent: AgentSection
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
@@ -489,6 +509,7 @@ class AgentConfig(_Section):
     lockers: LockersSection = Field(default_factory=LockersSection)  # type: ignore[arg-type]
     scan_links: ScanLinksSection = Field(default_factory=ScanLinksSection)  # type: ignore[arg-type]
     kiosk: KioskStoreSection = Field(default_factory=KioskStoreSection)  # type: ignore[arg-type]
+    picking: PickingSection = Field(default_factory=PickingSection)  # type: ignore[arg-type]
     kiosks: list[KioskSection] = Field(
         default_factory=list, description="Touch kiosks, one [[kiosks]] table each.", max_length=64
     )

@@ -50,6 +50,7 @@ from edge_agent.commands_catalog import register_catalog_commands
 from edge_agent.commands_courier import register_courier_commands
 from edge_agent.commands_devices import register_device_commands
 from edge_agent.commands_lockers import register_locker_commands
+from edge_agent.commands_picking import register_picking_commands
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import AgentMetrics
 from edge_agent.secrets import (
@@ -67,6 +68,7 @@ from edge_agent.services.labels import connect_catalog, label_settings, product_
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
 from edge_agent.services.orders import OrderService
+from edge_agent.services.picking import PickingService, PickingSettings
 from edge_agent.services.pickup_codes import PickupCodes, StoreKeyError, store_key
 from edge_agent.services.scan_links import ScanLinkService, form_key
 from edge_agent.services.store_health import LiveHub, StoreHealth
@@ -182,6 +184,7 @@ class Agent:
         self.gateway: MqttDeviceGateway | None = None
         self.catalog: ProductCatalog | None = None
         self.labels: LabelService | None = None
+        self.picking: PickingService | None = None  # pick-to-light on the labels
         self.renderer: RenderPool | None = None
         self.lockers: LockerService | None = None
         self.locker_staff: LockerStaff | None = None
@@ -268,6 +271,9 @@ class Agent:
                 connect_catalog(self.labels, catalog)
                 self.metrics.watch_labels(self.labels)
                 register_label_commands(registry, self.labels, catalog)
+                if cfg.picking.enabled:
+                    self.picking = self._build_picking(db, self.labels, catalog, sink)
+                    register_picking_commands(registry, self.picking)
             self.scan_links = self._build_scan_links(db, catalog)
             self._build_kiosks(db, catalog, sink)
             assert self.orders is not None
@@ -289,6 +295,9 @@ class Agent:
                 register_device_commands(registry, self.gateway)
                 if self.kiosk_hub is not None:
                     self.gateway.on_scan = self.kiosk_hub.scanned  # handhelds bound to a kiosk fill its cart
+                if self.picking is not None:
+                    self.gateway.on_staff_scan = self._staff_scan
+                    self.gateway.staff_scanners = frozenset(cfg.picking.scanners)
             if cfg.web.enabled:
                 await self._open_web_accounts(db)
             if https_socket is not None:
@@ -334,6 +343,7 @@ class Agent:
             audit=self.audit,
             gpio_devices=list(self._gpio_devices),
             live=self.live_hub,
+            picking=self.picking,
             bus=self.bus,
         )
 
@@ -412,6 +422,8 @@ class Agent:
                 background.append(tg.create_task(self.gateway.run(), name="device-gateway"))
             if self.labels is not None:
                 background.append(tg.create_task(self.labels.run(), name="labels"))
+            if self.picking is not None:
+                background.append(tg.create_task(self.picking.run(), name="picking"))
             if self.lockers is not None:
                 background.append(tg.create_task(self._run_lockers(), name="lockers"))
             if self.orders is not None:
@@ -598,6 +610,45 @@ class Agent:
             form_secret=form_key(key),
             orders=lambda: self.orders,
         )
+
+    def _build_picking(
+        self, db: Database, labels: LabelService, catalog: ProductCatalog, sink: _DeviceSink
+    ) -> PickingService:
+        """Pick-to-light: the tags' buttons and the staff scanners (MQTT handhelds, serial) confirm lines."""
+        c = self.config.picking
+        picking = PickingService(
+            db,
+            labels,
+            catalog,
+            sink,
+            settings=PickingSettings(led_renew_s=c.led_renew_s, fast_s=c.fast_s, zone_linger_s=c.zone_linger_s),
+            locale=self.config.labels.locale,
+        )
+
+        async def button(tag_id: str, _button: int) -> bool:
+            return await picking.button(tag_id) is not None
+
+        labels.button_handlers.append(button)
+        picking.add_listener(lambda change: self.live_hub.broadcast("picking", change) if self.live_hub else None)
+        for n, url in enumerate(c.serial_scanners, 1):
+            name = f"picking-{n}"
+            self.scanners.append(
+                SerialScanner(
+                    name,
+                    url,
+                    functools.partial(self._serial_staff_scan, name),
+                    on_bad_input=self.metrics.bad_input,
+                )
+            )
+        return picking
+
+    async def _staff_scan(self, device_id: str, code: str) -> bool:
+        """An MQTT staff scanner's scan: a pick line's product confirms it; anything else is relayed as before."""
+        return self.picking is not None and await self.picking.scanned(f"device:{device_id}", code) is not None
+
+    async def _serial_staff_scan(self, name: str, code: str) -> None:
+        if self.picking is None or await self.picking.scanned(f"serial:{name}", code) is None:
+            log.info("staff scanner %s: %r confirms no open pick line", name, code[:64])
 
     def _build_kiosks(self, db: Database, catalog: ProductCatalog, sink: _DeviceSink) -> None:
         """Orders (always: scan-link pages and devices order too), and the kiosks of [[kiosks]] with their scanners."""

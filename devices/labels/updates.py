@@ -22,7 +22,7 @@ import io
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -204,6 +204,9 @@ class LabelService:
         self._confirmed_from: dict[str, tuple[float, str | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._page_sources: list[PageSource] = []
+        # Tasks that take a tag's button press (a pick line's confirmation): the first that returns True has it;
+        # a press nobody takes goes to the cloud as tag.button.
+        self.button_handlers: list[Callable[[str, int], Awaitable[bool]]] = []
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -600,6 +603,9 @@ class LabelService:
                 if created:
                     await self._discovered(msg.tag.hex(), msg.type_code, client.name, msg.firmware)
             elif isinstance(msg, ButtonPress):
+                for handler in self.button_handlers:
+                    if await handler(msg.tag.hex(), msg.button):
+                        return
                 await self._events.publish_event("tag.button", {"tag_id": msg.tag.hex(), "button": msg.button})
         except Exception:
             log.exception("handling %s from base station %s failed", type(msg).__name__, client.name)
