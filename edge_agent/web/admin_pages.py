@@ -37,6 +37,8 @@ PAGES: tuple[Page, ...] = (
     Page("/ui/discovery", "discovery", "Discovery", Role.TECHNICIAN),
     Page("/ui/pairing", "pairing", "Pairing", Role.TECHNICIAN),
     Page("/ui/lockers", "lockers", "Lockers", Role.STAFF),
+    Page("/ui/picking", "picking", "Picking", Role.STAFF),
+    Page("/ui/shelves", "shelves", "Pickup shelves", Role.STAFF),  # technicians also define shelves there
     Page("/ui/events", "events", "Events and audit", Role.TECHNICIAN),
     Page("/ui/config", "config", "Configuration", Role.ADMIN),
     Page("/ui/users", "users", "Users", Role.ADMIN),

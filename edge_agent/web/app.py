@@ -36,6 +36,7 @@ from edge_agent.web.locker_api import locker_router
 from edge_agent.web.locker_screen import locker_screen_router
 from edge_agent.web.locker_staff_api import locker_staff_router
 from edge_agent.web.pairing_api import pairing_router
+from edge_agent.web.picking_api import picking_router
 from edge_agent.web.scan_links import scan_links_router
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
@@ -148,5 +149,6 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(devices_router(ctx.admin))
         app.include_router(discovery_router(ctx.admin))
         app.include_router(pairing_router(ctx.admin))
+        app.include_router(picking_router(ctx.admin))
     check_route_policy(app.routes)
     return app

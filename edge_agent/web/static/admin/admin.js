@@ -10,6 +10,8 @@
     { path: "/ui/discovery", key: "nav_discovery", role: "technician" },
     { path: "/ui/pairing", key: "nav_pairing", role: "technician" },
     { path: "/ui/lockers", key: "nav_lockers", role: "staff" },
+    { path: "/ui/picking", key: "nav_picking", role: "staff" },
+    { path: "/ui/shelves", key: "nav_shelves", role: "staff" },
     { path: "/ui/events", key: "nav_events", role: "technician" },
     { path: "/ui/config", key: "nav_config", role: "admin" },
     { path: "/ui/users", key: "nav_users", role: "admin" },
@@ -22,13 +24,14 @@
       nav_config: "Configuration", nav_users: "Users", online: "online", offline: "offline", never: "never",
       seconds_ago: "{n} s ago", minutes_ago: "{n} min ago", hours_ago: "{n} h ago", days_ago: "{n} d ago",
       error: "Error", saved: "Saved", loading: "Loading…", none: "none", yes: "yes", no: "no",
+      nav_picking: "Picking", nav_shelves: "Pickup shelves",
     },
     "zh-CN": {
       brand: "门店边缘代理", sign_out: "退出", nav_dashboard: "总览", nav_devices: "设备", nav_discovery: "发现",
       nav_pairing: "绑定", nav_lockers: "储物柜", nav_events: "事件与审计", nav_config: "配置", nav_users: "用户",
       online: "在线", offline: "离线", never: "从未", seconds_ago: "{n} 秒前", minutes_ago: "{n} 分钟前",
       hours_ago: "{n} 小时前", days_ago: "{n} 天前", error: "错误", saved: "已保存", loading: "加载中…",
-      none: "无", yes: "是", no: "否",
+      none: "无", yes: "是", no: "否", nav_picking: "拣货", nav_shelves: "取货架",
     },
   };
 
