@@ -5,7 +5,7 @@ with its picker, colour, lines and lit tags and a ticking elapsed time; staff co
 keyboard-wedge scanner types it): each line's state changes on the page and its tag's LED goes off in the
 emulator; the finished list moves to "Finished today".
 
-With EDGE_SCREENSHOTS=1 it also saves docs/screenshots/ui-picking.png (1280x800)."""
+With EDGE_SCREENSHOTS=1 it also saves docs/screenshots/ui-picking.png (1280 wide, the whole page)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ Edge.addStrings({
     pk_sub_title: "Substitute for {name}", pk_sub_code: "Substitute's sku or barcode", pk_sub_qty: "Quantity taken",
     pk_cancel_title: "Cancel pick list {list}?", pk_cancel_text: "Its lit tags go dark and show their prices again.",
     pk_ok: "Confirm", pk_back: "Back", pk_done_msg: "Line {line} of {list}: {state}.", pk_cancelled: "Pick list {list} cancelled.",
-    pk_took: "{n} taken", pk_instead: "instead: {name}", pk_no_tags: "no tag", pk_lines_done: "{done} of {total} lines done",
+    pk_took: "{n} taken", pk_instead: "instead: {name}", pk_no_tags: "no tag", pk_lines_done: "lines done: {done}/{total}",
     pk_colour_red: "red", pk_colour_green: "green", pk_colour_blue: "blue", pk_colour_white: "white",
   },
   "zh-CN": {

@@ -94,21 +94,25 @@ Edge.page(async (app) => {
     return shelf ? shelf.name : slot.shelf_id;
   };
 
-  // Load: two scans, either order. A code that is a known slot label is the slot; anything else is the order.
+  // Load: two scans, either order (the agent tells the slot's label from the order). The view only guides the
+  // hint: a code it knows as a slot label asks for the order next, anything else for the slot.
   const loadStatus = status("shelf-load-status", t("sh_load_hint"));
-  const pending = { order: null, slot: null };
-  const loadReset = () => { pending.order = pending.slot = null; say(loadStatus, t("sh_load_hint")); };
+  let first = null;
+  const loadReset = () => { first = null; say(loadStatus, t("sh_load_hint")); };
+  const slotById = (id) => shelves.flatMap((s) => s.slots).find((x) => x.slot_id === id) || null;
   const load = scanField("shelf-load-scan", async (code) => {
-    const slot = slotOf(code);
-    if (slot) pending.slot = code; else pending.order = code;
-    if (pending.order === null) return say(loadStatus, t("sh_waiting_order", { slot: `${shelfName(slot)} ${t("sh_slot", { n: slot.position })}` }));
-    if (pending.slot === null) return say(loadStatus, t("sh_waiting_slot", { order: pending.order }));
-    const body = { order: pending.order, slot: pending.slot };
-    pending.order = pending.slot = null;
+    if (first === null) {
+      first = code;
+      const slot = slotOf(code);
+      return say(loadStatus, slot ? t("sh_waiting_order", { slot: `${shelfName(slot)} · ${t("sh_slot", { n: slot.position })}` })
+        : t("sh_waiting_slot", { order: code }));
+    }
+    const body = { order: first, slot: code };
+    first = null;
     try {
       const answer = await Edge.api("POST", "/api/shelves/load", body);
-      const where = answer.slot || {};
-      say(loadStatus, t("sh_loaded", { order: answer.order_id || body.order, shelf: where.shelf_name || where.shelf_id || "", n: where.position || "" }), true);
+      const slot = slotById(answer.slot_id);
+      say(loadStatus, t("sh_loaded", { order: answer.order_id, shelf: slot ? shelfName(slot) : answer.slot_id, n: answer.position }), true);
     } catch (e) {
       say(loadStatus, e.message, false);
     }
@@ -159,7 +163,7 @@ Edge.page(async (app) => {
       return;
     }
     shelvesBox.replaceChildren(...shelves.map((shelf) => el("section", { class: "shelf", dataset: { shelf: shelf.shelf_id } },
-      el("h2", {}, shelf.name, " ", el("span", { class: "muted mono" }, shelf.shelf_id), " ",
+      el("h2", {}, shelf.name, " ", shelf.name === shelf.shelf_id ? null : el("span", { class: "muted mono" }, shelf.shelf_id), " ",
         el("span", { class: "muted" }, t("sh_slots", { n: shelf.slots.length }))),
       el("div", { class: "shelf-slots" }, shelf.slots.map(slotCell)))));
     if (technician) renderList();
