@@ -39,7 +39,7 @@ class EventClass(enum.StrEnum):
     TELEMETRY = "telemetry"
 
 
-CRITICAL_PREFIXES = ("order.", "pickup.", "scan.", "alarm.", "audit.")
+CRITICAL_PREFIXES = ("order.", "pickup.", "pick.", "scan.", "alarm.", "audit.")
 TELEMETRY_PREFIXES = ("telemetry.",)
 
 

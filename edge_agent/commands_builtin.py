@@ -21,7 +21,7 @@ class ConfigGetPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     section: Literal[
         "agent", "web", "cloud", "outbox", "commands", "local_broker", "labels", "lockers", "base_stations",
-        "scan_links", "kiosk", "kiosks",
+        "scan_links", "kiosk", "kiosks", "picking",
     ] | None = Field(
         None, description="One section only; the whole configuration when absent."
     )
