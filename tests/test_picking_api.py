@@ -120,3 +120,16 @@ async def test_picking_api_roles_csrf_and_refusals(tmp_path: Path) -> None:
         # Technicians and admins are staff too.
         async with signed_in(agent, "tina", Role.TECHNICIAN) as tech:
             assert (await tech.get("/api/picking")).status_code == 200
+
+
+async def test_picking_off_answers_so(tmp_path: Path) -> None:
+    """A store with no labels runs no picking: the board says so, and every write is a 404 `picking_off`."""
+    async with running_agent(agent_config(tmp_path / "data", None)) as agent:
+        assert agent.picking is None
+        async with signed_in(agent, "stella", Role.STAFF) as staff:
+            board = (await staff.get("/api/picking?recent=1")).json()
+            assert board["enabled"] is False and board["lists"] == [] and board["recent"] == []
+            for path, body in (("/api/picking/scan", {"code": "milk-1"}), ("/api/picking/PL-1/cancel", {}),
+                               ("/api/picking/PL-1/lines/1/confirm", {})):
+                answer = await staff.post(path, json=body)
+                assert answer.status_code == 404 and answer.json()["detail"]["error"] == "picking_off", answer.text
