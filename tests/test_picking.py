@@ -18,22 +18,10 @@ from edge_agent.services.catalog import Product
 from edge_agent.services.picking import PickingError
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
-from tests.conftest import agent_config, running_agent, wait_until
+from tests.conftest import running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.subscriber import CloudSubscriber
-from tests.test_picking_end_to_end import Handheld, barcode, led, shows
-
-
-def offline_config(tmp_path: Path, local: Broker | None = None, cloud: Broker | None = None) -> Any:
-    return agent_config(
-        tmp_path / "data",
-        cloud,
-        local,
-        base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}],
-        labels={"adopt": "auto"},
-        local_broker={"adopt": "auto"} if local is not None else {},
-        picking={"led_renew_s": 5, "fast_s": 60},
-    )
+from tests.test_picking_end_to_end import Handheld, barcode, config_for, led, shows
 
 
 async def stock(agent: Agent, emu: BaseStationEmulator, paired: int) -> dict[str, str]:
@@ -60,7 +48,7 @@ def outbox_events(agent: Agent, event_type: str) -> list[dict[str, Any]]:
 
 async def test_bad_requests_are_refused_and_change_nothing_with_the_cloud_unreachable(tmp_path: Path) -> None:
     emu = BaseStationEmulator(mixed(5, seed=2), checkin_interval=1.0, air_rate=200_000, seed=2)
-    async with emu.running(PtyPort(tmp_path / "bs0")), running_agent(offline_config(tmp_path)) as agent:
+    async with emu.running(PtyPort(tmp_path / "bs0")), running_agent(config_for(tmp_path, None)) as agent:
         picking = agent.picking
         assert picking is not None
         price = await stock(agent, emu, 3)
@@ -114,7 +102,7 @@ async def test_bad_requests_are_refused_and_change_nothing_with_the_cloud_unreac
 
 async def test_the_zone_goes_fast_and_a_restore_cut_short_by_a_crash_is_finished_at_start(tmp_path: Path) -> None:
     emu = BaseStationEmulator(mixed(6, seed=4), checkin_interval=1.0, air_rate=200_000, seed=4)
-    config = offline_config(tmp_path)
+    config = config_for(tmp_path, None)
     async with emu.running(PtyPort(tmp_path / "bs0")):
         async with running_agent(config) as agent:
             picking = agent.picking
@@ -149,7 +137,7 @@ async def test_a_staff_scan_of_no_open_line_is_relayed_as_before(
     tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber
 ) -> None:
     emu = BaseStationEmulator(mixed(2, seed=6), checkin_interval=1.0, air_rate=200_000, seed=6)
-    config = offline_config(tmp_path, local_broker, cloud_broker)
+    config = config_for(tmp_path, cloud_broker, local_broker)
     async with emu.running(PtyPort(tmp_path / "bs0")), running_agent(config) as agent:
         assert agent.picking is not None and agent.gateway is not None
         await stock(agent, emu, 2)

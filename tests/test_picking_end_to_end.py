@@ -69,7 +69,7 @@ class Handheld:
         self.client.disconnect()
 
 
-def config_for(tmp_path: Path, cloud: Broker, local: Broker | None = None) -> Any:
+def config_for(tmp_path: Path, cloud: Broker | None, local: Broker | None = None) -> Any:
     return agent_config(
         tmp_path / "data",
         cloud,
