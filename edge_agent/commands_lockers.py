@@ -1,4 +1,4 @@
-"""Cloud commands of the pickup lockers: `pickup.create` and `pickup.cancel`."""
+"""Cloud commands of the pickup lockers and pickup shelves: `pickup.create` and `pickup.cancel`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from cloud_link.commands import CommandFailedError, CommandRegistry
 from cloud_link.events import format_ts
 from edge_agent.services.lockers import LockerError, LockerService
 from edge_agent.services.pickup_codes import PickupCodeError
+from edge_agent.services.pickup_shelves import mask_customer
 
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
@@ -24,6 +25,14 @@ class PickupCreatePayload(BaseModel):
     )
     code: str | None = Field(
         None, pattern=r"^[0-9]{8,12}$", description="The customer's code when the cloud issues it (8-12 digits)."
+    )
+    customer_name: str | None = Field(
+        None, max_length=100,
+        description="The customer's name, for a pickup-shelf label; the agent keeps only its first character.",
+    )
+    customer_phone: str | None = Field(
+        None, max_length=32, pattern=r"^[0-9+()\- ]{0,32}$",
+        description="The customer's phone number; the agent keeps only its last 4 digits.",
     )
 
 
@@ -42,7 +51,9 @@ def register_locker_commands(registry: CommandRegistry, lockers: LockerService, 
             raise CommandFailedError("invalid_payload", "hold_until: already past")
         try:
             code = await lockers.create_pickup(
-                payload.order_id, payload.size, int(hold_until.timestamp() * 1000), payload.code
+                payload.order_id, payload.size, int(hold_until.timestamp() * 1000), payload.code,
+                # Masked before anything stores it: the full name and phone are never kept nor logged.
+                customer=mask_customer(payload.customer_name, payload.customer_phone),
             )
         except (LockerError, PickupCodeError) as exc:
             raise CommandFailedError("refused", str(exc)) from None

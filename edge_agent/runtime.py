@@ -70,6 +70,7 @@ from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTi
 from edge_agent.services.orders import OrderService
 from edge_agent.services.picking import PickingService, PickingSettings
 from edge_agent.services.pickup_codes import PickupCodes, StoreKeyError, store_key
+from edge_agent.services.pickup_shelves import PickupShelves
 from edge_agent.services.scan_links import ScanLinkService, form_key
 from edge_agent.services.store_health import LiveHub, StoreHealth
 from edge_agent.services.web_sessions import WebSessions
@@ -187,6 +188,8 @@ class Agent:
         self.picking: PickingService | None = None  # pick-to-light on the labels
         self.renderer: RenderPool | None = None
         self.lockers: LockerService | None = None
+        self.shelves: PickupShelves | None = None  # pickup shelves: the lockers' pickups in labelled slots
+        self._audit_sink: _AuditToCloud | None = None
         self.locker_staff: LockerStaff | None = None
         self.scan_links: ScanLinkService | None = None
         self.orders: OrderService | None = None
@@ -274,6 +277,8 @@ class Agent:
                 if cfg.picking.enabled:
                     self.picking = self._build_picking(db, self.labels, catalog, sink)
                     register_picking_commands(registry, self.picking)
+            if self.lockers is not None:
+                self._build_shelves(db, sink)
             self.scan_links = self._build_scan_links(db, catalog)
             self._build_kiosks(db, catalog, sink)
             assert self.orders is not None
@@ -336,6 +341,7 @@ class Agent:
             publish=self.bus.publish,
             labels=self.labels,
             lockers=self.lockers,
+            shelves=self.shelves,
             lock_boards=self.lock_boards,
             locker_buses=self.locker_buses,
             gateway=self.gateway,
@@ -563,7 +569,7 @@ class Agent:
         cfg = self.config.lockers
         assert self.bus is not None
         self.audit = AuditLog(db)
-        audit = _AuditToCloud(self.audit, self.bus)
+        audit = self._audit_sink = _AuditToCloud(self.audit, self.bus)
         self.locker_buses = {b.name: KerongBus(b.url, baudrate=b.baudrate) for b in cfg.buses}
         boards: dict[str, LockBoard] = {
             b.id: KerongBoard(self.locker_buses[b.bus], b.number, b.locks) for b in cfg.boards
@@ -592,6 +598,21 @@ class Agent:
         # pickup codes' alarm.code_guessing (the hook LockerService installed on `codes`).
         self.locker_staff = LockerStaff(db, store_key(self._env), on_alarm=codes.on_alarm)
         register_courier_commands(registry, self.locker_staff)
+
+    def _build_shelves(self, db: Database, sink: _DeviceSink) -> None:
+        """Pickup shelves: the lockers' pickups (codes, expiry, events) in slots with labels; no lock board needed.
+        Without labels the shelves still load and hand over; their labels just show nothing."""
+        assert self.lockers is not None and self._audit_sink is not None
+        self.shelves = PickupShelves(
+            db, self.lockers, self.labels, audit=self._audit_sink, events=sink, locale=self.config.labels.locale,
+            registry=TagRegistry(db),
+        )
+
+        def live(change: dict[str, Any]) -> None:
+            if self.live_hub is not None:
+                self.live_hub.broadcast("shelf", change)
+
+        self.shelves.add_listener(live)
 
     def _build_scan_links(self, db: Database, catalog: ProductCatalog) -> ScanLinkService:
         """Scan links of the shelf tags' QR codes (`/s/{code}`): record scan.tag, then redirect or the local page."""
@@ -688,6 +709,7 @@ class Agent:
             checkout_url_template=cfg.kiosk.checkout_url_template,
             orders_per_minute=cfg.kiosk.orders_per_minute,
             on_bad_input=self.metrics.bad_input,
+            lockers=self.lockers,
         )
         for k in cfg.kiosks:
             if k.scanner_url is not None:

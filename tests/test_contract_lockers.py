@@ -67,6 +67,14 @@ EVENT_SCHEMAS = {
 }
 # Optional fields the agent leaves out rather than sending null (documented on the contract page).
 OPTIONAL = {"payload.pickup.ready.json": {"code"}, "payload.alarm.state_mismatch.json": {"order_id"}}
+# Where an order waits: a locker's compartment, or a pickup shelf's slot and shelf (exactly one of the two forms).
+PLACED = ("ready", "collected", "expired", "cancelled", "retrieved", "reminder")
+PLACE_FIELDS = {"compartment", "slot", "shelf"}
+PLACE_ONE_OF = [{"required": ["compartment"]}, {"required": ["slot", "shelf"]}]
+SHELF_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+SLOT_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}-[0-9]{1,3}$"
+for _t in PLACED:
+    OPTIONAL[f"payload.pickup.{_t}.json"] = OPTIONAL.get(f"payload.pickup.{_t}.json", set()) | PLACE_FIELDS
 
 # The shipped payload.pickup.ready.json must be exactly this (a second, independent statement of the contract).
 PICKUP_READY_SCHEMA: dict[str, Any] = {
@@ -75,14 +83,21 @@ PICKUP_READY_SCHEMA: dict[str, Any] = {
     "title": "Payload of a pickup.ready event",
     "description": "The parcel is in its compartment and the door closed with an item inside "
     "(edge_agent.services.lockers.LockerService); the customer can collect it. Critical class. `code` is present "
-    "only when the agent issued the code (pickup.create without one); a code the cloud issued is never sent back.",
+    "only when the agent issued the code (pickup.create without one); a code the cloud issued is never sent back. "
+    "An order on a pickup shelf carries slot and shelf instead of compartment (exactly one of the two forms).",
     "type": "object",
-    "required": ["order_id", "compartment", "hold_until"],
+    "required": ["order_id", "hold_until"],
+    "oneOf": PLACE_ONE_OF,
     "additionalProperties": False,
     "properties": {
         "order_id": {"description": "The order (order_id of pickup.create).", "type": "string",
                      "pattern": ORDER_ID_PATTERN},
         "compartment": {"description": "The compartment the parcel is in.", "type": "string", "pattern": ID_PATTERN},
+        "slot": {"description": "A pickup-shelf order: the slot it waits in, \"<shelf>-<position>\" "
+                 "(edge_agent.services.pickup_shelves); instead of compartment.", "type": "string",
+                 "pattern": SLOT_PATTERN},
+        "shelf": {"description": "A pickup-shelf order: the shelf of its slot; with slot, instead of compartment.",
+                  "type": "string", "pattern": SHELF_PATTERN},
         "hold_until": {"description": "End of the hold: UTC, Unix epoch milliseconds (an integer, not a time "
                        "string).", "type": "integer", "minimum": 0},
         "code": {"description": "The customer's pickup code, only when the agent issued it: 8-12 digits (leading "
@@ -92,6 +107,8 @@ PICKUP_READY_SCHEMA: dict[str, Any] = {
     "examples": [
         {"order_id": "ORD-20261122-0042", "compartment": "A-12", "hold_until": 1795464000000, "code": "04718263"},
         {"order_id": "ORD-20261122-0043", "compartment": "A-03", "hold_until": 1795464000000},
+        {"order_id": "ORD-20261122-0051", "slot": "B-7", "shelf": "B", "hold_until": 1795464000000,
+         "code": "04718263"},
     ],
 }
 
@@ -678,3 +695,39 @@ def test_the_contract_page_shows_every_locker_message() -> None:
     for code in ("refused", "invalid_payload"):
         assert f"`{code}`" in text
     assert "`prev_hash`" in text and "`hash`" in text
+
+
+# -- pickup shelves: slot and shelf instead of compartment ----------------------------------------
+
+
+def test_shelf_orders_carry_slot_and_shelf_instead_of_a_compartment() -> None:
+    from edge_agent.services.lockers import place_fields
+    from edge_agent.services.pickup_shelves import MAX_SLOTS, SHELF_ID_RE
+
+    assert SHELF_ID_RE.pattern == SHELF_PATTERN and re.fullmatch(SLOT_PATTERN, f"B.2-{MAX_SLOTS}")
+    assert place_fields(None, "B.2-7") == {"slot": "B.2-7", "shelf": "B.2"}
+    assert place_fields("A-12", None) == {"compartment": "A-12"}
+    for t in PLACED:
+        schema = _schema(f"payload.pickup.{t}.json")
+        assert schema["oneOf"] == PLACE_ONE_OF, t
+        assert schema["properties"]["slot"]["pattern"] == SLOT_PATTERN
+        assert schema["properties"]["shelf"]["pattern"] == SHELF_PATTERN
+        locker = dict(GOOD[f"pickup.{t}"])
+        shelf = {k: v for k, v in locker.items() if k != "compartment"} | {"slot": "B-7", "shelf": "B"}
+        _check_payload(f"payload.pickup.{t}.json", shelf)
+        for bad in (locker | {"slot": "B-7", "shelf": "B"}, {k: v for k, v in shelf.items() if k != "shelf"},
+                    shelf | {"slot": "B"}, {k: v for k, v in shelf.items() if k not in PLACE_FIELDS}):
+            with pytest.raises(ContractError):
+                _check_payload(f"payload.pickup.{t}.json", bad)
+    audit = _schema("payload.audit.door_opened.json")["properties"]["kind"]
+    assert {"shelf_release", "shelf_handover", "shelf_retrieval"} <= set(audit["enum"])
+
+
+def test_pickup_create_takes_the_customer_and_keeps_only_the_mask() -> None:
+    payload = {"order_id": "O-1", "size": "S", "customer_name": "王小明", "customer_phone": "+86 138 0013 1234"}
+    contract.validate("command.pickup.create.json", payload)
+    assert PickupCreatePayload.model_validate(payload).customer_phone == "+86 138 0013 1234"
+    with pytest.raises(ContractError):
+        contract.validate("command.pickup.create.json", payload | {"customer_phone": "call me"})
+    with pytest.raises(ValidationError):
+        PickupCreatePayload.model_validate(payload | {"customer_phone": "call me"})

@@ -1,4 +1,5 @@
-"""The door audit log: every door opening, of any kind, in an append-only, hash-chained table.
+"""The door audit log: every door opening, of any kind, in an append-only, hash-chained table (and every
+pickup-shelf release, handover and retrieval: the shelves' counterpart of a door opening).
 
 Rows live in `audit_log` (migration 3). Triggers refuse UPDATE and DELETE through SQL. Against someone who
 has the file and drops the triggers, each row carries the hash of the one before it:
@@ -35,7 +36,11 @@ from cloud_link.ports import DurableStore
 from edge_agent.storage.database import DB_FILENAME
 from edge_agent.storage.writer import open_connection
 
-AuditKind = Literal["code", "staff", "remote", "test", "uncommanded"]
+# shelf_*: pickup shelves (edge_agent.services.pickup_shelves) have no door; a right code making a slot's label
+# flash, the staff handover and the staff retrieval are recorded in the same chain, `compartment` then the slot.
+AuditKind = Literal[
+    "code", "staff", "remote", "test", "uncommanded", "shelf_release", "shelf_handover", "shelf_retrieval"
+]
 AUDIT_KINDS: tuple[str, ...] = get_args(AuditKind)
 GENESIS_HASH = "0" * 64
 # Rows read per query while verifying: bounded memory whatever the size of the log.

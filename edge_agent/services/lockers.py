@@ -126,6 +126,23 @@ class Pickup:
     reminder_sent: bool
     created_ms: int
     updated_ms: int
+    slot: str | None = None  # a pickup-shelf slot ("B-7") instead of a compartment (edge_agent.services.pickup_shelves)
+
+
+def place_fields(compartment: str | None, slot: str | None) -> dict[str, Any]:
+    """Where an order waits, as pickup.* events say it: {"compartment": id} for a locker (None when not
+    loaded), {"slot": "B-7", "shelf": "B"} for a pickup-shelf slot (slot ids are "<shelf_id>-<position>")."""
+    if slot is not None:
+        return {"slot": slot, "shelf": slot.rsplit("-", 1)[0]}
+    return {"compartment": compartment}
+
+
+class SlotRelease(Protocol):
+    """The pickup shelves, as the shared code check needs them (edge_agent.services.pickup_shelves)."""
+
+    async def release(self, pickup: Pickup, terminal: str) -> CollectResult: ...
+
+    async def slot_changed(self, pickup: Pickup) -> None: ...
 
 
 class CollectStatus(enum.Enum):
@@ -134,6 +151,7 @@ class CollectStatus(enum.Enum):
     LOCKED_OUT = "locked_out"
     UNAVAILABLE = "unavailable"  # a valid code, but its door is out of service: staff must help
     ELSEWHERE = "elsewhere"  # a valid code typed at another bank's screen: nothing opens here
+    SHELF = "shelf"  # a valid code of an order on a pickup shelf: its slot's label flashes, staff hand it over
 
 
 @dataclass(frozen=True)
@@ -144,6 +162,7 @@ class CollectResult:
     seconds_left: int = 0
     door: dict[str, Any] | None = None  # door_place(): the opened door, for the screen to say in its language
     bank: str | None = None  # ELSEWHERE: the bank the parcel is in
+    slot: dict[str, Any] | None = None  # SHELF: {slot_id, shelf, shelf_name, position}, for each screen's language
 
 
 @dataclass(frozen=True)
@@ -207,14 +226,14 @@ class _Incident:
 
 
 _PICKUP_COLUMNS = (
-    "order_id, size, state, compartment, code_issued_by, hold_until_ms, reminder_sent, created_ms, updated_ms"
+    "order_id, size, state, compartment, code_issued_by, hold_until_ms, reminder_sent, created_ms, updated_ms, slot"
 )
 
 
 def _pickup(row: tuple[Any, ...]) -> Pickup:
     return Pickup(
         str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else str(row[3]), str(row[4]), int(row[5]),
-        bool(row[6]), int(row[7]), int(row[8]),
+        bool(row[6]), int(row[7]), int(row[8]), None if row[9] is None else str(row[9]),
     )
 
 
@@ -250,6 +269,7 @@ class LockerService:
         self._tasks: set[asyncio.Task[None]] = set()
         # The LED and buzzer (GPIO), told after every poll whether an alarm is open.
         self._alarm_signal = alarm_signal
+        self._shelves: SlotRelease | None = None
         if codes.on_alarm is None:
             codes.on_alarm = self._guessing
 
@@ -258,6 +278,19 @@ class LockerService:
             "alarm.code_guessing",
             {"failures": alarm.failures, "window_s": alarm.window_s, "terminals": list(alarm.terminals)},
         )
+
+    def attach_shelves(self, shelves: SlotRelease) -> None:
+        """Pickup shelves share this service's code check, expiry and cancel: a right code for an order in a
+        slot goes to `shelves.release`; expiry and cancel of one tell `shelves.slot_changed`."""
+        self._shelves = shelves
+
+    async def _slot_changed(self, order_id: str) -> None:
+        pickup = self.pickup(order_id)
+        if self._shelves is not None and pickup is not None and pickup.slot is not None:
+            try:
+                await self._shelves.slot_changed(pickup)
+            except Exception:  # the label is cosmetic next to the state already stored and announced
+                log.exception("pickup shelf: updating the slot of order %s failed", order_id)
 
     # -- compartments ---------------------------------------------------------------------------
 
@@ -416,8 +449,11 @@ class LockerService:
             == 1
         )
 
-    async def create_pickup(self, order_id: str, size: str, hold_until_ms: int, code: str | None = None) -> str | None:
-        """A new pickup order (`pickup.create`); returns the code when the agent issued it, else None."""
+    async def create_pickup(
+        self, order_id: str, size: str, hold_until_ms: int, code: str | None = None, *, customer: str | None = None
+    ) -> str | None:
+        """A new pickup order (`pickup.create`); returns the code when the agent issued it, else None.
+        `customer` is the customer's name already masked (pickup_shelves.mask_customer): never the full name."""
         if size not in SIZES:
             raise LockerError(f"order {order_id}: size must be one of {SIZES}")
         existing = self.pickup(order_id)
@@ -428,8 +464,9 @@ class LockerService:
         by = "agent" if code is None else "cloud"
         await self._db.write(
             lambda c: c.execute(
-                f"INSERT INTO pickups({_PICKUP_COLUMNS}) VALUES (?, ?, 'created', NULL, ?, ?, 0, ?, ?)",  # noqa: S608
-                (order_id, size, by, hold_until_ms, now, now),
+                f"INSERT INTO pickups({_PICKUP_COLUMNS}, customer) "  # noqa: S608
+                "VALUES (?, ?, 'created', NULL, ?, ?, 0, ?, ?, NULL, ?)",
+                (order_id, size, by, hold_until_ms, now, now, customer),
             )
         )
         if code is None:
@@ -455,8 +492,13 @@ class LockerService:
         self._codes_to_send.pop(order_id, None)
         await self._publish(
             "pickup.cancelled",
-            {"order_id": order_id, "compartment": pickup.compartment, "retrieval": new_state == "retrieval"},
+            {
+                "order_id": order_id,
+                **place_fields(pickup.compartment, pickup.slot),
+                "retrieval": new_state == "retrieval",
+            },
         )
+        await self._slot_changed(order_id)
         result = self.pickup(order_id)
         assert result is not None
         return result
@@ -594,6 +636,9 @@ class LockerService:
         if outcome.status is not VerifyStatus.OK or outcome.order_id is None:
             return CollectResult(CollectStatus.WRONG, MSG_WRONG)
         pickup = self.pickup(outcome.order_id)
+        if pickup is not None and pickup.state == "ready" and pickup.slot is not None and self._shelves is not None:
+            # On a pickup shelf: the same check let it through; its slot's label flashes (any screen will do).
+            return await self._shelves.release(pickup, terminal)
         if pickup is None or pickup.state != "ready" or pickup.compartment is None:
             # A code for an order not (yet) in a compartment opens nothing, and reads like any wrong code.
             return CollectResult(CollectStatus.WRONG, MSG_WRONG)
@@ -757,11 +802,15 @@ class LockerService:
     async def _ready(self, order_id: str, compartment_id: str) -> None:
         if not await self._set_state(order_id, "ready", compartment_id, only_from="loading"):
             return
+        await self.announce_ready(order_id)
+
+    async def announce_ready(self, order_id: str) -> None:
+        """`pickup.ready` for an order now in its compartment or shelf slot, with the agent-issued code."""
         pickup = self.pickup(order_id)
         assert pickup is not None
         payload: dict[str, Any] = {
             "order_id": order_id,
-            "compartment": compartment_id,
+            **place_fields(pickup.compartment, pickup.slot),
             "hold_until": pickup.hold_until_ms,
         }
         if pickup.code_issued_by == "agent":
@@ -814,13 +863,14 @@ class LockerService:
         def reminders(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return conn.execute(
                 "UPDATE pickups SET reminder_sent = 1, updated_ms = ? WHERE state = 'ready' AND reminder_sent = 0 "
-                "AND hold_until_ms - ? <= ? AND hold_until_ms > ? RETURNING order_id, compartment, hold_until_ms",
+                "AND hold_until_ms - ? <= ? AND hold_until_ms > ? RETURNING order_id, compartment, slot, hold_until_ms",
                 (now, before, now, now),
             ).fetchall()
 
-        for order_id, compartment, hold_until in sorted(await self._db.write(reminders)):
+        for order_id, compartment, slot, hold_until in sorted(await self._db.write(reminders)):
             await self._publish(
-                "pickup.reminder", {"order_id": order_id, "compartment": compartment, "hold_until": hold_until}
+                "pickup.reminder",
+                {"order_id": order_id, **place_fields(compartment, slot), "hold_until": hold_until},
             )
         busy = set(self._openings)
         due = self._db.read(
@@ -842,11 +892,12 @@ class LockerService:
                     "pickup.expired",
                     {
                         "order_id": pickup.order_id,
-                        "compartment": pickup.compartment,
+                        **place_fields(pickup.compartment, pickup.slot),
                         "hold_until": pickup.hold_until_ms,
                         "retrieval": new_state == "retrieval",
                     },
                 )
+                await self._slot_changed(pickup.order_id)
 
     # -- alarms ---------------------------------------------------------------------------------
 

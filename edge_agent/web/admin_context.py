@@ -23,6 +23,7 @@ from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.kiosks import KioskHub
 from edge_agent.services.lockers import LockerService
 from edge_agent.services.picking import PickingService
+from edge_agent.services.pickup_shelves import PickupShelves
 from edge_agent.services.store_health import LiveHub
 from edge_agent.storage import Database
 from firmware_bridge.kerong_bus import KerongBus
@@ -51,5 +52,6 @@ class AdminServices:
     # The dashboard's snapshot and the live stream's hub (edge_agent.services.store_health); the runtime runs it.
     live: LiveHub | None = None
     picking: PickingService | None = None
+    shelves: PickupShelves | None = None  # pickup shelves (needs the lockers' pickups; no boards needed)
     # The event bus, for the events page's recently published events (a bounded subscription, read on request).
     bus: EventBus | None = None

@@ -38,6 +38,7 @@ from edge_agent.web.locker_staff_api import locker_staff_router
 from edge_agent.web.pairing_api import pairing_router
 from edge_agent.web.picking_api import picking_router
 from edge_agent.web.scan_links import scan_links_router
+from edge_agent.web.shelves_api import shelves_router
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
 STALE_OUTBOX_S = 300.0
@@ -150,5 +151,6 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(discovery_router(ctx.admin))
         app.include_router(pairing_router(ctx.admin))
         app.include_router(picking_router(ctx.admin))
+        app.include_router(shelves_router(ctx.admin))
     check_route_policy(app.routes)
     return app

@@ -35,6 +35,7 @@ from devices.labels.qr import QRCodeError, qr_matrix
 from devices.labels.registry import TagRegistry
 from edge_agent.services.catalog import SKU_PATTERN, Product, ProductCatalog
 from edge_agent.services.kiosks import KioskHub, KioskSpec, LiveEvent
+from edge_agent.services.lockers import CollectStatus, LockerService
 from edge_agent.services.orders import (
     MAX_LINES,
     MAX_QUANTITY,
@@ -60,8 +61,22 @@ RATE_WINDOW_S = 60.0
 RATE_CLIENTS_MAX = 4096
 
 MESSAGES = {
-    "zh-CN": {"unknown": "未找到该商品，请扫描商品条码或货架标签上的二维码。"},
-    "en": {"unknown": "This code is not a product of this store. Please scan a product barcode or a shelf tag."},
+    "zh-CN": {
+        "unknown": "未找到该商品，请扫描商品条码或货架标签上的二维码。",
+        "pickup_shelf": "货架 {shelf} 第 {slot} 格的标签正在闪烁。工作人员会把订单交给您。",
+        "pickup_wrong": "此取件码无效，请检查后重试。",
+        "pickup_locked_out": "错误次数过多，请 {seconds} 秒后再试。",
+        "pickup_elsewhere": "您的包裹在 {bank} 号取件柜，请在该取件柜的屏幕上输入取件码。",
+        "pickup_unavailable": "现在无法取件，请联系工作人员。",
+    },
+    "en": {
+        "unknown": "This code is not a product of this store. Please scan a product barcode or a shelf tag.",
+        "pickup_shelf": "Shelf {shelf}, slot {slot} is flashing. A member of staff will hand you your order.",
+        "pickup_wrong": "This code is not valid. Please check it and try again.",
+        "pickup_locked_out": "Too many wrong codes. Please try again in {seconds} seconds.",
+        "pickup_elsewhere": "Your parcel is in locker {bank}. Please type your code on that locker's screen.",
+        "pickup_unavailable": "This order cannot be picked up right now. Please ask a member of staff.",
+    },
 }
 
 
@@ -75,6 +90,11 @@ class _Body(BaseModel):
 class CartAdd(_Body):
     sku: str = Field(pattern=SKU_PATTERN, description="The product added to the cart.")
     quantity: int = Field(1, ge=1, le=MAX_QUANTITY, description="How many.")
+
+
+class PickupCodeIn(_Body):
+    # Loose on purpose (as on the locker screen): whatever was typed is checked and counted by the service.
+    code: str = Field(min_length=1, max_length=64, description="The customer's pickup code as typed or scanned.")
 
 
 class ScanIn(_Body):
@@ -145,6 +165,8 @@ class KioskApi:
     checkout_url_template: str | None = None
     orders_per_minute: int = 10
     on_bad_input: Callable[[str, str], None] | None = None
+    # Pickup orders (lockers and pickup shelves): the kiosk's "Pick up an order" code entry; None: no pickups.
+    lockers: LockerService | None = None
 
     def __post_init__(self) -> None:
         self.rate = RateLimit(self.orders_per_minute)
@@ -383,6 +405,34 @@ def kiosk_api_router(api: KioskApi) -> APIRouter:
         if found is None:
             return answer({"status": "unknown", "message": MESSAGES[spec.lang]["unknown"]})
         return answer({"status": "ok", "product": api.one_product_json(found)})
+
+    @router.post("/pickup")
+    async def pickup(kiosk_id: str, request: Request) -> JSONResponse:
+        """A customer's pickup code: the one shared check (LockerService.collect, terminal `kiosk:<id>`: same
+        throttle, lockouts and audit as the locker screens). An order on a pickup shelf: its label flashes and
+        the answer names shelf and slot. An order in a locker: nothing opens from here; the answer names the
+        locker bank (its code stays valid there)."""
+        spec = kiosk(kiosk_id)
+        entry = await body(request, PickupCodeIn)
+        if api.lockers is None:
+            return answer({"detail": {"error": "no_pickups", "message": "this store has no pickup orders"}}, 404)
+        texts = MESSAGES[spec.lang]
+        # A bank no locker has: a locker order answers ELSEWHERE (its bank) and never opens a door from here.
+        result = await api.lockers.collect(f"kiosk:{spec.id}", entry.code.strip(), bank=f"kiosk:{spec.id}")
+        status = result.status.value
+        if result.status is CollectStatus.SHELF and result.slot is not None:
+            message = texts["pickup_shelf"].format(shelf=result.slot["shelf_name"], slot=result.slot["position"])
+            return answer({"status": status, "message": message, "slot": result.slot})
+        if result.status is CollectStatus.LOCKED_OUT:
+            seconds = max(1, result.seconds_left)
+            return answer({"status": status, "message": texts["pickup_locked_out"].format(seconds=seconds),
+                           "seconds_left": seconds}, 429, {"Retry-After": str(seconds)})
+        if result.status is CollectStatus.ELSEWHERE:
+            return answer({"status": status, "message": texts["pickup_elsewhere"].format(bank=result.bank),
+                           "bank": result.bank}, 409)
+        if result.status is CollectStatus.WRONG:
+            return answer({"status": status, "message": texts["pickup_wrong"]})
+        return answer({"status": "unavailable", "message": texts["pickup_unavailable"]}, 503)
 
     @router.post("/orders")
     async def place_order(kiosk_id: str, request: Request) -> JSONResponse:

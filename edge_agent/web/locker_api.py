@@ -61,6 +61,10 @@ def locker_router(lockers: LockerService) -> APIRouter:
         if result.status is CollectStatus.ELSEWHERE:
             body["bank"] = result.bank
             return JSONResponse(body, status_code=409)
+        if result.status is CollectStatus.SHELF:
+            # An order on a pickup shelf: its slot's label flashes; the screen says which (in its language).
+            body["slot"] = result.slot
+            return JSONResponse(body)
         return JSONResponse(body, status_code=200)
 
     @router.get("/status")
