@@ -3,7 +3,7 @@ on a real pty: a pick list started through the picking service appears on the op
 with its picker, colour, lines and lit tags and a ticking elapsed time; staff confirm one line "Picked", one
 "Short" (the quantity asked in a dialog) and the last by scanning its barcode into the board's scan field (as a
 keyboard-wedge scanner types it): each line's state changes on the page and its tag's LED goes off in the
-emulator; the finished list moves to "Finished today".
+emulator; the finished list moves to "Finished today". A second list: a substitute by sku, then "Cancel list".
 
 With EDGE_SCREENSHOTS=1 it also saves docs/screenshots/ui-picking.png (1280 wide, the whole page)."""
 
@@ -90,6 +90,26 @@ async def test_picking_board_is_live_and_confirms_lines(tmp_path: Path) -> None:
         assert await page.locator("#pick-lists [data-list='PL-7']").count() == 0
         await wait_until(lambda: led(tags[2]) is None, timeout=15)
         assert agent.picking.get("PL-7").state == "completed"  # type: ignore[union-attr]
+
+        # "Substitute" (sku or barcode asked in a dialog) on one line, then "Cancel list" (asked first) for the rest.
+        await agent.picking.start("PL-9", picker="cy", colour="red", order_ids=["O-9"],
+                                  lines=[("O-9", "milk-1", 1), ("O-9", "rice-5", 2)])
+        card = page.locator("#pick-lists [data-list='PL-9']")
+        await card.wait_for(timeout=5_000)
+        await wait_until(lambda: led(tags[1]) == 1, timeout=15)  # red
+        await card.locator("tr[data-line='1'] button.pk-substitute").click()
+        await page.fill("#pk-sub-code", "water-1")
+        await page.fill("#pk-sub-qty", "2")
+        await page.click("#pk-sub-ok")
+        await card.locator("table.pick-done tr[data-line='1'][data-state='substituted']").wait_for(timeout=5_000)
+        assert "农夫山泉 550ml" in await card.locator("table.pick-done tr[data-line='1']").inner_text()
+        await card.locator("button.pk-cancel").click()
+        await page.click("#pk-cancel-ok")
+        await page.locator("#pick-recent [data-list='PL-9'][data-state='cancelled']").wait_for(timeout=5_000)
+        await wait_until(lambda: led(tags[1]) is None, timeout=15)
+        plist = agent.picking.get("PL-9")
+        assert plist is not None and [x.state for x in plist.lines] == ["substituted", "cancelled"]
+        assert plist.lines[0].substitute_sku == "water-1" and plist.lines[0].picked_qty == 2
 
         # The same board in Chinese.
         await page.click("#lang-button")
