@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from edge_agent.services.web_users import Role
-from tests.conftest import wait_until
+from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.browser import chromium
 from tests.support.web import PASSWORD, until
 from tests.support.web import sign_in_page as sign_in
@@ -114,3 +114,18 @@ async def test_picking_board_is_live_and_confirms_lines(tmp_path: Path) -> None:
         # The same board in Chinese.
         await page.click("#lang-button")
         await until(page, "document.querySelector('#pick-recent h2').textContent === '今日已结束'")
+
+
+async def test_pages_say_when_picking_and_shelves_are_off(tmp_path: Path) -> None:
+    """A store with neither labels nor lockers: both pages say the feature is off instead of failing."""
+    async with running_agent(agent_config(tmp_path / "data", None)) as agent, chromium() as browser:
+        assert agent.picking is None and agent.shelves is None and agent.users is not None
+        await agent.users.add("stella", PASSWORD, Role.STAFF)
+        page = await sign_in(browser, agent, "stella")
+        base = f"http://127.0.0.1:{agent.web_port}"
+        await page.goto(f"{base}/ui/picking")
+        await page.locator("#pick-off").wait_for(timeout=5_000)
+        assert await page.locator("#pick-scan-card").is_hidden()
+        await page.goto(f"{base}/ui/shelves")
+        await page.locator("#shelf-off").wait_for(timeout=5_000)
+        assert await page.locator("#flash").is_hidden()  # no error shown

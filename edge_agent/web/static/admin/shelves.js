@@ -26,7 +26,7 @@ Edge.addStrings({
     sh_not_a_tag: "{code} is not a label.", sh_twice: "Tag {tag} is already slot {n}.", sh_saved: "Shelf {shelf} saved with {n} slots.",
     sh_delete: "Delete", sh_delete_title: "Delete shelf {shelf}?", sh_delete_text: "Its slots are freed; its labels show nothing new until paired again.",
     sh_deleted: "Shelf {shelf} deleted.", sh_ok: "Confirm", sh_back: "Back", sh_list_title: "Shelves", sh_tag: "Label",
-    sh_need_id: "Give the shelf an id and a name first.",
+    sh_need_id: "Give the shelf an id and a name first.", sh_off: "This store runs no pickup shelves (they need [lockers] enabled).",
   },
   "zh-CN": {
     nav_shelves: "取货架", sh_title: "取货架", sh_none: "尚未定义取货架。",
@@ -46,7 +46,7 @@ Edge.addStrings({
     sh_not_a_tag: "{code} 不是价签。", sh_twice: "价签 {tag} 已是 {n} 号格。", sh_saved: "货架 {shelf} 已保存，共 {n} 个格位。",
     sh_delete: "删除", sh_delete_title: "删除货架 {shelf}？", sh_delete_text: "其格位将被释放；价签在重新绑定前不会显示新内容。",
     sh_deleted: "货架 {shelf} 已删除。", sh_ok: "确认", sh_back: "返回", sh_list_title: "货架", sh_tag: "价签",
-    sh_need_id: "请先填写货架编号和名称。",
+    sh_need_id: "请先填写货架编号和名称。", sh_off: "本店未启用取货架（需要启用 [lockers]）。",
   },
 });
 
@@ -180,7 +180,13 @@ Edge.page(async (app) => {
       render();
       app.dataset.loaded = String(Date.now());
     } catch (e) {
-      Edge.flash(e.message, true);
+      if (e.status === 503) { // no pickup shelves in this store: say so once, instead of an error every 10 s
+        clearInterval(window.shelvesTimer);
+        app.replaceChildren(el("h1", {}, t("sh_title")), el("p", { class: "card muted", id: "shelf-off" }, t("sh_off")));
+        app.dataset.loaded = String(Date.now());
+      } else {
+        Edge.flash(e.message, true);
+      }
     } finally {
       busy = false;
     }
@@ -273,6 +279,7 @@ Edge.page(async (app) => {
   // Edge.page renders again on a language switch: one timer and one live stream per page.
   clearInterval(window.shelvesTimer);
   if (window.shelvesLive) window.shelvesLive.close();
+  if (document.getElementById("shelf-off")) return;
   window.shelvesTimer = setInterval(() => { if (!document.hidden) refresh(); }, 10000);
   window.shelvesLive = Edge.live((type) => { if (type === "shelf") refresh(); });
 });
