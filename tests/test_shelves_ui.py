@@ -1,11 +1,11 @@
 """The pickup shelves page (/ui/shelves) in the system Chromium, against a running agent with the base-station
 emulator on a real pty and pickups but no lock board: a technician defines a shelf by scanning three labels in
 slot order (as a keyboard-wedge scanner types them: fast, each ended by Enter; one typed as printed on the case),
-each shown with its picture, removes a wrong scan, saves; the grid shows three empty slots. Then an order is
+listed in order, removes a wrong scan, saves; the grid shows three empty slots. Then an order is
 loaded by two scans, the slot's label first: the slot fills on the page (order, masked customer, hold
 deadline) and the agent holds the order in that slot. A customer's code at a locker screen highlights the slot
 (released); staff hand it over by scanning the slot's label; a cancelled order is retrieved by scanning its
-barcode: both slots are empty again.
+barcode: both slots are empty again, and the technician deletes the shelf.
 
 With EDGE_SCREENSHOTS=1 it also saves docs/screenshots/ui-shelves.png (1280 wide, the whole page)."""
 
@@ -109,3 +109,9 @@ async def test_define_a_shelf_by_scans_and_load_an_order(tmp_path: Path) -> None
         await page.keyboard.press("Enter")
         await page.locator(".shelf-slot[data-slot='B-3'][data-state='empty']").wait_for(timeout=5_000)
         assert "ORD-4712" in await page.inner_text("#api-shelves-retrieve-status")
+
+        # Every slot empty again: the technician deletes the shelf (asked first).
+        await page.click("#shelf-list tr[data-shelf='B'] button.shelf-delete")
+        await page.click("#shelf-dialog-ok")
+        await page.locator("#shelf-none").wait_for(timeout=5_000)
+        assert agent.shelves.shelves() == []
