@@ -69,8 +69,8 @@ async def test_define_a_shelf_by_scans_and_load_an_order(tmp_path: Path) -> None
 
         # An order waiting to be put out, loaded by two scans: slot 2's label first, then the order's barcode.
         hold_until = int(time.time() * 1000) + 2 * 86_400_000
-        code = await agent.lockers.create_pickup("ORD-4711", "S", hold_until, customer="王** 1234")
-        assert code is not None
+        pickup_code = await agent.lockers.create_pickup("ORD-4711", "S", hold_until, customer="王** 1234")
+        assert pickup_code is not None
         await page.click("#shelf-load-scan")
         await page.keyboard.type(tags[1], delay=5)
         await page.keyboard.press("Enter")
@@ -87,7 +87,7 @@ async def test_define_a_shelf_by_scans_and_load_an_order(tmp_path: Path) -> None
         assert [s.order_id for s in agent.shelves.shelves()[0].slots] == [None, "ORD-4711", None]
 
         # The customer's code at a locker screen releases the order: the slot is highlighted on the page, live.
-        await agent.lockers.collect("locker:test", code)
+        await agent.lockers.collect("locker:test", pickup_code)
         await page.locator(".shelf-slot.shelf-released[data-slot='B-2']").wait_for(timeout=5_000)
         # Another order cancelled while on its slot must be taken back.
         await agent.lockers.create_pickup("ORD-4712", "S", hold_until, customer="Li** 0042")
