@@ -64,6 +64,16 @@
       added: "Added to cart: {name}",
       scan_unknown: "This code is not a product of this store.",
       not_answering: "The kiosk is not answering. Please try again, or ask a member of staff.",
+      pickup: "Pick up an order",
+      pickup_hint: "Type or scan your pickup code.",
+      pickup_submit: "Pick up",
+      pickup_checking: "One moment…",
+      pickup_too_short: "Pickup codes have 8 to 12 digits.",
+      pickup_shelf: "Shelf {shelf}, slot {slot} is flashing. A member of staff will hand you your order.",
+      pickup_wrong: "This code is not valid. Please check it and try again.",
+      pickup_locked_out: "Too many wrong codes. Please try again in {seconds} seconds.",
+      pickup_elsewhere: "Your parcel is in locker {bank}. Please type your code on that locker's screen.",
+      pickup_unavailable: "This order cannot be picked up right now. Please ask a member of staff.",
       order_refused: "The order could not be placed. Please try again, or order at the counter.",
       store_full: "Orders cannot be taken here right now. Please order at the counter.",
       too_many: "Too many orders from this kiosk. Please wait a moment and try again.",
@@ -124,6 +134,16 @@
       added: "已加入购物车：{name}",
       scan_unknown: "此条码不是本店商品。",
       not_answering: "终端暂无响应，请重试或联系店员。",
+      pickup: "取件",
+      pickup_hint: "请输入或扫描取件码。",
+      pickup_submit: "取件",
+      pickup_checking: "请稍候…",
+      pickup_too_short: "取件码为 8 到 12 位数字。",
+      pickup_shelf: "货架 {shelf} 第 {slot} 格的标签正在闪烁。工作人员会把订单交给您。",
+      pickup_wrong: "此取件码无效，请检查后重试。",
+      pickup_locked_out: "错误次数过多，请 {seconds} 秒后再试。",
+      pickup_elsewhere: "您的包裹在 {bank} 号取件柜，请在该取件柜的屏幕上输入取件码。",
+      pickup_unavailable: "现在无法取件，请联系工作人员。",
       order_refused: "下单失败，请重试或到服务台下单。",
       store_full: "此终端暂时无法下单，请到服务台下单。",
       too_many: "下单过于频繁，请稍后再试。",
@@ -305,7 +325,7 @@
 
   // -- screens ------------------------------------------------------------------------------------------
 
-  const SCREENS = ["home", "list", "search", "product", "cart", "checkout", "done"];
+  const SCREENS = ["home", "list", "search", "product", "cart", "checkout", "done", "pickup"];
 
   function showScreen(name) {
     state.screen = name;
@@ -537,6 +557,86 @@
   }
 
   // -- search -------------------------------------------------------------------------------------------
+
+  // -- pick up an order -------------------------------------------------------------------------------
+
+  const pickup = { code: "", busy: false };
+
+  function showPickup() {
+    pickup.code = "";
+    renderPickup();
+    pickupMessage("", "");
+    showScreen("pickup");
+  }
+
+  function renderPickup() {
+    $("pickup-field").textContent = pickup.code;
+    $("pickup-field").dataset.value = pickup.code;
+  }
+
+  function pickupMessage(text, kind) {
+    const node = $("pickup-message");
+    node.textContent = text;
+    node.className = "message pickup-message" + (kind ? " " + kind : "");
+  }
+
+  function onPickupKey(event) {
+    const button = event.target.closest("button[data-key]");
+    if (!button) {
+      return;
+    }
+    const key = button.dataset.key;
+    if (key === "enter") {
+      submitPickup(pickup.code);
+      return;
+    }
+    if (key === "clear") {
+      pickup.code = "";
+    } else if (key === "delete") {
+      pickup.code = pickup.code.slice(0, -1);
+    } else if (/^[0-9]$/.test(key) && pickup.code.length < 12) {
+      pickup.code += key;
+    }
+    renderPickup();
+  }
+
+  // The agent decides everything (right or wrong, lockouts, where the order is); the page only says it.
+  async function submitPickup(code) {
+    if (pickup.busy) {
+      return;
+    }
+    if (!/^[0-9]{8,12}$/.test(code)) {
+      pickupMessage(t("pickup_too_short"), "error");
+      return;
+    }
+    pickup.busy = true;
+    pickupMessage(t("pickup_checking"), "");
+    let answer;
+    try {
+      answer = await call("POST", "/pickup", { code: code });
+    } catch (_error) {
+      pickupMessage(t("not_answering"), "error");
+      return;
+    } finally {
+      pickup.busy = false;
+    }
+    pickup.code = "";
+    renderPickup();
+    const body = answer.body || {};
+    if (answer.status === 200 && body.status === "shelf" && body.slot) {
+      pickupMessage(t("pickup_shelf", { shelf: body.slot.shelf_name, slot: body.slot.position }), "ok");
+    } else if (answer.status === 429) {
+      pickupMessage(t("pickup_locked_out", { seconds: Number(body.seconds_left) || 30 }), "error");
+    } else if (answer.status === 200 && body.status === "wrong") {
+      pickupMessage(t("pickup_wrong"), "error");
+    } else if (answer.status === 409 && body.status === "elsewhere" && body.bank) {
+      pickupMessage(t("pickup_elsewhere", { bank: body.bank }), "");
+    } else if (answer.status === 503) {
+      pickupMessage(t("pickup_unavailable"), "error");
+    } else {
+      pickupMessage(t("not_answering"), "error");
+    }
+  }
 
   function showSearch() {
     showScreen("search");
@@ -920,6 +1020,10 @@
 
   async function submitScan(code) {
     touched();
+    if (state.screen === "pickup") {
+      submitPickup(code.trim()); // a code scanned from the customer's phone
+      return;
+    }
     let answer;
     try {
       answer = await call("POST", "/scan", { code: code });
@@ -1117,6 +1221,7 @@
     idleTimer = null;
     state.cart = [];
     state.search = "";
+    pickup.code = ""; // the next customer never sees a code typed before
     state.order = null;
     state.productSku = null;
     state.busy = false;
@@ -1191,6 +1296,9 @@
     });
     on("home-button", showHome);
     on("search-button", showSearch);
+    on("pickup-button", showPickup);
+    on("pickup-back", showHome);
+    $("pickup-keypad").addEventListener("click", onPickupKey);
     on("cart-button", showCart);
     on("lang-button", () => {
       state.lang = state.lang === "en" ? "zh-CN" : "en";

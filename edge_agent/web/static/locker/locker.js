@@ -60,6 +60,8 @@
       wrong_code: "This code does not open a door. Please check it and try again.",
       elsewhere: "Your parcel is in locker {bank}. Please type your code on that locker's screen.",
       unavailable: "This door cannot be opened right now. Please ask a member of staff.",
+      shelf_flashing: "Shelf {shelf}, slot {slot} is flashing.",
+      shelf_hint: "Please go to the flashing label: a member of staff will hand you your order.",
     },
     "zh-CN": {
       lang_name: "中文",
@@ -110,6 +112,8 @@
       wrong_code: "此取件码无法开门，请核对后重试。",
       elsewhere: "您的包裹在 {bank} 号柜，请到该柜的屏幕上输入取件码。",
       unavailable: "此柜门暂时无法打开，请联系店员。",
+      shelf_flashing: "货架 {shelf} 第 {slot} 格的标签正在闪烁。",
+      shelf_hint: "请到闪烁的标签处，店员会把订单交给您。",
     },
   };
 
@@ -440,6 +444,12 @@
       stopCountdown("code-message");
       setMessage("code-message", "", "");
       showDoor(doorText(answer.body), "code");
+    } else if (answer.status === 200 && status === "shelf" && answer.body.slot) {
+      // An order on a pickup shelf: no door opens, its slot's label flashes (the same code check).
+      stopCountdown("code-message");
+      setMessage("code-message", "", "");
+      const slot = answer.body.slot;
+      showDoor(t("shelf_flashing", { shelf: slot.shelf_name, slot: slot.position }), "code", "shelf_hint");
     } else if (answer.status === 429) {
       const seconds = Number(answer.body && answer.body.seconds_left) || 30;
       showLockout(seconds);
@@ -482,9 +492,12 @@
     return body && typeof body.message === "string" ? body.message : "";
   }
 
-  function showDoor(message, returnTo) {
+  function showDoor(message, returnTo, hint) {
     state.doorReturn = returnTo;
     $("door-message").textContent = message;
+    // The hint under the message: close the door, or (a shelf order) go to the flashing label.
+    $("door-hint").dataset.i18n = hint || "door_hint";
+    $("door-hint").textContent = t(hint || "door_hint");
     showScreen("door");
     window.clearTimeout(doorTimer);
     doorTimer = window.setTimeout(leaveDoor, DOOR_SHOW_S * 1000);
