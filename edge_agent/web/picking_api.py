@@ -128,7 +128,7 @@ def picking_router(admin: AdminServices) -> APIRouter:
         picking = admin.picking
         if picking is None:
             return {"enabled": False, "now_ms": int(time.time() * 1000), "lists": [], "recent": []}
-        active = sorted(picking.lists(active_only=True), key=lambda pl: pl.created_ms)
+        active = sorted(picking.lists(active_only=True, limit=1000), key=lambda pl: pl.created_ms)
         body: dict[str, Any] = {"enabled": True, "now_ms": int(time.time() * 1000), "lists": lists_json(active)}
         if recent:
             since = _start_of_today_ms()
