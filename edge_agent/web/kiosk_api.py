@@ -344,6 +344,7 @@ def kiosk_api_router(api: KioskApi) -> APIRouter:
             "public_base_url": api.public_base_url,
             "max_lines": MAX_LINES,
             "max_quantity": MAX_QUANTITY,
+            "pickup": api.lockers is not None,  # the "Pick up an order" code entry (POST /pickup)
         })
 
     @router.get("/categories")

@@ -1262,6 +1262,8 @@
         config.warning_s = limit(body.warning_s, config.warning_s, MIN_WARNING_S);
         config.max_lines = limit(body.max_lines, config.max_lines, 1);
         config.max_quantity = limit(body.max_quantity, config.max_quantity, 1);
+        // Only a store with pickup orders offers the code entry.
+        $("pickup-button").hidden = body.pickup !== true;
       }
     } catch (_error) {
       banner(t("not_answering"));
