@@ -4,6 +4,7 @@ the one shared code check (the releases are audited, the wrong codes counted per
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -64,6 +65,12 @@ async def test_the_kiosk_and_the_locker_screen_say_which_slot_is_flashing(tmp_pa
     )
     async with idle_emulator().running(PtyPort(pty)), running_agent(config, env=KEY_ENV, wait_for_cloud=False) as agent:
         code = await _shelf_order(agent)
+        # No cloud link here: pickup.ready (with the code) waits in the outbox like every event.
+        assert agent.outbox is not None
+        queued = [json.loads(m.body) for m in agent.outbox.read_events(0, 100)]
+        ready = [e["payload"] for e in queued if e["type"] == "pickup.ready"]
+        assert ready == [{"order_id": "order-5", "slot": "B-2", "shelf": "B", "hold_until": ready[0]["hold_until"],
+                          "code": code}]
         base = f"http://127.0.0.1:{agent.web_port}"
 
         kiosk = await _page(browser, f"{base}/kiosk/k1")

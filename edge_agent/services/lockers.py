@@ -23,6 +23,11 @@ Issue 4, parts 3, 5 and 6 (DESIGN.md section 7):
   open for a load or collect in progress is watched to its end (without opening it again).
 Every state change is committed (fsync'd) before its event is published.
 
+Pickup shelves (edge_agent.services.pickup_shelves, `attach_shelves`) share this service's pickups: the same
+codes and the one code check in `collect` (an order in a shelf slot is dispatched to the shelves' `release`),
+the same expiry clock (`tick`) and `cancel_pickup`; their events carry `slot` and `shelf` instead of
+`compartment` (`place_fields`). The service needs no board for them: a store with shelves only has none.
+
 Doors: a lock board reports the hook ("locked": closed and latched). An unlatched lock reads as an open
 door: the service cannot tell an unlatched closed door from an open one, and treats both as open.
 """
