@@ -9,6 +9,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import httpx
+
 from devices.labels.pages import SlotPage, render_page
 from edge_agent.services.pickup_shelves import FLASH_COLOUR, format_hold
 from edge_agent.services.web_users import Role
@@ -96,7 +98,7 @@ async def test_a_shelf_order_from_load_to_handover(
             assert early.status_code == 409 and early.json()["detail"]["error"] == "not_released"
 
             # The customer types the code at the kiosk: slot B-2's label flashes, no other.
-            async with __import__("httpx").AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}") as kiosk:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}") as kiosk:
                 wrong = await kiosk.post("/kiosk/k1/api/pickup", json={"code": "00000000"})
                 assert wrong.status_code == 200 and wrong.json()["status"] == "wrong"
                 right = await kiosk.post("/kiosk/k1/api/pickup", json={"code": code})
