@@ -410,10 +410,10 @@ class PickingService:
         """Recover, then renew lit LEDs and fast zones and retry restores that failed. Until cancelled."""
         # The base stations connect as the label service starts: give them a moment, so the relit LEDs and the
         # restores go out now rather than at the first renewal.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                while not all(st.connected for st in self._labels.stations.values()):
-                    await asyncio.sleep(0.1)
+        for _ in range(100):  # at most 10 s: a station that stays away is retried by the renewals
+            if all(st.connected for st in self._labels.stations.values()):
+                break
+            await asyncio.sleep(0.1)
         try:
             await self.recover()
         except Exception:
