@@ -430,6 +430,8 @@ class Agent:
                 background.append(tg.create_task(self.labels.run(), name="labels"))
             if self.picking is not None:
                 background.append(tg.create_task(self.picking.run(), name="picking"))
+            if self.shelves is not None:
+                background.append(tg.create_task(self.shelves.run(), name="pickup-shelves"))
             if self.lockers is not None:
                 background.append(tg.create_task(self._run_lockers(), name="lockers"))
             if self.orders is not None:

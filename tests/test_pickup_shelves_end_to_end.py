@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from devices.labels.pages import SlotPage, render_page
-from edge_agent.services.pickup_shelves import FLASH_COLOUR, format_hold
+from edge_agent.services.pickup_shelves import FLASH_COLOUR, HOLD_FAST_S, format_hold
 from edge_agent.services.web_users import Role
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
@@ -90,6 +90,9 @@ async def test_a_shelf_order_from_load_to_handover(
             assert pickup is not None and pickup.state == "ready"
             expected = SlotPage("B", "2", "order-9", "王** 1234", format_hold(pickup.hold_until_ms))
             await wait_until(lambda: _shown(emu, tags[1]) == page(tags[1], expected), 30)
+            # The loaded slot's label is kept in fast check-in, so the customer's code flashes it at once.
+            await wait_until(lambda: HOLD_FAST_S in emu.fast_requests.get(bytes.fromhex(tags[1]), []), 10)
+            assert emu.tags[bytes.fromhex(tags[1])].always_listening
             taken = await staff.post("/api/shelves/load", json={"order": "order-9", "slot": "B-2"})
             assert taken.status_code == 409 and taken.json()["detail"]["error"] == "not_created"
 
@@ -105,7 +108,7 @@ async def test_a_shelf_order_from_load_to_handover(
                 assert right.status_code == 200, right.text
                 assert right.json()["status"] == "shelf" and right.json()["slot"]["slot_id"] == "B-2"
                 assert right.json()["message"].startswith("Shelf B, slot 2 is flashing")
-                await wait_until(lambda: bool(emu.led_flashes.get(bytes.fromhex(tags[1]))), 30)
+                await wait_until(lambda: bool(emu.led_flashes.get(bytes.fromhex(tags[1]))), 2)
                 flash = emu.led_flashes[bytes.fromhex(tags[1])][0]
                 assert flash.colour == FLASH_COLOUR and flash.count * flash.period_ms >= 60_000
                 assert all(not emu.led_flashes.get(bytes.fromhex(t)) for t in tags if t != tags[1])
