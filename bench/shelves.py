@@ -65,6 +65,7 @@ LOCALE = "zh_CN"
 NAMES = ["有机纯牛奶 250ml", "金龙鱼 大米 5kg", "Jasmine rice 5 kg", "农夫山泉 550ml", "法式可颂面包", "红富士苹果"]
 COLOURS = {"red": 1, "green": 2, "blue": 3, "white": 4}
 BULK_SHARE = 0.8
+BULK_COMMAND = 500
 LIGHT_LIMIT_S = 60.0  # a light or page not seen by then counts as this
 RESTORE_LIMIT_S = 60.0
 
@@ -246,9 +247,13 @@ class Bench:
             self.store.prices[i].append(cents)
             products.append(product(i, cents))
         self.bulk_tags += len(chosen)
-        cid = f"bulk-{self.waves}"
-        self.cloud.send(cid, "catalog.upsert", {"products": products})
-        await self.wait_result(cid, 60)
+        # In commands of at most BULK_COMMAND products (the contract takes up to 1,000), as the cloud sends them.
+        cids = []
+        for k in range(0, len(products), BULK_COMMAND):
+            cids.append(f"bulk-{self.waves}-{k // BULK_COMMAND}")
+            self.cloud.send(cids[-1], "catalog.upsert", {"products": products[k : k + BULK_COMMAND]})
+        for cid in cids:
+            await self.wait_result(cid, 60)
         # The catalog answered: its products' tags are being rendered and queued. Wait until jobs are queued.
         deadline = time.monotonic() + 30
         while self.backlog() < len(chosen) // 4 and time.monotonic() < deadline:
