@@ -225,7 +225,7 @@ async def test_cancel_and_restart_in_the_middle_of_a_pick_give_every_tag_its_pri
             }))  # fmt: skip
             await command_ok(subscriber, "p1")
             await wait_until(lambda: all(led(emu, t) == 1 for t in tags[:3]), timeout=15)  # red: the first free colour
-            await wait_until(lambda: not any(shows(emu, t, price[t]) for t in tags[:3]), timeout=30)
+            await wait_until(lambda: not any(shows(emu, t, price[t]) for t in tags[:3]), timeout=60)
             on_pick_page = {t: emu.tag_hash(bytes.fromhex(t)).hex() for t in tags[:3]}
         # The agent stops in the middle of the pick. Its LEDs run out by themselves meanwhile (here: cleared).
         for t in tags[:3]:
@@ -239,7 +239,7 @@ async def test_cancel_and_restart_in_the_middle_of_a_pick_give_every_tag_its_pri
             subscriber.publish(COMMANDS, command("p2", "pick.cancel", {"list_id": "L9"}))
             result = await command_ok(subscriber, "p2")
             assert result["result"]["state"] == "cancelled"
-            await wait_until(lambda: all(led(emu, t) == 0 and shows(emu, t, price[t]) for t in tags), timeout=30)
+            await wait_until(lambda: all(led(emu, t) == 0 and shows(emu, t, price[t]) for t in tags), timeout=60)
             cancelled = await asyncio.to_thread(subscriber.wait_events, 1, 20, "pick.cancelled")
             assert cancelled[0]["payload"]["open_lines"] == 3
             assert agent.db is not None
