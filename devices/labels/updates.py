@@ -237,10 +237,19 @@ class LabelService:
     async def run(self) -> None:
         """Run every base station and its sender until cancelled."""
         await self._requeue_interrupted()
-        async with asyncio.TaskGroup() as tg:
-            for name, client in self.stations.items():
-                tg.create_task(client.run(), name=f"base-station-{name}")
-                tg.create_task(self._sender(name), name=f"label-sender-{name}")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name, client in self.stations.items():
+                    tg.create_task(client.run(), name=f"base-station-{name}")
+                    tg.create_task(self._sender(name), name=f"label-sender-{name}")
+        finally:
+            # Transfers still awaited and events still being handled end with the service: their outcome would
+            # otherwise be written after the agent closed the database. A job left 'sending' is queued again at
+            # the next start (_requeue_interrupted).
+            pending = list(self._tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # -- requests ----------------------------------------------------------------------------
 
