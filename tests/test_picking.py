@@ -154,3 +154,29 @@ async def test_a_staff_scan_of_no_open_line_is_relayed_as_before(
             handheld.close()
     assert [e["payload"]["code"] for e in relayed] == [barcode(1), "not-a-product"]
     assert len([e for e in subscriber.events() if e["type"] == "scan.device"]) == 2
+
+
+async def test_a_serial_staff_scanner_confirms_a_pick_line(tmp_path: Path) -> None:
+    emu = BaseStationEmulator(mixed(2, seed=7), checkin_interval=1.0, air_rate=200_000, seed=7)
+    scanner_pty = PtyPort(tmp_path / "scanner0", line_rate=None)
+    await scanner_pty.start()
+    config = config_for(tmp_path, None, serial_scanners=[str(tmp_path / "scanner0")])
+    try:
+        async with emu.running(PtyPort(tmp_path / "bs0")), running_agent(config) as agent:
+            assert agent.picking is not None
+            price = await stock(agent, emu, 2)
+            tag = sorted(price)[1]
+            await agent.picking.start("S", picker="li", colour="green", order_ids=[], lines=[("O1", "p-1", 1)])
+            await wait_until(lambda: led(emu, tag) == 2, timeout=15)
+            scanner = next(s for s in agent.scanners if s.name == "picking-1")
+            await wait_until(lambda: scanner.connected, timeout=10)
+            line = await scanner_pty.connection()
+            # Noise and a product no line wants change nothing; the line's product confirms it.
+            await line.write(b"\x00\xff garbage\r\n" + barcode(0).encode() + b"\r\n")
+            await line.write(barcode(1).encode() + b"\r\n")
+            await wait_until(lambda: led(emu, tag) == 0 and shows(emu, tag, price[tag]), timeout=30)
+            done = agent.picking.get("S")
+            assert done is not None and done.state == "completed"
+            assert done.lines[0].confirmed_by == "scan:serial:picking-1"
+    finally:
+        await scanner_pty.close()

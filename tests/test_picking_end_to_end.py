@@ -69,7 +69,7 @@ class Handheld:
         self.client.disconnect()
 
 
-def config_for(tmp_path: Path, cloud: Broker | None, local: Broker | None = None) -> Any:
+def config_for(tmp_path: Path, cloud: Broker | None, local: Broker | None = None, **picking: Any) -> Any:
     return agent_config(
         tmp_path / "data",
         cloud,
@@ -77,7 +77,7 @@ def config_for(tmp_path: Path, cloud: Broker | None, local: Broker | None = None
         base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}],
         labels={"adopt": "auto"},
         local_broker={"adopt": "auto"} if local is not None else {},
-        picking={"led_renew_s": 5, "fast_s": 60},
+        picking={"led_renew_s": 5, "fast_s": 60, **picking},
         commands={"max_payload_bytes": 1_000_000},
     )
 
