@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,7 @@ from edge_agent.services.web_users import (
     WebUser,
     WebUsers,
 )
+from edge_agent.web.api_errors import api_error
 from edge_agent.web.auth import (
     SESSION_COOKIE,
     clear_session_cookie,
@@ -84,15 +85,11 @@ def user_json(user: WebUser) -> dict[str, Any]:
     }
 
 
-def _error(status: int, error: str, message: str, **extra: Any) -> HTTPException:
-    return HTTPException(status, {"error": error, "message": message, **extra})
-
-
 def _check_origin(request: Request) -> None:
     # Sign-in and setup have no session yet, so no CSRF token: refusing other sites' Origin stops a page
     # elsewhere from signing the technician's browser into an account of its choosing.
     if not same_origin(request):
-        raise _error(403, "cross_origin", "requests from other sites are refused")
+        raise api_error(403, "cross_origin", "requests from other sites are refused")
 
 
 def auth_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
@@ -117,9 +114,9 @@ def auth_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
                 body.token, body.username, body.password, client=client_address(request), lang=body.lang
             )
         except SetupLockedError as exc:
-            raise _error(429, "locked_out", str(exc), retry_after_s=exc.seconds_left) from None
+            raise api_error(429, "locked_out", str(exc), retry_after_s=exc.seconds_left) from None
         except UserError as exc:
-            raise _error(400, "setup_refused", str(exc)) from None
+            raise api_error(400, "setup_refused", str(exc)) from None
         return await signed_in(request, user)
 
     @router.post("/login", responses={401: {}, 403: {}, 429: {}})
@@ -134,7 +131,7 @@ def auth_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
                 headers={"Retry-After": str(result.seconds_left)},
             )
         if result.status is not SignInStatus.OK or result.user is None:
-            raise _error(401, "wrong", "wrong user name or password")
+            raise api_error(401, "wrong", "wrong user name or password")
         log.info("web user %s signed in from %s", result.user.username, client_address(request))
         return await signed_in(request, result.user)
 
@@ -163,11 +160,12 @@ def auth_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
     ) -> dict[str, Any]:
         check = await users.sign_in(session.username, body.current, client_address(request))
         if check.status is not SignInStatus.OK:
-            raise _error(401 if check.status is SignInStatus.WRONG else 429, "wrong", "the current password is wrong")
+            status = 401 if check.status is SignInStatus.WRONG else 429
+            raise api_error(status, "wrong", "the current password is wrong")
         try:
             await users.set_password(session.username, body.new)
         except UserError as exc:
-            raise _error(400, "weak_password", str(exc)) from None
+            raise api_error(400, "weak_password", str(exc)) from None
         ended = await sessions.end_user(session.username, keep=session.token_hash)
         return {"changed": True, "other_sessions_ended": ended}
 
@@ -184,24 +182,24 @@ def users_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
     @router.post("", status_code=201, responses={400: {}, 409: {}})
     async def add_user(body: NewUserBody) -> dict[str, Any]:
         if users.get(body.username) is not None:
-            raise _error(409, "exists", f"user {body.username} exists already")
+            raise api_error(409, "exists", f"user {body.username} exists already")
         try:
             user = await users.add(body.username, body.password, body.role, lang=body.lang)
         except UserError as exc:
-            raise _error(400, "refused", str(exc)) from None
+            raise api_error(400, "refused", str(exc)) from None
         return user_json(user)
 
     @router.patch("/{username}", responses={400: {}, 404: {}})
     async def change_user(username: str, body: UserChangeBody) -> dict[str, Any]:
         if users.get(username) is None:
-            raise _error(404, "not_found", f"no user {username}")
+            raise api_error(404, "not_found", f"no user {username}")
         try:
             if body.role is not None:
                 await users.set_role(username, body.role)
             if body.password is not None:
                 await users.set_password(username, body.password)
         except UserError as exc:
-            raise _error(400, "refused", str(exc)) from None
+            raise api_error(400, "refused", str(exc)) from None
         await sessions.end_user(username)  # a new role or password applies to fresh sessions only
         user = users.get(username)
         assert user is not None
@@ -210,13 +208,13 @@ def users_router(users: WebUsers, sessions: WebSessions) -> APIRouter:
     @router.delete("/{username}", responses={400: {}, 404: {}})
     async def remove_user(username: str, session: Annotated[WebSession, Depends(require(Role.ADMIN))]) -> Response:
         if username == session.username:
-            raise _error(400, "refused", "you cannot remove yourself; another admin can")
+            raise api_error(400, "refused", "you cannot remove yourself; another admin can")
         try:
             removed = await users.remove(username)
         except UserError as exc:
-            raise _error(400, "refused", str(exc)) from None
+            raise api_error(400, "refused", str(exc)) from None
         if not removed:
-            raise _error(404, "not_found", f"no user {username}")
+            raise api_error(404, "not_found", f"no user {username}")
         return Response(status_code=204)
 
     return router

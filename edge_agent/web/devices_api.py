@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Annotated, Any, Literal, NoReturn
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,7 @@ from edge_agent.services.labels import (
 )
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
+from edge_agent.web.api_errors import api_error, refuse
 from edge_agent.web.auth import require
 from edge_agent.web.devices_api_kiosks import kiosks_router
 from edge_agent.web.devices_api_lockers import lockers_router
@@ -51,13 +52,9 @@ FAILURE_STATUS = {
 TagId = Annotated[str, Path(pattern=TAG_ID_PATTERN, description="16 lowercase hex characters.")]
 
 
-def api_error(status: int, error: str, message: str) -> HTTPException:
-    return HTTPException(status, {"error": error, "message": message})
-
-
 def command_failed(exc: CommandFailedError) -> NoReturn:
     """A shared command's refusal, as the web API's 4xx/503 answer."""
-    raise api_error(FAILURE_STATUS.get(exc.code, 409), exc.code, exc.message) from None
+    refuse(FAILURE_STATUS, exc.code, exc.message)
 
 
 class FlashBody(BaseModel):

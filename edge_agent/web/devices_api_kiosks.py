@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_link.commands import CommandFailedError
@@ -21,6 +21,7 @@ from edge_agent.commands_devices import DEVICE_ID_PATTERN, MESSAGE_TEXT_PATTERN,
 from edge_agent.services.kiosks import KioskHub
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
+from edge_agent.web.api_errors import api_error
 from edge_agent.web.auth import require
 
 KioskId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -32,10 +33,6 @@ class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, max_length=200, pattern=MESSAGE_TEXT_PATTERN, description="The message.")
     seconds: int = Field(10, ge=1, le=3600, strict=True, description="How long an MQTT device shows it.")
-
-
-def _error(status: int, error: str, message: str) -> HTTPException:
-    return HTTPException(status, {"error": error, "message": message})
 
 
 def device_json(record: DeviceRecord) -> dict[str, Any]:
@@ -118,7 +115,7 @@ def kiosks_router(admin: AdminServices) -> APIRouter:
     def hub_kiosk(kiosk_id: str) -> KioskHub:
         hub = admin.kiosk_hub
         if hub is None or hub.get(kiosk_id) is None:
-            raise _error(404, "unknown_kiosk", f"no kiosk {kiosk_id}")
+            raise api_error(404, "unknown_kiosk", f"no kiosk {kiosk_id}")
         return hub
 
     @router.post("/kiosks/{kiosk_id}/reload", dependencies=technician, responses={404: {}})
@@ -137,11 +134,11 @@ def kiosks_router(admin: AdminServices) -> APIRouter:
 
     async def send(device_id: str, command: dict[str, Any]) -> dict[str, Any]:
         if admin.gateway is None:
-            raise _error(404, "unknown_device", "this store has no in-store broker")
+            raise api_error(404, "unknown_device", "this store has no in-store broker")
         try:
             return await send_device_command(admin.gateway, device_id, command)
         except CommandFailedError as exc:
-            raise _error(FAILURE_STATUS.get(exc.code, 409), exc.code, exc.message) from None
+            raise api_error(FAILURE_STATUS.get(exc.code, 409), exc.code, exc.message) from None
 
     @router.post("/mqtt/{device_id}/reboot", dependencies=technician, responses={404: {}, 409: {}, 503: {}})
     async def device_reboot(device_id: DeviceId) -> dict[str, Any]:

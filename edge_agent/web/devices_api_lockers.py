@@ -13,13 +13,14 @@ import dataclasses
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.services.lockers import LockerError, LockerService
 from edge_agent.services.web_sessions import WebSession
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
+from edge_agent.web.api_errors import api_error
 from edge_agent.web.auth import require
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,6 @@ class ReasonBody(BaseModel):
 class EnableBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(None, min_length=1, max_length=200, pattern=REASON_PATTERN)
-
-
-def _error(status: int, error: str, message: str) -> HTTPException:
-    return HTTPException(status, {"error": error, "message": message})
 
 
 def lockers_snapshot(admin: AdminServices, lockers: LockerService) -> dict[str, Any]:
@@ -124,14 +121,14 @@ def lockers_router(admin: AdminServices) -> APIRouter:
 
     def service() -> LockerService:
         if admin.lockers is None:
-            raise _error(404, "no_lockers", "this store has no lockers")
+            raise api_error(404, "no_lockers", "this store has no lockers")
         return admin.lockers
 
     def known(lockers: LockerService, compartment_id: str) -> None:
         try:
             lockers.compartment(compartment_id)
         except LockerError:
-            raise _error(404, "unknown_compartment", f"no compartment {compartment_id}") from None
+            raise api_error(404, "unknown_compartment", f"no compartment {compartment_id}") from None
 
     @router.get("", dependencies=staff)
     def lockers_state() -> dict[str, Any]:
@@ -175,7 +172,7 @@ def lockers_router(admin: AdminServices) -> APIRouter:
         try:
             opening = await lockers.test_open(compartment_id, actor=f"web:{session.username}", reason=body.reason)
         except LockerError as exc:
-            raise _error(409, "not_opened", str(exc)) from None
+            raise api_error(409, "not_opened", str(exc)) from None
         state = opening.outcome.state
         return {
             "compartment": compartment_id,

@@ -14,13 +14,14 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.services.picking import PickingError, PickingService, PickLine, PickList
 from edge_agent.services.web_sessions import WebSession
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
+from edge_agent.web.api_errors import api_error, refuse
 from edge_agent.web.auth import require
 
 # Module level, not inside the router factory: FastAPI resolves these annotations from the module's globals.
@@ -59,12 +60,8 @@ class ScanBody(BaseModel):
     code: str = Field(min_length=1, max_length=512, pattern=CODE_PATTERN, description="A product's barcode or sku.")
 
 
-def _error(status: int, error: str, message: str) -> HTTPException:
-    return HTTPException(status, {"error": error, "message": message})
-
-
 def _refused(exc: PickingError) -> NoReturn:
-    raise _error(ERROR_STATUS.get(exc.code, 409), exc.code, exc.message) from None
+    refuse(ERROR_STATUS, exc.code, exc.message)
 
 
 def _start_of_today_ms() -> int:
@@ -79,7 +76,7 @@ def picking_router(admin: AdminServices) -> APIRouter:
     def service() -> PickingService:
         picking = admin.picking
         if picking is None:
-            raise _error(404, "picking_off", "pick-to-light picking is not running in this store")
+            raise api_error(404, "picking_off", "pick-to-light picking is not running in this store")
         return picking
 
     def names(skus: set[str]) -> dict[str, str]:
@@ -144,7 +141,7 @@ def picking_router(admin: AdminServices) -> APIRouter:
     def one(list_id: ListId) -> dict[str, Any]:
         pick_list = service().get(list_id)
         if pick_list is None:
-            raise _error(404, "unknown_list", f"no pick list {list_id}")
+            raise api_error(404, "unknown_list", f"no pick list {list_id}")
         return lists_json([pick_list])[0]
 
     @router.post("/{list_id}/lines/{line_no}/confirm", responses={404: {}, 409: {}, 422: {}})
@@ -175,7 +172,7 @@ def picking_router(admin: AdminServices) -> APIRouter:
         except PickingError as exc:
             _refused(exc)
         if line is None:
-            raise _error(404, "no_open_line", f"no open pick line is waiting for {code}")
+            raise api_error(404, "no_open_line", f"no open pick line is waiting for {code}")
         return {"list_id": line.list_id, **line_json(line, names({line.sku}))}
 
     @router.post("/{list_id}/cancel", responses={404: {}, 409: {}})

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, NoReturn
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.services.pickup_shelves import MAX_SLOTS, NAME_MAX, PickupShelves, ShelfError
 from edge_agent.services.web_sessions import WebSession
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
+from edge_agent.web.api_errors import api_error, refuse
 from edge_agent.web.auth import require
 
 StaffSession = Annotated[WebSession, Depends(require(Role.STAFF))]
@@ -81,12 +82,8 @@ class CodeIn(BaseModel):
                       description="The order's id or its slot's label, as scanned.")
 
 
-def _error(status: int, error: str, message: str) -> HTTPException:
-    return HTTPException(status, {"error": error, "message": message})
-
-
 def _refused(exc: ShelfError) -> NoReturn:
-    raise _error(ERROR_STATUS.get(exc.code, 409), exc.code, exc.message) from None
+    refuse(ERROR_STATUS, exc.code, exc.message)
 
 
 def shelves_router(admin: AdminServices) -> APIRouter:
@@ -95,7 +92,7 @@ def shelves_router(admin: AdminServices) -> APIRouter:
     def service() -> PickupShelves:
         shelves = admin.shelves
         if shelves is None:
-            raise _error(503, "no_shelves", "this store runs no pickup shelves ([lockers] enabled = false)")
+            raise api_error(503, "no_shelves", "this store runs no pickup shelves ([lockers] enabled = false)")
         return shelves
 
     @router.get("")
