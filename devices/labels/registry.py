@@ -118,6 +118,16 @@ class TagRegistry:
         )
         return [_record(r) for r in rows]
 
+    def paired_on(self, base_station: str) -> list[str]:
+        """The adopted tags of a base station that show a product (a picking zone)."""
+        rows = self._store.read(
+            lambda c: c.execute(
+                "SELECT tag_id FROM tags WHERE base_station = ? AND sku IS NOT NULL AND adopted = 1 ORDER BY tag_id",
+                (base_station,),
+            ).fetchall()
+        )
+        return [str(r[0]) for r in rows]
+
     def by_scan_code(self, code: str) -> TagRecord | None:
         row = self._store.read(
             lambda c: c.execute(_SELECT + " WHERE scan_code = ?", (code,)).fetchone()

@@ -538,7 +538,7 @@ class PickingService:
 
         for station in due:
             self._zone_fast_at[station] = now
-            zone = [t.tag_id for t in self._labels.registry.all() if t.base_station == station and t.sku and t.adopted]
+            zone = self._labels.registry.paired_on(station)
             lit_first = sorted(zone, key=lambda t: t not in self._by_tag)  # the tags waiting now go first
             await asyncio.gather(*(one(t) for t in lit_first))
 

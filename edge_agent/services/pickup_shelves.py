@@ -591,24 +591,8 @@ class PickupShelves:
                 "not_released", "the customer has not typed their code yet: ask them to type it at a screen"
             )
         await self._lockers.codes.consume(pickup.order_id)  # dead for good before anyone hears of the handover
-        now = self._clock()
-        done = await self._db.write(
-            lambda c: c.execute(
-                "UPDATE pickups SET state = 'collected', updated_ms = ? WHERE order_id = ? AND state = 'ready'",
-                (now, pickup.order_id),
-            ).rowcount
-            == 1
-        )
-        if not done:
-            raise ShelfError("not_ready", f"order {pickup.order_id} changed while it was being handed over")
-        await self._audit.append(
-            "shelf_handover", compartment=slot.slot_id, actor=actor[:200], order_id=pickup.order_id,
-            detail={"shelf": slot.shelf_id, "position": slot.position, "tag": slot.tag_id},
-        )
-        await self._events.publish_event(
-            "pickup.collected", {"order_id": pickup.order_id, **place_fields(None, slot.slot_id)}
-        )
-        await self._emptied(slot, "handed_over", pickup.order_id)
+        await self._finish(pickup, slot, "collected", actor=actor, audit_kind="shelf_handover",
+                           event="pickup.collected", action="handed_over", doing="handed over")
         return SlotDone(pickup.order_id, "collected", self._view(slot, None))
 
     async def retrieve(self, code: str, *, actor: str) -> SlotDone:
@@ -619,25 +603,32 @@ class PickupShelves:
                 "not_retrieval", f"order {pickup.order_id} is {pickup.state}, not waiting to be taken back"
             )
         final = "expired" if pickup.hold_until_ms <= self._clock() else "cancelled"
+        await self._finish(pickup, slot, final, actor=actor, audit_kind="shelf_retrieval",
+                           event="pickup.retrieved", action="retrieved", doing="taken back")
+        return SlotDone(pickup.order_id, final, self._view(slot, None))
+
+    async def _finish(
+        self, pickup: Pickup, slot: _Slot, final: str, *, actor: str, audit_kind: str, event: str, action: str,
+        doing: str,
+    ) -> None:
+        """An order leaves its slot for good (handed over or taken back): its final state, only from the state it
+        was checked in; then the audit record, the event, and the slot's label empty again."""
         now = self._clock()
         done = await self._db.write(
             lambda c: c.execute(
-                "UPDATE pickups SET state = ?, updated_ms = ? WHERE order_id = ? AND state = 'retrieval'",
-                (final, now, pickup.order_id),
+                "UPDATE pickups SET state = ?, updated_ms = ? WHERE order_id = ? AND state = ?",
+                (final, now, pickup.order_id, pickup.state),
             ).rowcount
             == 1
         )
         if not done:
-            raise ShelfError("not_retrieval", f"order {pickup.order_id} changed while it was being taken back")
+            raise ShelfError(f"not_{pickup.state}", f"order {pickup.order_id} changed while it was being {doing}")
         await self._audit.append(
-            "shelf_retrieval", compartment=slot.slot_id, actor=actor[:200], order_id=pickup.order_id,
+            audit_kind, compartment=slot.slot_id, actor=actor[:200], order_id=pickup.order_id,
             detail={"shelf": slot.shelf_id, "position": slot.position, "tag": slot.tag_id},
         )
-        await self._events.publish_event(
-            "pickup.retrieved", {"order_id": pickup.order_id, **place_fields(None, slot.slot_id)}
-        )
-        await self._emptied(slot, "retrieved", pickup.order_id)
-        return SlotDone(pickup.order_id, final, self._view(slot, None))
+        await self._events.publish_event(event, {"order_id": pickup.order_id, **place_fields(None, slot.slot_id)})
+        await self._emptied(slot, action, pickup.order_id)
 
     async def _emptied(self, slot: _Slot, action: str, order_id: str) -> None:
         self._spawn(self._led(slot.tag_id, on=False))
