@@ -298,6 +298,42 @@ async def test_a_price_change_reaches_an_open_page_without_a_reload(tmp_path: Pa
         assert page.errors == []  # type: ignore[attr-defined]
 
 
+async def test_an_answer_older_than_a_live_update_does_not_paint_over_it(tmp_path: Path, browser: Browser) -> None:
+    """The product page asks the agent for the product fresh; a price change made while that answer is on its
+    way arrives over SSE first. The stale answer, held back here until the live update is shown, must not
+    bring the old price and promotion back."""
+    async with kiosk_agent(tmp_path, None) as agent:
+        assert agent.catalog is not None
+        page = await open_kiosk(browser, agent)
+        await expect(page.locator("body")).to_have_attribute("data-live", "true")
+        answered, release, delivered = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def hold_back(route: Route) -> None:
+            response = await route.fetch()  # the agent answers now, with the old price
+            answered.set()
+            await release.wait()
+            await route.fulfill(response=response)
+            delivered.set()
+
+        await page.route(f"**/kiosk/{KIOSK}/api/products/A-100", hold_back)
+        await start(page)
+        await open_milk(page)
+        await asyncio.wait_for(answered.wait(), 5)
+        milk = next(p for p in catalog() if p.sku == "A-100")
+        await agent.catalog.upsert([milk.model_copy(update={"price": milk.price - 2, "promotion": None})])
+        await expect(page.locator("#product-price")).to_have_text("¥10.80", timeout=2000)
+        release.set()
+        await asyncio.wait_for(delivered.wait(), 5)
+        # The page has had the old answer; a round trip through the page makes sure its handler ran.
+        await page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 200))")
+        await expect(page.locator("#product-price")).to_have_text("¥10.80")
+        await expect(page.locator("#product-promotion")).to_be_hidden()
+        # Back in the list, the card shows the live price too.
+        await page.click("#product-back")
+        await expect(page.locator('#product-grid [data-sku="A-100"]')).to_contain_text("¥10.80")
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
 async def test_live_scans_removals_and_messages_reach_the_open_page(tmp_path: Path, browser: Browser) -> None:
     async with kiosk_agent(tmp_path, None) as agent:
         assert agent.catalog is not None and agent.kiosk_hub is not None

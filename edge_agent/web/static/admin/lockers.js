@@ -140,8 +140,11 @@ Edge.page(async (app) => {
   }
 
   let busy = false;
+  let again = false;
   async function refresh() {
-    if (busy || document.querySelector("dialog[open]")) return; // never pull the grid from under an open form
+    if (document.querySelector("dialog[open]")) return; // never pull the grid from under an open form
+    // A change heard while a read is on its way may not be in that read: read once more after it.
+    if (busy) { again = true; return; }
     busy = true;
     try {
       render(await Edge.api("GET", "/api/devices/lockers"));
@@ -151,6 +154,7 @@ Edge.page(async (app) => {
     } finally {
       busy = false;
     }
+    if (again) { again = false; await refresh(); }
   }
 
   await refresh();

@@ -204,6 +204,9 @@
     highlightIndex: 0,
     reloadPending: false,
     productFrom: "home",
+    // Live updates, numbered as they arrive; liveAt holds each sku's latest number (see remember()).
+    liveSeq: 0,
+    liveAt: new Map(),
   };
 
   // -- text -----------------------------------------------------------------------------------------
@@ -316,11 +319,24 @@
     }
   }
 
-  function remember(product) {
-    if (product && typeof product.sku === "string") {
-      state.products.set(product.sku, product);
+  // A fetch answer can be overtaken by a live update: a price changed while the request was in flight
+  // arrives over SSE first, and the older answer must not paint over it. So an answer says when its
+  // request was sent (`sentAt`, the live sequence then) and is ignored for a sku heard live since:
+  // the page keeps what it heard live, or null for a product removed meanwhile.
+  function remember(product, sentAt) {
+    if (!product || typeof product.sku !== "string") {
+      return product;
     }
+    if (sentAt !== undefined && (state.liveAt.get(product.sku) || 0) > sentAt) {
+      return state.products.get(product.sku) || null;
+    }
+    state.products.set(product.sku, product);
     return product;
+  }
+
+  function heardLive(sku) {
+    state.liveSeq += 1;
+    state.liveAt.set(sku, state.liveSeq);
   }
 
   // -- screens ------------------------------------------------------------------------------------------
@@ -402,11 +418,12 @@
 
   async function loadHighlights() {
     try {
+      const sentAt = state.liveSeq;
       const answer = await call("GET", "/products?limit=100");
       if (answer.status !== 200 || !answer.body || !Array.isArray(answer.body.products)) {
         return;
       }
-      state.highlights = answer.body.products.map(remember).filter((p) => p.promotion && p.available).map((p) => p.sku);
+      state.highlights = answer.body.products.map((p) => remember(p, sentAt)).filter((p) => p).filter((p) => p.promotion && p.available).map((p) => p.sku);
     } catch (_error) {
       return;
     }
@@ -494,6 +511,7 @@
     $("list-message").textContent = t("loading");
     $("list-message").className = "message";
     let answer;
+    const sentAt = state.liveSeq;
     try {
       answer = await call("GET", "/products?" + query.toString());
     } catch (_error) {
@@ -509,9 +527,9 @@
       $("list-message").className = "message error";
       return;
     }
-    for (const product of answer.body.products) {
-      remember(product);
-      if (!list.skus.includes(product.sku)) {
+    for (const fetched of answer.body.products) {
+      const product = remember(fetched, sentAt);
+      if (product && !list.skus.includes(product.sku)) {
         list.skus.push(product.sku);
       }
     }
@@ -667,6 +685,7 @@
       return;
     }
     let answer;
+    const sentAt = state.liveSeq;
     try {
       answer = await call("GET", "/products?" + new URLSearchParams({ q: q, limit: String(PAGE_SIZE) }).toString());
     } catch (_error) {
@@ -678,8 +697,11 @@
     }
     const products = answer.status === 200 && answer.body && Array.isArray(answer.body.products) ? answer.body.products : [];
     grid.textContent = "";
-    for (const product of products) {
-      grid.appendChild(productCard(remember(product)));
+    for (const fetched of products) {
+      const product = remember(fetched, sentAt);
+      if (product) {
+        grid.appendChild(productCard(product));
+      }
     }
     $("search-message").textContent = products.length ? "" : t("no_results");
   }
@@ -718,10 +740,11 @@
     showScreen("product");
     renderProduct();
     // Fresh from the agent: a list may be a minute old; live updates keep it fresh from here on.
+    const sentAt = state.liveSeq;
     try {
       const answer = await call("GET", "/products/" + encodeURIComponent(sku));
       if (answer.status === 200 && answer.body) {
-        remember(answer.body);
+        remember(answer.body, sentAt);
         if (state.productSku === sku) {
           renderProduct();
         }
@@ -791,12 +814,13 @@
     }
     renderCartCount();
     toast(t("added", { name: product.name }), "ok");
+    const sentAt = state.liveSeq;
     try {
       const answer = await call("POST", "/cart/add", { sku: sku, quantity: Math.min(config.max_quantity, quantity) });
       if (answer.body && answer.body.product) {
-        remember(answer.body.product);
+        remember(answer.body.product, sentAt);
       } else if (answer.status === 200 && answer.body) {
-        remember(answer.body);
+        remember(answer.body, sentAt);
       }
       if (answer.status === 409 || answer.status === 404) {
         dropFromCart(sku);
@@ -1078,6 +1102,7 @@
 
   function onProductChanged(product) {
     const known = state.products.has(product.sku);
+    heardLive(product.sku);
     remember(product);
     // The attract screen's promotions follow the catalog too.
     const highlighted = state.highlights.includes(product.sku);
@@ -1129,6 +1154,7 @@
     source.addEventListener("removed", (event) => {
       const data = parse(event);
       if (data && typeof data.sku === "string") {
+        heardLive(data.sku);
         dropFromCart(data.sku);
         state.highlights = state.highlights.filter((sku) => sku !== data.sku);
         state.products.delete(data.sku);
