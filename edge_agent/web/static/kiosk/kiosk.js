@@ -1022,9 +1022,9 @@
   // -- scans ------------------------------------------------------------------------------------------------
 
   // A scan's answer, from this page's scanner (POST /scan) or a scanner on the agent's side (SSE `scan`).
-  function onScanAnswer(answer) {
+  function onScanAnswer(answer, sentAt) {
     if (answer && answer.status === "ok" && answer.product) {
-      remember(answer.product);
+      remember(answer.product, sentAt);
       if (state.screen === "attract") {
         showCart();
       }
@@ -1049,6 +1049,7 @@
       return;
     }
     let answer;
+    const sentAt = state.liveSeq;
     try {
       answer = await call("POST", "/scan", { code: code });
     } catch (_error) {
@@ -1056,7 +1057,7 @@
       return;
     }
     if (answer.status === 200 && answer.body) {
-      onScanAnswer(answer.body);
+      onScanAnswer(answer.body, sentAt);
     } else {
       onScanAnswer({ status: "unknown" });
     }
