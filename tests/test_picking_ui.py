@@ -113,7 +113,7 @@ async def test_picking_board_is_live_and_confirms_lines(tmp_path: Path) -> None:
 
         # The same board in Chinese.
         await page.click("#lang-button")
-        await until(page, "document.querySelector('#pick-recent h2').textContent === '今日已结束'")
+        await until(page, "document.querySelector('#pick-recent h2')?.textContent === '今日已结束'")
 
 
 async def test_pages_say_when_picking_and_shelves_are_off(tmp_path: Path) -> None:

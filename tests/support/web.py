@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Error, Page
 
 from edge_agent.runtime import Agent
 from edge_agent.services.web_users import Role
@@ -47,7 +47,16 @@ async def sign_in_page(browser: Browser, agent: Agent, username: str, password: 
 async def until(page: Page, expression: str, timeout: float = 10.0) -> None:
     """Until `expression` is true in the page (wait_for_function would need 'unsafe-eval', which our CSP refuses)."""
     deadline = time.monotonic() + timeout
-    while not await page.evaluate(expression):
+    failed: Error | None = None
+    while True:
+        # A page that is re-rendering (a language switch, a live update) can be caught without the element
+        # for a moment, and the expression throws: that is "not yet", not an answer. The last error is
+        # reported if it never comes true.
+        try:
+            if await page.evaluate(expression):
+                return
+        except Error as exc:
+            failed = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {expression}")
+            raise AssertionError(f"not true within {timeout} s: {expression}" + (f" (last error: {failed})" if failed else ""))
         await page.wait_for_timeout(50)
