@@ -26,12 +26,12 @@ import hashlib
 import json
 import sqlite3
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO, get_args
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.storage.database import DB_FILENAME
 from edge_agent.storage.writer import open_connection
@@ -127,10 +127,6 @@ def row_hash(
     return hashlib.sha256(prev_hash.encode("ascii") + body.encode("utf-8")).hexdigest()
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _check_text(name: str, value: str | None) -> None:
     if value is None:
         return
@@ -182,7 +178,7 @@ def verify_chain(conn: sqlite3.Connection) -> AuditVerification:
 class AuditLog:
     """Appends door openings to the hash chain and checks it."""
 
-    def __init__(self, db: DurableStore, *, clock: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, db: DurableStore, *, clock: Callable[[], int] = now_ms) -> None:
         self._db = db
         self._clock = clock
 

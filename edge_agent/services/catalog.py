@@ -25,7 +25,6 @@ import json
 import logging
 import re
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,6 +32,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, model_validator
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 
 log = logging.getLogger(__name__)
@@ -343,10 +343,6 @@ class PairingResult:
 # -- the service ----------------------------------------------------------------------------------
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _next_rev(conn: sqlite3.Connection) -> int:
     conn.execute(
         "INSERT INTO counters(name, value) VALUES ('catalog_rev', 1) "
@@ -425,7 +421,7 @@ class ProductCatalog:
         if not dirty:
             return []
         rev = _next_rev(conn)
-        now = _now_ms()
+        now = now_ms()
         conn.executemany(
             "INSERT INTO products(sku, name, price, currency, unit_price, unit_label, former_price, promotion, "
             "barcode, origin, locale, category, image_url, on_shelf, available, rev, updated_ms) "

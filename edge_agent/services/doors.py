@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from devices.lockers.board import LockBoard, LockBoardError, UnlockOutcome, UnlockResult
 
@@ -55,10 +55,6 @@ class DoorOpening:
     outcome: UnlockOutcome
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class DoorOpener:
     def __init__(self, store: DurableStore, boards: Mapping[str, LockBoard], audit: AuditSink) -> None:
         self._store = store
@@ -71,7 +67,7 @@ class DoorOpener:
         def job(conn: sqlite3.Connection) -> list[str]:
             rows = [r[0] for r in conn.execute("SELECT op_id FROM door_ops WHERE state = 'intent'")]
             conn.execute(
-                "UPDATE door_ops SET state = 'unknown', finished_ms = ? WHERE state = 'intent'", (_now_ms(),)
+                "UPDATE door_ops SET state = 'unknown', finished_ms = ? WHERE state = 'intent'", (now_ms(),)
             )
             return rows
 
@@ -96,7 +92,7 @@ class DoorOpener:
         if board is None:
             raise LockBoardError(f"compartment {compartment.id}: no board {compartment.board!r}")
         op_id = str(uuid.uuid4())
-        created = _now_ms()
+        created = now_ms()
 
         def intent(conn: sqlite3.Connection) -> None:
             try:
@@ -118,7 +114,7 @@ class DoorOpener:
         state = {"opened": "opened", "not_opened": "not_opened", "unknown": "unknown"}[outcome.result.value]
         await self._store.write(
             lambda c: c.execute(
-                "UPDATE door_ops SET state = ?, finished_ms = ? WHERE op_id = ?", (state, _now_ms(), op_id)
+                "UPDATE door_ops SET state = ?, finished_ms = ? WHERE op_id = ?", (state, now_ms(), op_id)
             )
         )
         if outcome.result is not UnlockResult.NOT_OPENED:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cloud_link.events import now_ms
 from devices.labels.registry import TagRegistry
 from edge_agent.services.catalog import BARCODE_RE, Product, ProductCatalog, gtin_check_digit_ok
 
@@ -108,10 +109,6 @@ class _Presence:
     last_seen_ms: int | None = None
     reported: bool | None = None  # what the cloud was last told
     since_ms: int | None = None
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class KioskHub:
@@ -271,7 +268,7 @@ class KioskHub:
         streams.append(live)
         presence = self._presence[kiosk_id]
         presence.streams += 1
-        presence.last_seen_ms = _now_ms()
+        presence.last_seen_ms = now_ms()
         self._changed.set()
         try:
             yield live
@@ -280,13 +277,13 @@ class KioskHub:
             presence.streams -= 1
             # The page was there until now: a reload reconnects within the grace period unreported.
             presence.last_beat = self._clock() - self.heartbeat_s + min(self.grace_s, self.heartbeat_s)
-            presence.last_seen_ms = _now_ms()
+            presence.last_seen_ms = now_ms()
             self._changed.set()
 
     def heartbeat(self, kiosk_id: str) -> None:
         presence = self._presence[kiosk_id]
         presence.last_beat = self._clock()
-        presence.last_seen_ms = _now_ms()
+        presence.last_seen_ms = now_ms()
         self._changed.set()
 
     # -- presence to the cloud ----------------------------------------------------------------
@@ -299,7 +296,7 @@ class KioskHub:
             online = self.online(kiosk.id)
             if presence.reported == online:
                 continue
-            presence.since_ms = _now_ms()
+            presence.since_ms = now_ms()
             await self._events.put_state(
                 f"kiosk-{kiosk.id}",
                 {

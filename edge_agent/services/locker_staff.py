@@ -35,13 +35,13 @@ import logging
 import re
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.services.locker_sessions import Role, Session, SessionStore
 from edge_agent.services.pickup_codes import AlarmHook, GuessingAlarm, ThrottlePolicy, code_mac
@@ -106,10 +106,6 @@ class StaffAccount:
     last_sign_in_ms: int | None
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def terminal_key(bank: str) -> str:
     return f"locker-staff:{bank}"
 
@@ -144,7 +140,7 @@ class LockerStaff:
         terminal_policy: ThrottlePolicy = TERMINAL_POLICY,
         staff_number_policy: ThrottlePolicy = STAFF_NUMBER_POLICY,
         on_alarm: AlarmHook | None = None,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         if key is not None and len(key) < 16:
             raise StaffError("the store key must be at least 16 bytes (32 recommended)")

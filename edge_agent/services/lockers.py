@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from devices.lockers.board import LockBoard, LockBoardError, LockState, UnlockResult
 from devices.lockers.shared_reads import SharedReads
@@ -186,10 +187,6 @@ class LoadStarted:
     door: dict[str, Any] | None = None  # door_place()
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _ordinal(n: int) -> str:
     return ORDINALS[n - 1] if 1 <= n <= len(ORDINALS) else f"number {n}"
 
@@ -253,7 +250,7 @@ class LockerService:
         audit: UncommandedAudit,
         events: EventSink,
         timings: LockerTimings | None = None,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
         alarm_signal: Callable[[bool], None] | None = None,
     ) -> None:
         self._db = db

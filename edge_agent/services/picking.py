@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from devices.labels.pages import PICKER_COLOURS, PickEntry, PickPage
 from devices.labels.registry import TagRecord
@@ -105,10 +106,6 @@ class PickList:
         return [line for line in self.lines if line.state == "open"]
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 _LIST_COLUMNS = "list_id, picker, colour, order_ids, state, created_ms, finished_ms"
 _LINE_COLUMNS = (
     "list_id, line_no, order_id, sku, quantity, tags, state, picked_qty, substitute_sku, confirmed_by, confirmed_ms"
@@ -149,7 +146,7 @@ class PickingService:
         *,
         settings: PickingSettings | None = None,
         locale: str = "zh_CN",
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._db = db
         self._labels = labels

@@ -47,10 +47,10 @@ import logging
 import re
 import secrets
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.secrets import STORE_HMAC_KEY, SecretError, read_secret, where
 from edge_agent.services.throttle import Throttle
@@ -152,10 +152,6 @@ class GuessingAlarm:
 AlarmHook = Callable[[GuessingAlarm], Awaitable[None] | None]
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def store_key(env: Mapping[str, str] | None = None) -> bytes:
     """The store's HMAC key from `EDGE_AGENT_STORE_HMAC_KEY` or the credential `store-hmac-key`.
 
@@ -205,7 +201,7 @@ class PickupCodes:
         code_digits: int = MIN_DIGITS,
         policy: ThrottlePolicy | None = None,
         on_alarm: AlarmHook | None = None,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         if not MIN_DIGITS <= code_digits <= MAX_DIGITS:
             raise ValueError(f"code_digits must be {MIN_DIGITS}-{MAX_DIGITS}, got {code_digits}")

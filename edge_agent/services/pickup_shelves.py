@@ -33,12 +33,12 @@ import datetime as dt
 import logging
 import re
 import sqlite3
-import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from devices.labels.pages import SlotPage, TaskPage
 from devices.labels.registry import TagRecord, TagRegistry
@@ -172,10 +172,6 @@ class _Slot:
     tag_id: str
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _printable(text: str) -> str:
     """Without control and format characters (a label and a log line show it)."""
     return "".join(ch for ch in text if unicodedata.category(ch)[0] != "C").strip()
@@ -226,7 +222,7 @@ class PickupShelves:
         audit: AuditSink,
         events: EventSink,
         locale: str = "zh_CN",
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
         registry: TagRegistry | None = None,
     ) -> None:
         self._db = db

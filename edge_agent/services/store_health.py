@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from cloud_link.events import now_ms
 from cloud_link.outbox import Outbox
 from cloud_link.session import CloudSession
 from devices.labels.updates import LabelService
@@ -49,10 +50,6 @@ TAG_COUNTS_TTL_S = 1.0
 
 # Keys that change on every snapshot without anything having happened: left out when deciding to push.
 _VOLATILE = ("now_ms",)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def sse_frame(event: str, data: Any) -> bytes:
@@ -90,7 +87,7 @@ class StoreHealth:
     # -- the snapshot ---------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        now = _now_ms()
+        now = now_ms()
         tags, per_station = self._tag_counts(now)
         return {
             "now_ms": now,
@@ -418,7 +415,7 @@ class LiveHub:
                     log.exception("live view: reading the store's state failed; trying again")
                 if now >= next_ping:
                     next_ping = now + self.ping_s
-                    self.broadcast("ping", {"now_ms": _now_ms()})
+                    self.broadcast("ping", {"now_ms": now_ms()})
                 await asyncio.sleep(self.device_s)
         finally:
             self.close()
@@ -437,7 +434,7 @@ class LiveHub:
 
     def _announce(self, key: str, state: dict[str, Any] | None) -> None:
         kind, _, ident = key.partition(":")
-        data = {"kind": kind, "id": ident, "state": state, "now_ms": _now_ms()}
+        data = {"kind": kind, "id": ident, "state": state, "now_ms": now_ms()}
         self.broadcast("device", data)
         # Pages that only care about doors or alarms listen for these names (static/admin/admin.js).
         if kind == "compartment":

@@ -18,11 +18,11 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.services.web_users import Role
 
@@ -51,10 +51,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class WebSessions:
     def __init__(
         self,
@@ -62,7 +58,7 @@ class WebSessions:
         *,
         idle_s: float = IDLE_S,
         absolute_s: float = ABSOLUTE_S,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._db = db
         self.idle_ms = int(idle_s * 1000)

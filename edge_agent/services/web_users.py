@@ -21,7 +21,6 @@ import logging
 import re
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.services.pickup_codes import ThrottlePolicy
 from edge_agent.services.throttle import Throttle
@@ -102,10 +102,6 @@ class SignInResult:
     seconds_left: int = 0
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def check_username(username: str) -> None:
     if not isinstance(username, str) or USERNAME_RE.fullmatch(username) is None:
         raise UserError("a user name is 1-64 letters, digits or . _ @ - and starts with a letter or digit")
@@ -150,7 +146,7 @@ class WebUsers:
         *,
         hasher: PasswordHasher | None = None,
         policy: ThrottlePolicy = LOGIN_POLICY,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._db = db
         self._hasher = hasher or PasswordHasher(type=Type.ID)

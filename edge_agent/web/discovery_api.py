@@ -21,13 +21,13 @@ import asyncio
 import logging
 import re
 import sqlite3
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud_link.events import now_ms
 from devices.labels.registry import TagRecord, TagRegistry
 from devices.labels.updates import PRIORITY_TECHNICIAN, type_name
 from devices.mqtt.registry import DeviceRecord
@@ -52,10 +52,6 @@ BOARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # At module level: FastAPI resolves the (postponed) annotations of a route in the module's globals.
 Technician = Annotated[WebSession, Depends(require(Role.TECHNICIAN))]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _refuse(status: int, error: str, message: str) -> HTTPException:
@@ -197,7 +193,7 @@ class Discovery:
                 tasks = {name: tg.create_task(self._scan_bus(bus), name=f"bus-scan-{name}")
                          for name, bus in buses.items()}
             configured = self.configured_boards()
-            now = _now_ms()
+            now = now_ms()
             answered = {name: task.result() for name, task in tasks.items()}
             new = [(name, n) for name, numbers in answered.items() for n in numbers if (name, n) not in configured]
 
@@ -255,7 +251,7 @@ class Discovery:
             if not session.role.allows(Role.ADMIN):
                 raise _refuse(403, "forbidden", "writing the configuration needs the admin role")
             config_result = await self._add_to_config(find.snippet(board_id))
-        now = _now_ms()
+        now = now_ms()
         await self.admin.db.write(
             lambda c: c.execute(
                 "UPDATE lock_board_finds SET adopted_ms = ?, adopted_by = ?, board_id = ? WHERE bus = ? AND number = ?",
