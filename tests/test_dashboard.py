@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from playwright.async_api import Browser
 
 from edge_agent.runtime import Agent
@@ -34,6 +32,7 @@ from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.browser import chromium
 from tests.support.lockers import compartment, idle_emulator, one_board
+from tests.support.mqtt_device import HANDHELD, MqttDevice
 from tests.support.web import PASSWORD, signed_in
 
 KEY_ENV = {"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}
@@ -72,26 +71,6 @@ def staff_snapshot_boards(agent: Agent) -> list[dict[str, Any]]:
     assert agent.live_hub is not None
     boards: list[dict[str, Any]] = agent.live_hub.health.snapshot()["lock_boards"]
     return boards
-
-
-class WifiDevice:
-    """A Wi-Fi handheld on the in-store broker: announce and availability, retained, as real ones do."""
-
-    def __init__(self, broker: Broker, device_id: str) -> None:
-        self.base = f"store/v1/devices/{device_id}"
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}")
-        self.client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
-        self.client.connect(broker.host, broker.port, keepalive=10)
-        self.client.loop_start()
-
-    def online(self) -> None:
-        announce = {"kind": "scanner", "model": "HS-2", "fw": "1.4.2", "capabilities": ["scan"]}
-        self.client.publish(f"{self.base}/announce", json.dumps(announce), qos=1, retain=True).wait_for_publish(5)
-        self.client.publish(f"{self.base}/availability", "online", qos=1, retain=True).wait_for_publish(5)
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 class LiveReader:
@@ -213,7 +192,7 @@ async def test_the_live_stream_tells_device_changes_within_a_second(
     ):
         assert agent.lockers is not None and agent.gateway is not None
         monkeypatch.setattr(dashboard_api, "SESSION_CHECK_S", 0.5)
-        device = WifiDevice(local_broker, "scanner-7")
+        device = MqttDevice(local_broker, "scanner-7").start()
         try:
             async with signed_in(agent, "staff1", Role.STAFF) as staff, LiveReader(staff).running() as live:
                 assert live.status == 200
@@ -221,7 +200,7 @@ async def test_the_live_stream_tells_device_changes_within_a_second(
                 assert [k["id"] for k in first["kiosks"]] == ["k1", "k2"]
                 # A Wi-Fi scanner comes online: a device event within a second of its message.
                 sent = time.monotonic()
-                await asyncio.to_thread(device.online)
+                await asyncio.to_thread(device.come_online, HANDHELD)
                 await wait_until(lambda: live.first("device", lambda d: d["id"] == "scanner-7" and
                                                     d["state"]["online"] is True) is not None, 5)
                 got = live.first("device", lambda d: d["id"] == "scanner-7")
@@ -263,9 +242,9 @@ async def realistic_extras(agent: Agent, local_broker: Broker, stack: contextlib
     kiosk = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.web_port}"))
     await stack.enter_async_context(kiosk.stream("GET", "/kiosk/k1/api/live"))
     for name in ("scanner-entrance", "tablet-pickup"):
-        extra = WifiDevice(local_broker, name)
+        extra = MqttDevice(local_broker, name).start()
         stack.callback(extra.stop)
-        await asyncio.to_thread(extra.online)
+        await asyncio.to_thread(extra.come_online, HANDHELD)
     now = int(time.time() * 1000)
     states = ["confirmed"] * 7 + ["queued", "sending", "failed"]
     await agent.db.write(lambda c: c.executemany(
@@ -307,9 +286,9 @@ async def dashboard_page_updates_live(
     await page.wait_for_url(f"{base}/")
     await page.wait_for_selector("body[data-ready='1'] #dash-mqtt")
     await page.evaluate("window.__marker = 'same page'")
-    device = WifiDevice(local_broker, "scanner-7")
+    device = MqttDevice(local_broker, "scanner-7").start()
     try:
-        await asyncio.to_thread(device.online)
+        await asyncio.to_thread(device.come_online, HANDHELD)
         await page.wait_for_selector("#dash-mqtt [data-device='scanner-7'] .badge.ok", timeout=5000)
         await agent.lockers.set_in_service("A-04", False, "broken hinge")
         await page.wait_for_selector("#dash-alarms [data-alarm='out_of_service:A-04']", timeout=5000)

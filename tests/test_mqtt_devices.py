@@ -30,68 +30,26 @@ from devices.simulators.mqtt_device import SimulatedScanner
 from edge_agent.services.catalog import Product
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
+from tests.support.mqtt_device import PREFIX, SCANNER, MqttDevice
 from tests.support.subscriber import CloudSubscriber, Received
 
 # These tests are about relaying: every device is adopted on sight. Adoption (the default allow-list and the
 # technician's explicit choice) has tests of its own here and in tests/test_discovery.py.
 RELAY_ALL = {"adopt": "auto"}
 
-PREFIX = "store/v1"
 COMMANDS = "retail/v1/store-0001/commands"
-SCANNER = {"kind": "scanner", "model": "HS-2", "fw": "1.4.2", "capabilities": ["scan", "tap"]}
-
-
-class Device:
-    """A Wi-Fi device: its own connection, a Last Will of `offline`, listening on its `cmd` topic."""
-
-    def __init__(self, broker: Broker, device_id: str) -> None:
-        self.base = f"{PREFIX}/devices/{device_id}"
-        self.commands: list[dict[str, Any]] = []
-        self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}")
-        self.client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{self.base}/cmd", qos=1)
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = lambda _c, _u, m: self.commands.append(json.loads(m.payload))
-        self.broker = broker
-
-    def start(self) -> Device:
-        self.client.connect(self.broker.host, self.broker.port, keepalive=10)
-        self.client.loop_start()
-        assert self._subscribed.wait(10)
-        return self
-
-    def pub(self, channel: str, payload: bytes | str | dict[str, Any], *, retain: bool = False) -> None:
-        body = json.dumps(payload) if isinstance(payload, dict) else payload
-        self.client.publish(f"{self.base}/{channel}", body, qos=1, retain=retain).wait_for_publish(5)
-
-    def come_online(self, announce: dict[str, Any] = SCANNER) -> None:
-        self.pub("announce", announce, retain=True)
-        self.pub("availability", "online", retain=True)
-
-    def kill(self) -> None:
-        """The device vanishes without a DISCONNECT (power cut): the broker publishes its Will."""
-        self.client.loop_stop()
-        sock = self.client.socket()
-        assert isinstance(sock, socket.socket)
-        sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
-def devices(local_broker: Broker) -> Iterator[list[Device]]:
-    made: list[Device] = []
+def devices(local_broker: Broker) -> Iterator[list[MqttDevice]]:
+    made: list[MqttDevice] = []
     yield made
     for d in made:
         d.stop()
 
 
-def _device(devices: list[Device], broker: Broker, device_id: str) -> Device:
-    d = Device(broker, device_id).start()
+def _device(devices: list[MqttDevice], broker: Broker, device_id: str) -> MqttDevice:
+    d = MqttDevice(broker, device_id).start()
     devices.append(d)
     return d
 
@@ -113,7 +71,7 @@ async def _wait_for(sub: CloudSubscriber, predicate: Any, timeout: float = 15.0)
 
 
 async def test_announce_and_availability_reach_the_registry_and_the_cloud_state(
-    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[MqttDevice]
 ) -> None:
     config = agent_config(tmp_path / "d", cloud_broker, local_broker,
                           local_broker={**RELAY_ALL, "state_coalesce_s": 0.2})
@@ -138,7 +96,7 @@ async def test_announce_and_availability_reach_the_registry_and_the_cloud_state(
 
 
 async def test_an_allow_list_keeps_unknown_devices_discovered_and_silent(
-    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[MqttDevice]
 ) -> None:
     config = agent_config(tmp_path / "d", cloud_broker, local_broker,
                           local_broker={"adopt": "allow_list", "allowed_devices": ["scanner-ok"],
@@ -170,7 +128,7 @@ async def test_an_allow_list_keeps_unknown_devices_discovered_and_silent(
 
 
 async def test_unbound_scans_and_taps_become_cloud_events(
-    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[MqttDevice]
 ) -> None:
     config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker=RELAY_ALL)
     async with running_agent(config) as agent:
@@ -203,7 +161,7 @@ class _BusSink:
 
 
 async def test_a_kiosk_bound_scanner_fills_that_kiosks_cart(
-    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[MqttDevice]
 ) -> None:
     # Bound by the configuration (scanner-k) and by its own announce (scanner-a); the runtime wires the
     # gateway's scans to its KioskHub.
@@ -250,7 +208,7 @@ async def _command(sub: CloudSubscriber, command_id: str, command_type: str, pay
 
 
 async def test_commands_reach_the_devices_cmd_topic_and_unknown_or_offline_devices_are_refused(
-    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[MqttDevice]
 ) -> None:
     config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker=RELAY_ALL)
     async with running_agent(config) as agent:
@@ -311,7 +269,7 @@ async def test_the_simulated_scanner_scans_obeys_commands_and_announces_again_af
 
 
 async def test_malformed_payloads_are_dropped_counted_and_logged_once_per_device_per_minute(
-    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device],
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[MqttDevice],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = agent_config(tmp_path / "d", cloud_broker, local_broker, local_broker=RELAY_ALL)
@@ -397,7 +355,7 @@ def test_the_registry_is_bounded_and_keeps_adopted_devices() -> None:
 
 
 async def test_a_flapping_device_does_not_flood_the_cloud(
-    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[Device]
+    tmp_path: Path, cloud_broker: Broker, local_broker: Broker, subscriber: CloudSubscriber, devices: list[MqttDevice]
 ) -> None:
     config = agent_config(tmp_path / "d", cloud_broker, local_broker,
                           local_broker={**RELAY_ALL, "state_coalesce_s": 0.5})
@@ -488,7 +446,7 @@ async def test_after_a_broker_restart_the_agent_is_back_announced_and_subscribed
         assert online == b"online" and back_after < 5.0, back_after
         assert await asyncio.to_thread(_retained, local_broker, f"{PREFIX}/agent/state") is not None
 
-        device = Device(local_broker, "after-restart").start()
+        device = MqttDevice(local_broker, "after-restart").start()
         try:
             device.come_online()
             device.pub("event", {"kind": "scan", "data": {"code": "6901234567892"}})

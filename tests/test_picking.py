@@ -20,8 +20,9 @@ from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
 from tests.conftest import running_agent, wait_until
 from tests.support.broker import Broker
+from tests.support.mqtt_device import handheld as handheld_on
 from tests.support.subscriber import CloudSubscriber
-from tests.test_picking_end_to_end import Handheld, barcode, config_for, led, shows
+from tests.test_picking_end_to_end import barcode, config_for, led, shows
 
 
 async def stock(agent: Agent, emu: BaseStationEmulator, paired: int) -> dict[str, str]:
@@ -142,7 +143,7 @@ async def test_a_staff_scan_of_no_open_line_is_relayed_as_before(
         assert agent.picking is not None and agent.gateway is not None
         await stock(agent, emu, 2)
         await agent.picking.start("S", picker="hh-9", colour="white", order_ids=[], lines=[("O1", "p-0", 1)])
-        handheld = Handheld(local_broker, "hh-9")
+        handheld = handheld_on(local_broker, "hh-9")
         try:
             await wait_until(lambda: agent.gateway is not None and agent.gateway.connected, timeout=10)
             handheld.scan(barcode(1))  # a product, but no open line wants it
@@ -151,7 +152,7 @@ async def test_a_staff_scan_of_no_open_line_is_relayed_as_before(
             handheld.scan(barcode(0))
             await asyncio.to_thread(subscriber.wait_events, 1, 20, "pick.completed")
         finally:
-            handheld.close()
+            handheld.stop()
     assert [e["payload"]["code"] for e in relayed] == [barcode(1), "not-a-product"]
     assert len([e for e in subscriber.events() if e["type"] == "scan.device"]) == 2
 

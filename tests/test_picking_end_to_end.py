@@ -10,9 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
 from devices.labels.pages import PickEntry, PickPage, render_page
 from edge_agent.runtime import Agent
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
@@ -20,6 +17,7 @@ from firmware_bridge.base_station.pty_line import PtyPort
 from firmware_bridge.tag_types import tag_type
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
+from tests.support.mqtt_device import handheld as handheld_on
 from tests.support.subscriber import CloudSubscriber
 
 COMMANDS = "retail/v1/store-0001/commands"
@@ -43,30 +41,6 @@ def products(n: int) -> list[dict[str, Any]]:
 
 def command(cid: str, ctype: str, payload: dict[str, Any]) -> str:
     return json.dumps({"command_id": cid, "type": ctype, "payload": payload})
-
-
-class Handheld:
-    """A staff handheld scanner on the in-store broker (a real MQTT peer), bound to no kiosk."""
-
-    def __init__(self, broker: Broker, device_id: str) -> None:
-        self.base = f"store/v1/devices/{device_id}"
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}")
-        self.client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
-        self.client.connect(broker.host, broker.port, keepalive=10)
-        self.client.loop_start()
-        announce = {"kind": "scanner", "model": "HS-2", "fw": "1.4.2", "capabilities": ["scan"]}
-        self._pub("announce", json.dumps(announce), retain=True)
-        self._pub("availability", "online", retain=True)
-
-    def _pub(self, channel: str, body: str, *, retain: bool = False) -> None:
-        self.client.publish(f"{self.base}/{channel}", body, qos=1, retain=retain).wait_for_publish(5)
-
-    def scan(self, code: str) -> None:
-        self._pub("event", json.dumps({"kind": "scan", "data": {"code": code, "symbology": "ean13"}}))
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def config_for(tmp_path: Path, cloud: Broker | None, local: Broker | None = None, **picking: Any) -> Any:
@@ -167,7 +141,7 @@ async def test_two_pickers_light_exactly_their_tags_and_scan_button_and_web_put_
         await wait_until(lambda: {r.colour for r in emu.led_flashes[bytes.fromhex(t1)]} >= {GREEN, BLUE}, timeout=20)
 
         # A handheld scan of the first product confirms L1's line: tag 0 goes dark and shows its price again.
-        handheld = Handheld(local_broker, "hh-1")
+        handheld = handheld_on(local_broker, "hh-1")
         try:
             await wait_until(lambda: agent.gateway is not None and agent.gateway.connected, timeout=10)
             handheld.scan(barcode(0))
@@ -179,7 +153,7 @@ async def test_two_pickers_light_exactly_their_tags_and_scan_button_and_web_put_
             handheld.scan(barcode(1))
             completed = await asyncio.to_thread(subscriber.wait_events, 1, 20, "pick.completed")
         finally:
-            handheld.close()
+            handheld.stop()
         assert completed[0]["payload"]["list_id"] == "L1"
         lines = completed[0]["payload"]["lines"]
         assert [(x["sku"], x["state"], x["picked_qty"]) for x in lines] == [("sku-0", "picked", 2), ("sku-1", "picked", 1)]
