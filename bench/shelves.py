@@ -47,6 +47,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench._agent import running
 from bench._shelves_cloud import BenchCloud
 from devices.labels.pages import PickEntry, PickPage, render_page
 from devices.labels.render import render_label
@@ -479,14 +480,7 @@ async def run(size: Size, quick: bool) -> dict[str, Any]:
         cloud = await asyncio.to_thread(BenchCloud, broker.host, broker.port, STORE)
         async with emulator.running(PtyPort(workdir / "bs0")):
             agent = Agent(config)
-            runner = asyncio.create_task(agent.run(), name="agent")
-            started = asyncio.create_task(agent.started.wait())
-            await asyncio.wait([runner, started], timeout=60, return_when=asyncio.FIRST_COMPLETED)
-            if runner.done():
-                runner.result()
-            if not started.done():
-                raise RuntimeError("the agent did not start within 60 s")
-            try:
+            async with running(agent):
                 assert agent.labels is not None and agent.picking is not None
                 labels = agent.labels
                 deadline = time.monotonic() + 60
@@ -498,9 +492,6 @@ async def run(size: Size, quick: bool) -> dict[str, Any]:
                 if agent.labels.progress()["queued"]:
                     raise RuntimeError(f"seeded pictures differ from the agent's: {agent.labels.progress()}")
                 figures = await Bench(size, agent, emulator, store, cloud).run()
-            finally:
-                agent.request_stop()
-                await asyncio.wait_for(runner, 30)
     finally:
         if cloud is not None:
             cloud.close()

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from bench._agent import running
 from bench._ui_data import BOARDS_PER_BUS, BUSES, Devices, agent_config, seed_database
 from bench._ui_sse import SseClient
 from edge_agent.runtime import Agent
@@ -200,14 +201,7 @@ async def run(quick: bool) -> dict[str, Any]:
             raise RuntimeError("lock-board emulator did not start")
         config = agent_config(workdir, cloud, local, compartments=COMPARTMENTS, kiosks=KIOSKS)
         agent = Agent(config, env={"EDGE_AGENT_STORE_HMAC_KEY": KEY})
-        runner = asyncio.create_task(agent.run(), name="agent")
-        started = asyncio.create_task(agent.started.wait())
-        await asyncio.wait([runner, started], timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        if runner.done():
-            runner.result()
-        if not started.done():
-            raise RuntimeError("the agent did not start within 60 s")
-        try:
+        async with running(agent):
             assert agent.users is not None and agent.lockers is not None and agent.gateway is not None
             base_url = f"http://127.0.0.1:{agent.web_port}"
             accounts = {"staff": "bench-staff", "technician": "bench-tech", "admin": "bench-admin"}
@@ -237,9 +231,6 @@ async def run(quick: bool) -> dict[str, Any]:
             async with httpx.AsyncClient(base_url=base_url) as anonymous:
                 health = (await anonymous.get("/healthz")).json()
             figures["outbox_depth_at_end"] = health["outbox"]["depth"]
-        finally:
-            agent.request_stop()
-            await asyncio.wait_for(runner, 30)
     finally:
         if locks is not None and locks.poll() is None:
             locks.terminate()
