@@ -9,6 +9,7 @@ from gpiozero.pins.mock import MockFactory
 
 from devices.lockers.board import LockBoardError, UnlockResult
 from devices.lockers.gpio import GpioLockBoard, GpioLockPins
+from devices.lockers.signal import AlarmSignal
 
 
 @pytest.fixture
@@ -98,3 +99,29 @@ async def test_alarm_signals_and_bad_lock_numbers(rig) -> None:
 def test_pins_used_twice_are_refused() -> None:
     with pytest.raises(ValueError, match="used twice"):
         GpioLockBoard("g", [GpioLockPins(lock=1, door=2), GpioLockPins(lock=2, door=3)], pin_factory=MockFactory())
+
+
+def test_the_signal_says_off_only_once_its_outputs_are_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader on another thread (the GPIO page) must never see "off" beside a lit LED or a sounding buzzer,
+    nor "on" before the outputs were told: `on` changes after the outputs."""
+    signal = AlarmSignal(led_pin=13, buzzer_pin=19, pin_factory=MockFactory())
+    try:
+        assert signal.led is not None and signal.buzzer is not None
+        said: list[tuple[str, bool]] = []
+        for device, name, methods in ((signal.led, "led", ("blink", "off")), (signal.buzzer, "buzzer", ("beep", "off"))):
+            for method in methods:
+                real = getattr(device, method)
+
+                def spy(*args: object, _real: object = real, _what: str = f"{name}.{method}", **kwargs: object) -> None:
+                    said.append((_what, signal.on))
+                    _real(*args, **kwargs)  # type: ignore[operator]
+
+                monkeypatch.setattr(device, method, spy)
+        signal.set(True)
+        assert signal.on
+        signal.set(False)
+        assert said == [("led.blink", False), ("buzzer.beep", False), ("led.off", True), ("buzzer.off", True)]
+        assert not signal.on and not signal.led.is_lit and not signal.buzzer.is_active
+    finally:
+        signal.close()
+

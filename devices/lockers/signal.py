@@ -24,7 +24,6 @@ class AlarmSignal:
     def set(self, on: bool) -> None:
         if on == self.on:
             return
-        self.on = on
         if self.led is not None:
             if on:
                 self.led.blink(on_time=0.25, off_time=0.25)
@@ -35,6 +34,9 @@ class AlarmSignal:
                 self.buzzer.beep(on_time=0.2, off_time=0.8)
             else:
                 self.buzzer.off()
+        # Said only once the outputs follow: the technician's GPIO page reads `on` and the pins from a worker
+        # thread, and off() first joins the blink thread, so "off" must never show beside a lit LED.
+        self.on = on
 
     def close(self) -> None:
         for device in (self.led, self.buzzer):
