@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ import pytest
 
 from devices.labels.registry import Checkin
 from devices.labels.render import LabelContent
-from devices.labels.render_pool import RenderPool
+from devices.labels.render_pool import RenderPool, RenderRequest, RenderResult
 from devices.labels.updates import (
     PRIORITY_COSMETIC,
     PRIORITY_PRICE,
@@ -34,6 +37,16 @@ class Sink:
 
 
 PRICES: dict[str, Decimal] = {}
+
+
+@contextlib.contextmanager
+def priced(sku: str, price: str) -> Iterator[None]:
+    """The product's price is `price` inside the block."""
+    PRICES[sku] = Decimal(price)
+    try:
+        yield
+    finally:
+        PRICES.clear()
 
 
 def content(sku: str) -> LabelContent | None:
@@ -85,16 +98,76 @@ async def test_newer_content_replaces_older_queued_content_and_keeps_the_urgency
     tag = f"{1:016x}"
     await svc.request_update([tag], PRIORITY_TECHNICIAN, "technician")
     first_target = job(db, tag)[3]
-    PRICES["sku-1"] = Decimal("9.99")
-    try:
+    with priced("sku-1", "9.99"):
         await svc.request_update([tag], PRIORITY_PRICE, "price change")
-    finally:
-        PRICES.clear()
     state, priority, reason, target = job(db, tag)
     assert state == "queued" and target != first_target
     assert priority == PRIORITY_TECHNICIAN, "the newer content keeps the queued job's higher priority"
     assert reason == "price change"
     assert db.read(lambda c: c.execute("SELECT COUNT(*) FROM tag_jobs WHERE tag_id = ?", (tag,)).fetchone()[0]) == 1
+
+
+class HeldPool:
+    """The real render pool, whose next render is held until `release` is set: a render that finishes late."""
+
+    def __init__(self, pool: RenderPool) -> None:
+        self.pool = pool
+        self.hold_next = False
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def render(self, requests: list[RenderRequest]) -> list[RenderResult]:
+        results = await self.pool.render(requests)
+        if self.hold_next:
+            self.hold_next = False
+            self.held.set()
+            await self.release.wait()
+        return results
+
+
+async def test_an_older_request_that_finishes_rendering_last_does_not_undo_a_newer_one(service) -> None:
+    svc, db = service
+    tag = f"{2:016x}"
+    assert await svc.request_update([tag], PRIORITY_PRICE, "first") == 1
+    old_target = job(db, tag)[3]
+    await svc.registry.set_shown(tag, old_target)
+    held = HeldPool(svc._renderer)
+    svc._renderer = held
+    # An older request decides on the old price and is slow to render; meanwhile the price changes and a newer
+    # request queues it. When the older one lands, the tag already "shows" its content: it must not drop the
+    # newer job (the pick page of a start that lands after a cancel's price, for example).
+    held.hold_next = True
+    older = asyncio.create_task(svc.request_update([tag], PRIORITY_PRICE, "older"))
+    await asyncio.wait_for(held.held.wait(), 10)
+    with priced("sku-2", "7.77"):
+        assert await svc.request_update([tag], PRIORITY_PRICE, "newer") == 1
+    new_target = job(db, tag)[3]
+    assert new_target != old_target
+    held.release.set()
+    assert await asyncio.wait_for(older, 10) == 0
+    assert job(db, tag)[0] == "queued" and job(db, tag)[3] == new_target
+    assert svc.stats.superseded == 1
+
+
+async def test_content_the_tag_shows_is_queued_again_while_other_content_is_on_its_way(service) -> None:
+    svc, db = service
+    tag = f"{3:016x}"
+    await svc.request_update([tag], PRIORITY_PRICE, "first")
+    shown = job(db, tag)[3]
+    await svc.registry.set_shown(tag, shown)
+    with priced("sku-3", "8.88"):
+        await svc.request_update([tag], PRIORITY_PRICE, "price change")
+    other = job(db, tag)[3]
+    # The transfer of the new price is on its way (as _start leaves it) when the price goes back.
+    await db.write(lambda c: c.execute("UPDATE tag_jobs SET state = 'sending' WHERE tag_id = ?", (tag,)))
+    assert await svc.request_update([tag], PRIORITY_PRICE, "price back") == 1
+    state, _, reason, target = job(db, tag)
+    assert (state, reason, target) == ("queued", "price back", shown), "the old price follows the transfer"
+    assert svc.registry.picture(tag, shown) is not None
+    # The transfer lands: its own result no longer matches the job, which then sends the old price again.
+    assert not await svc._set_job(tag, other, "confirmed", 1, None)
+    await svc.registry.set_shown(tag, other)
+    assert [t for t, _, _ in svc._due_jobs("bs1", 10, set())] == [tag]
 
 
 async def test_due_jobs_come_by_priority_and_quiet_hours_hold_cosmetic_ones(service) -> None:

@@ -148,6 +148,7 @@ class LabelStats:
     retried: int = 0
     failed: int = 0
     wrong_hash: int = 0
+    superseded: int = 0
     bytes_sent: int = 0
     last_error: dict[str, str] = field(default_factory=dict)
 
@@ -204,6 +205,11 @@ class LabelService:
         self._confirmed_from: dict[str, tuple[float, str | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._page_sources: list[PageSource] = []
+        # tag -> the number of the newest request_update that decided its content. Two requests for one tag can
+        # finish rendering out of order (a pick page asked for at start, the price asked for by a cancel while
+        # that page renders); only the newest may queue its picture, or the older content wins.
+        self._asked: dict[str, int] = {}
+        self._asked_seq = 0
         # Tasks that take a tag's button press (a pick line's confirmation): the first that returns True has it;
         # a press nobody takes goes to the cloud as tag.button.
         self.button_handlers: list[Callable[[str, int], Awaitable[bool]]] = []
@@ -283,12 +289,16 @@ class LabelService:
                 )
             if not part:
                 continue
+            self._asked_seq += 1
+            ticket = self._asked_seq
+            for rec, _ in part:
+                self._asked[rec.tag_id] = ticket
             results = await self._renderer.render([r for _, r in part])
             self.stats.rendered += len(results)
             touched: set[str] = set()
             for (rec, _), result in zip(part, results, strict=True):
                 target = result.hash.hex()
-                if await self._queue_job(rec, target, result.raw, priority, reason):
+                if await self._queue_job(rec, target, result.raw, priority, reason, ticket=ticket):
                     queued += 1
                     if rec.base_station:
                         touched.add(rec.base_station)
@@ -297,11 +307,24 @@ class LabelService:
                     self._wake[name].set()
         return queued
 
-    async def _queue_job(self, rec: TagRecord, target: str, raw: bytes, priority: int, reason: str) -> bool:
+    def _superseded(self, tag_id: str, ticket: int) -> bool:
+        """True when a newer request_update decided this tag's content after `ticket` did."""
+        if self._asked.get(tag_id) == ticket:
+            return False
+        self.stats.superseded += 1
+        return True
+
+    async def _queue_job(
+        self, rec: TagRecord, target: str, raw: bytes, priority: int, reason: str, *, ticket: int
+    ) -> bool:
+        """Queue `target` for the tag unless it already shows it; the checks of `ticket` and the writes that follow
+        them have no await between them, and the writer runs writes in order, so older content never lands last."""
+        if self._superseded(rec.tag_id, ticket):
+            return False
         ts = now_ms()
         current = self.registry.get(rec.tag_id)
         shown = current.current_hash if current else rec.current_hash
-        if shown == target:
+        if shown == target and not self._sending_other(rec.tag_id, target):
             # Nothing to send: the tag already shows exactly this. Drop any queued older content.
             self.stats.unchanged += 1
             await self._store.write(
@@ -313,6 +336,8 @@ class LabelService:
             )
             return False
         await self.registry.save_picture(rec.tag_id, target, raw)
+        if self._superseded(rec.tag_id, ticket):
+            return False
 
         def job(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT state, priority FROM tag_jobs WHERE tag_id = ?", (rec.tag_id,)).fetchone()
@@ -334,6 +359,14 @@ class LabelService:
 
         await self._store.write(job)
         return True
+
+    def _sending_other(self, tag_id: str, target: str) -> bool:
+        """True while a transfer of other content to the tag is on its way. The tag shows `target` now but will
+        show that content once it lands, so `target` must be queued to follow it, not taken as shown."""
+        row = self._store.read(
+            lambda c: c.execute("SELECT state, target_hash FROM tag_jobs WHERE tag_id = ?", (tag_id,)).fetchone()
+        )
+        return row is not None and row[0] == "sending" and row[1] != target
 
     async def _requeue_interrupted(self) -> None:
         """Jobs that were being sent when the agent stopped are queued again (their transfer is gone)."""
