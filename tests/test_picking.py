@@ -181,3 +181,36 @@ async def test_a_serial_staff_scanner_confirms_a_pick_line(tmp_path: Path) -> No
             assert done.lines[0].confirmed_by == "scan:serial:picking-1"
     finally:
         await scanner_pty.close()
+
+
+async def test_a_line_that_ends_while_a_renewal_is_on_its_way_stays_dark(tmp_path: Path) -> None:
+    emu = BaseStationEmulator(mixed(2, seed=9), checkin_interval=1.0, air_rate=200_000, seed=9)
+    async with emu.running(PtyPort(tmp_path / "bs0")), running_agent(config_for(tmp_path, None)) as agent:
+        picking, labels = agent.picking, agent.labels
+        assert picking is not None and labels is not None
+        price = await stock(agent, emu, 2)
+        tag_of = dict(zip((1, 2), sorted(price), strict=True))  # red, green
+        list_of = {1: "R", 2: "G"}
+        await picking.start("R", picker="li", colour="red", order_ids=[], lines=[("O1", "p-0", 1)])
+        await picking.start("G", picker="wang", colour="green", order_ids=[], lines=[("O2", "p-1", 1)])
+        await wait_until(lambda: all(led(emu, tag) == colour for colour, tag in tag_of.items()), timeout=15)
+        # The next renewal sends one colour, then the other; while the first is on its way, the other colour's list
+        # is cancelled.
+        real_led = labels.led
+        first: list[int] = []
+
+        async def led_then_cancel(tag_ids: Any, *, colour: int, count: int, period_ms: int) -> dict[str, int | str]:
+            answers = await real_led(tag_ids, colour=colour, count=count, period_ms=period_ms)
+            if colour in list_of and not first:
+                first.append(colour)
+                await picking.cancel(list_of[3 - colour], actor="web:t")
+            return answers
+
+        labels.led = led_then_cancel  # type: ignore[method-assign]
+        await wait_until(lambda: bool(first), timeout=15)
+        kept, ended = tag_of[first[0]], tag_of[3 - first[0]]
+        await wait_until(lambda: led(emu, ended) == 0 and shows(emu, ended, price[ended]), timeout=30)
+        # Three check-ins later the ended line's tag is still dark: the renewal did not light it again.
+        await asyncio.sleep(3)
+        assert led(emu, ended) == 0 and emu.led_flashes[bytes.fromhex(ended)][-1].colour == 0
+        assert led(emu, kept) == first[0]

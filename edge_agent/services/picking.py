@@ -473,12 +473,13 @@ class PickingService:
         task.add_done_callback(self._tasks.discard)
 
     async def _light(self, tags: Iterable[str]) -> None:
-        by_colour: dict[int, list[str]] = {}
-        for tag in tags:
-            by_colour.setdefault(self._colour_of(tag), []).append(tag)
+        tags = list(tags)
         s = self.settings
-        for colour, ids in by_colour.items():
-            if colour == 0:
+        for colour in sorted({self._colour_of(t) for t in tags} - {0}):
+            # Who gets this colour is decided just before it is sent: a line that ended while the previous colour
+            # was on its way has had its light put out, and must not be lit again for another renewal period.
+            ids = [t for t in tags if self._colour_of(t) == colour]
+            if not ids:
                 continue
             answers = await self._labels.led(ids, colour=colour, count=s.led_count, period_ms=s.led_period_ms)
             failed = {t: a for t, a in answers.items() if a != 0}
