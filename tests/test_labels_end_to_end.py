@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from devices.labels.render import render_label
+from edge_agent.services.catalog import Product
 from edge_agent.services.labels import product_to_content
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
@@ -127,6 +128,44 @@ async def test_reset_and_unplug_mid_update_lose_no_job(
         client = labels.stations["bs1"]
         assert client.link.stats.peer_resets >= 1
         assert client.stats.reconnects >= 1
+
+
+async def test_a_price_changed_back_while_its_update_is_on_its_way_ends_on_the_price_it_went_back_to(
+    tmp_path: Path,
+) -> None:
+    emu, port = await emulator_for(tmp_path, 2)
+    tag = sorted(t.hex() for t in emu.tags)[0]
+    config = agent_config(tmp_path / "data", None, base_stations=[{"name": "bs1", "url": str(tmp_path / "bs0")}])
+    async with emu.running(port), running_agent(config) as agent:
+        assert agent.labels is not None and agent.catalog is not None and agent.db is not None
+        labels, catalog, db = agent.labels, agent.catalog, agent.db
+        await wait_until(lambda: labels.registry.get(tag) is not None, timeout=20)
+        await catalog.upsert([Product.model_validate(product(0, "5.00"))])
+        await catalog.pair_tags([(tag, "sku-000")])
+        await wait_until(lambda: labels.progress()["confirmed"] == 1, timeout=30)
+        old_price = emu.tag_hash(bytes.fromhex(tag)).hex()
+        assert labels.registry.get(tag).current_hash == old_price  # type: ignore[union-attr]
+        # Recording a transfer's outcome takes a while (a slow disk); the tag must stay busy until it is recorded.
+        real_set_shown = labels.registry.set_shown
+
+        async def slow_set_shown(tag_id: str, picture_hash: str | None) -> None:
+            await asyncio.sleep(0.5)
+            await real_set_shown(tag_id, picture_hash)
+
+        labels.registry.set_shown = slow_set_shown  # type: ignore[method-assign]
+
+        def job_state() -> str:
+            return str(db.read(lambda c: c.execute("SELECT state FROM tag_jobs WHERE tag_id = ?", (tag,)).fetchone()[0]))
+
+        await catalog.upsert([Product.model_validate(product(0, "6.00"))])
+        await wait_until(lambda: job_state() == "sending", timeout=30)
+        # While 6.00 is on its way, the price goes back: the tag shows 5.00 right now, but not once 6.00 lands.
+        await catalog.upsert([Product.model_validate(product(0, "5.00"))])
+        await wait_until(lambda: job_state() == "confirmed" and emu.tag_hash(bytes.fromhex(tag)).hex() == old_price,
+                         timeout=30)
+        await asyncio.sleep(3)  # three check-ins later it still shows 5.00, and the agent knows it
+        assert emu.tag_hash(bytes.fromhex(tag)).hex() == old_price
+        assert labels.registry.get(tag).current_hash == old_price  # type: ignore[union-attr]
 
 
 async def test_every_transfer_completes_pixel_exact_on_a_line_with_one_percent_faults(

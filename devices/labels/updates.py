@@ -502,20 +502,23 @@ class LabelService:
         transfer: Transfer,
         started: float,
     ) -> None:
+        # The tag stays busy until the outcome is recorded: a job queued for it meanwhile must see what the tag
+        # shows now, or it would take the registry's older picture for shown and settle without sending.
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(transfer.done), self.settings.transfer_timeout_s)
-        except TimeoutError:
-            client.cancel(transfer.xfer)
-            outcome = TransferOutcome(False, None, "timeout")
+            try:
+                outcome = await asyncio.wait_for(asyncio.shield(transfer.done), self.settings.transfer_timeout_s)
+            except TimeoutError:
+                client.cancel(transfer.xfer)
+                outcome = TransferOutcome(False, None, "timeout")
+            try:
+                await self._conclude(
+                    rec, target=target, attempts=attempts, outcome=outcome, transfer=transfer, started=started
+                )
+            except Exception:
+                log.exception("recording the outcome of a transfer to %s failed", rec.tag_id)
         finally:
             self._in_flight[client.name].pop(rec.tag_id, None)
             self._wake[client.name].set()
-        try:
-            await self._conclude(
-                rec, target=target, attempts=attempts, outcome=outcome, transfer=transfer, started=started
-            )
-        except Exception:
-            log.exception("recording the outcome of a transfer to %s failed", rec.tag_id)
 
     async def _conclude(
         self,
