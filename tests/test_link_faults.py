@@ -44,6 +44,8 @@ async def test_a_silent_network_is_noticed_and_everything_is_resent(
             await wait_until(lambda: agent.session.connected, timeout=10)
             await agent.publish("order.test", {"n": 0})
             await asyncio.to_thread(subscriber.wait_events, 1)
+            # Received is not yet acknowledged: the first event leaves the outbox only once its PUBACK is back.
+            await wait_until(lambda: agent.outbox is not None and agent.outbox.stats().events == 0, timeout=10)
             # The network goes silent: TCP stays up, nothing arrives either way.
             proxy.blackhole = True
             for n in range(1, 21):
