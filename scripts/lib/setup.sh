@@ -57,18 +57,37 @@ ensure_system() {
     PYTHON="$python"
 }
 
+lock_stamp() {
+    # lock_stamp LOCKFILE: a short digest of what decides the installed set (the lock and the Python).
+    { cat "$1"; "$VENV/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16
+}
+
 ensure_venv() {
+    # The virtualenv holds exactly the locked set (requirements/dev.lock: exact versions with hashes, for every
+    # machine alike) plus the project itself, editable. When the lock changes the virtualenv is made anew, so a
+    # package dropped from the lock does not linger and nothing resolves a version of its own.
+    local lock="$REPO_ROOT/requirements/dev.lock"
+    [ -f "$lock" ] || die "missing $lock (scripts/lock makes it from pyproject.toml)"
+    if [ -x "$VENV/bin/python" ] && [ ! -f "$VENV/.installed-$(lock_stamp "$lock")" ]; then
+        if compgen -G "$VENV/.installed-*" >/dev/null; then
+            say "the lock file changed: making .venv anew"
+        else
+            say ".venv was not installed from the lock file: making it anew"
+        fi
+        rm -rf -- "$VENV"
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating the virtualenv at .venv"
         "$PYTHON" -m venv "$VENV"
     fi
-    # Reinstall only when the dependency list changed.
-    local stamp="$VENV/.installed-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-16)"
+    local stamp="$VENV/.installed-$(lock_stamp "$lock")"
     if [ ! -f "$stamp" ]; then
-        say "installing the project and its dependencies into .venv"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[dev]"
-        rm -f "$VENV"/.installed-*
+        say "installing the locked dependencies (requirements/dev.lock) and the project into .venv"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
+        # The project itself: no dependency resolution and no build environment of its own (setuptools comes
+        # from the lock too), so nothing outside the lock is installed.
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+            -e "$REPO_ROOT"
         touch "$stamp"
     fi
 }
