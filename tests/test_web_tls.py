@@ -18,6 +18,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.middleware.base import BaseHTTPMiddleware
 
 from edge_agent.config import ConfigError, parse_config
 from edge_agent.runtime import Agent, StartupError
@@ -147,6 +148,19 @@ async def test_admin_pages_over_plain_http_from_the_lan_go_to_https(tmp_path: Pa
             # Shopper pages and probes stay on plain HTTP (a kiosk must not meet a self-signed certificate).
             assert (await http.get("/kiosk/k1")).status_code == 200
             assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/s/unknown-code")).status_code == 404  # a scan link, answered on HTTP
+        # An IPv6 literal host keeps its brackets in the new address.
+        async with httpx.AsyncClient(transport=lan, base_url="http://[fd00::5]:8080") as http:
+            page = await http.get("/ui/devices")
+            assert page.status_code == 308 and page.headers["location"] == f"https://[fd00::5]:{port}/ui/devices"
+        # From loopback (the demo, a technician's SSH tunnel) admin pages answer on plain HTTP.
+        local = httpx.ASGITransport(app=agent.web_app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=local, base_url="http://127.0.0.1:8080") as http:
+            assert (await http.get("/api/auth/state")).status_code == 200
+        # Every request passes this check, the scan links included: it must be plain ASGI, never Starlette's
+        # BaseHTTPMiddleware (a task and memory streams per request: 40 % of the scan links' throughput).
+        stack = [m.cls for m in agent.web_app.user_middleware]
+        assert stack and not any(isinstance(c, type) and issubclass(c, BaseHTTPMiddleware) for c in stack)
 
 
 async def test_https_can_be_turned_off_and_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge_agent.services.web_sessions import WebSession, WebSessions
 from edge_agent.services.web_users import Role, WebUsers
@@ -221,19 +222,38 @@ def install_auth(app: FastAPI, auth: WebAuth) -> None:
             return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
         return JSONResponse({"error": "not_signed_in", "message": "sign in first"}, status_code=401)
 
-    @app.middleware("http")
-    async def admin_over_https(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if (
-            auth.https_port is not None
-            and not is_https(request)
-            and not is_loopback(request.client.host if request.client else None)
-            and not _is_public_path(request.url.path)
-        ):
+    # Pure ASGI, not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware wraps every request, the scan
+    # links included, in a task and a pair of memory streams, which cost the scan links 40 % of their
+    # throughput (issue 13, measured by bench.kiosk). This one looks at the scope and passes it on.
+    app.add_middleware(AdminOverHttps, auth=auth)
+
+
+class AdminOverHttps:
+    """Send a remote browser's plain-HTTP request for an admin page to the same path on the HTTPS port.
+
+    Shopper pages and probes stay on HTTP (`_is_public_path`), and so does everything from loopback (the
+    demo, the tests, a technician's SSH tunnel); with no HTTPS port configured nothing is redirected."""
+
+    def __init__(self, app: ASGIApp, auth: WebAuth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._must_redirect(scope):
+            request = Request(scope)
             host = (request.url.hostname or "localhost").strip("[]")
             host = f"[{host}]" if ":" in host else host
             query = f"?{request.url.query}" if request.url.query else ""
-            return RedirectResponse(f"https://{host}:{auth.https_port}{request.url.path}{query}", status_code=308)
-        return await call_next(request)
+            target = f"https://{host}:{self.auth.https_port}{request.url.path}{query}"
+            await RedirectResponse(target, status_code=308)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _must_redirect(self, scope: Scope) -> bool:
+        if self.auth.https_port is None or scope.get("scheme") == "https":
+            return False
+        client = scope.get("client")
+        return not is_loopback(client[0] if client else None) and not _is_public_path(scope["path"])
 
 
 _PUBLIC_PATH_PREFIXES = ("/kiosk/", "/locker/", "/s/", "/static/kiosk/", "/static/locker/", "/static/scan/")
