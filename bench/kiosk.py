@@ -9,6 +9,9 @@ with phones' User-Agents, so every request is a scan the agent must record durab
 
 - scan_link_rps: 302s per second with as many requests in flight as connections (closed loop): the most the
   agent serves, every answer after its scan.tag event was committed (fsync'd);
+- bare_rps, scan_vs_bare: the same closed loop against the same 302 from a bare Starlette app under the same
+  uvicorn settings with no storage (bench/_bare_scan.py), run after the agent stopped, and the share of that
+  ceiling the agent keeps while storing every scan durably;
 - scan_p99_ms: latency at a steady 1,000 requests/s (open loop, counted from when each request was due);
   scan_p99_saturated_ms is the closed loop's p99, where latency is mostly queueing;
 - scan_events_missing / scan_events_extra: after the run, the scan.tag events that reached the cloud broker
@@ -120,6 +123,38 @@ def start_agent(config_path: Path, log_path: Path, profile_path: Path | None) ->
         return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
 
 
+def measure_bare(codes_file: Path, seconds: float, connections: int) -> float:
+    """Requests per second of bench/_bare_scan.py (the same 302, nothing stored) under the same closed-loop
+    load as the agent: the ceiling of this machine, Python and uvicorn, measured in the same run."""
+    port = free_port()
+    log_path = codes_file.with_name("bare.log")
+    with log_path.open("wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "bench._bare_scan", str(port), str(codes_file)], cwd=ROOT,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the bare scan server did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        load(port, codes_file, "closed", 2.0, 16)  # warm-up, as for the agent
+        bare = load(port, codes_file, "closed", seconds, connections)
+        if bare["statuses"].get("302", 0) == 0:
+            raise RuntimeError(f"the bare scan server answered no 302: {bare['statuses']}")
+        return float(bare["rps"])
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def outbox_scan_ids(db_path: Path) -> set[str]:
     conn = sqlite3.connect(db_path)
     try:
@@ -175,12 +210,15 @@ def measure_scan_links(quick: bool, profile: bool) -> dict[str, Any]:
         agent.send_signal(signal.SIGTERM)
         agent.wait(30)
         recorded = counter.ids | outbox_scan_ids(workdir / "data" / "agent.db")
+        bare_rps = measure_bare(codes_file, seconds, 32)
         if profile_path is not None and profile_path.exists():
             stats = pstats.Stats(str(profile_path), stream=sys.stderr)
             stats.sort_stats("cumulative").print_stats(40)
             stats.sort_stats("tottime").print_stats(30)
         return {
             "scan_link_rps": closed["rps"],
+            "bare_rps": bare_rps,
+            "scan_vs_bare": round(closed["rps"] / bare_rps, 3) if bare_rps else None,
             "scan_p99_ms": steady["p99_ms"],
             "scan_p50_ms": steady["p50_ms"],
             "scan_steady_rps": steady["rps"],
