@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
+from edge_agent.services.web_users import MAX_PASSWORD, MIN_DISTINCT, MIN_PASSWORD, WeakPasswordError, check_password
 from tests.conftest import agent_config, running_agent
 from tests.support.browser import chromium
 
@@ -53,6 +54,14 @@ async def test_first_run_setup_then_sign_out_and_in(tmp_path: Path, caplog: pyte
         await page.goto(base + "/")
         await expect(page).to_have_url(base + "/setup")
         await expect(page.locator("h1")).to_have_text("First-run setup")
+        # The hint names every rule the server enforces, with the server's own numbers.
+        rules = await page.locator("#password-rules").text_content() or ""
+        assert f"{MIN_PASSWORD} characters" in rules and f"{MAX_PASSWORD:,}" in rules
+        assert f"{MIN_DISTINCT} different" in rules and "most common" in rules and "user name" in rules
+        for weak, rule in (("short", "at least"), ("aaaabbbbaaaabbbb", "repeated"), ("password1234", "common"),
+                           ("boss-is-my-name", "user name")):
+            with pytest.raises(WeakPasswordError, match=rule):
+                check_password(weak, "boss")
         await page.fill("#username", "boss")
         await _screenshot(page, "ui-setup.png")
         await page.fill("#token", "000000-000000-000000-000000")

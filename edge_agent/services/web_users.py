@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 MIN_PASSWORD = 12
+MIN_DISTINCT = 4  # different characters: "aaaaaaaaaaaa" or "abababababab" is no password
 MAX_PASSWORD = 1024  # argon2 takes any length; this bounds the work one request can ask for
 SETUP_TOKEN_KEY = "setup_token"  # noqa: S105 - the name of the row, not a secret
 LOGIN_POLICY = ThrottlePolicy(max_failures=5, window_ms=60 * 1000, first_lockout_ms=60 * 1000)
@@ -113,7 +114,7 @@ def check_password(password: str, username: str | None = None) -> None:
         raise WeakPasswordError(f"a password must be at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise WeakPasswordError(f"a password must be at most {MAX_PASSWORD} characters")
-    if len(set(password)) < 4:
+    if len(set(password)) < MIN_DISTINCT:
         raise WeakPasswordError("a password must not be a few characters repeated")
     if password.lower() in _COMMON_PASSWORDS:
         raise WeakPasswordError("this password is among the most common ones; choose another")

@@ -7,12 +7,15 @@ Edge.addStrings({
     acc_page: "My account", acc_user: "User name", acc_role: "Role", acc_title: "Change my password",
     acc_current: "Current password", acc_new: "New password", acc_new2: "New password again", acc_change: "Change password",
     acc_changed: "Password changed; your other sessions were ended.", acc_mismatch: "The two passwords differ.",
-    acc_short: "A password needs at least 12 characters.", role_staff: "staff", role_technician: "technician", role_admin: "admin",
+    acc_short: "A password needs at least 12 characters.",
+    acc_rules: "At least 12 characters (at most 1,024), with at least 4 different ones; not one of the most common " +
+      "passwords, and not containing your user name.", role_staff: "staff", role_technician: "technician", role_admin: "admin",
   },
   "zh-CN": {
     acc_page: "我的账户", acc_user: "用户名", acc_role: "角色", acc_title: "修改我的密码", acc_current: "当前密码",
     acc_new: "新密码", acc_new2: "再次输入新密码", acc_change: "修改密码", acc_changed: "密码已修改；你的其他会话已结束。",
-    acc_mismatch: "两次输入的密码不一致。", acc_short: "密码至少需要 12 个字符。", role_staff: "店员", role_technician: "技术员",
+    acc_mismatch: "两次输入的密码不一致。", acc_short: "密码至少需要 12 个字符。",
+    acc_rules: "至少 12 个字符（最多 1024 个），其中至少 4 个不同的字符；不能是最常见的密码，也不能包含你的用户名。", role_staff: "店员", role_technician: "技术员",
     role_admin: "管理员",
   },
 });
@@ -34,6 +37,7 @@ Edge.page(async (app, me) => {
     } catch (e) { Edge.flash(e.message, true); }
   } },
   el("label", {}, t("acc_current"), current), el("label", {}, t("acc_new"), next), el("label", {}, t("acc_new2"), again),
+  el("p", { class: "muted", id: "acc-rules" }, t("acc_rules")),
   el("div", {}, el("button", { class: "action", type: "submit" }, t("acc_change"))));
   app.append(
     el("h1", {}, t("acc_page")),

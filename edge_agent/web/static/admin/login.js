@@ -10,14 +10,15 @@
       setup_intro: "No account exists yet. Enter the one-time setup token the agent printed when it started " +
         "(run `edge-agent setup-token` on the box to see it again) and create the first administrator.",
       setup_token: "Setup token", password_again: "Password again", create_admin: "Create administrator",
-      mismatch: "The two passwords differ.", min_length: "At least 12 characters.",
+      mismatch: "The two passwords differ.", password_rules: "At least 12 characters (at most 1,024), with at least 4 different ones; not one " +
+        "of the most common passwords, and not containing the user name.",
     },
     "zh-CN": {
       sign_in: "登录", username: "用户名", password: "密码", wrong: "用户名或密码错误。",
       locked: "失败次数过多，请 {n} 秒后再试。", setup_title: "首次设置",
       setup_intro: "尚无账户。请输入代理启动时打印的一次性设置令牌（在设备上运行 `edge-agent setup-token` 可再次查看），并创建第一个管理员。",
       setup_token: "设置令牌", password_again: "再次输入密码", create_admin: "创建管理员",
-      mismatch: "两次输入的密码不一致。", min_length: "至少 12 个字符。",
+      mismatch: "两次输入的密码不一致。", password_rules: "至少 12 个字符（最多 1024 个），其中至少 4 个不同的字符；不能是最常见的密码，也不能包含用户名。",
     },
   });
 
@@ -62,7 +63,8 @@
       field("username", t("username"), "text", { autocomplete: "username", autocapitalize: "none" }),
       field("password", t("password"), "password", { autocomplete: "new-password", minlength: 12 }),
       field("password2", t("password_again"), "password", { autocomplete: "new-password", minlength: 12 }),
-      el("p", { class: "muted" }, t("min_length")),
+      // Every rule edge_agent/services/web_users.check_password enforces (tests/test_signin_ui.py holds them together).
+      el("p", { class: "muted", id: "password-rules" }, t("password_rules")),
       el("button", { class: "action", type: "submit", id: "create-admin" }, t("create_admin")),
       message);
     form.addEventListener("submit", async (event) => {
