@@ -70,6 +70,15 @@ class WebContext:
 def create_app(ctx: WebContext) -> FastAPI:
     app = FastAPI(title="Store Edge Agent", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
+    # Scan links first: the router tries routes in order, and every phone that scans a shelf tag's QR code
+    # comes here (the hot path, bench.kiosk); behind the admin routes each scan paid for ~30 failed matches.
+    # No other route shares the /s prefix, so the order changes nothing else.
+    if ctx.scan_links is not None:
+        app.include_router(
+            scan_links_router(
+                ctx.scan_links, ctx.metrics, price_locale=ctx.price_locale, public_base_url=ctx.public_base_url
+            )
+        )
     if ctx.users is not None and ctx.sessions is not None:
         install_auth(app, WebAuth(ctx.users, ctx.sessions, https_port=ctx.https_port))
         app.include_router(auth_router(ctx.users, ctx.sessions))
@@ -130,12 +139,6 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(locker_screen_router(ctx.lockers))
         if ctx.locker_staff is not None:
             app.include_router(locker_staff_router(ctx.lockers, ctx.locker_staff))
-    if ctx.scan_links is not None:
-        app.include_router(
-            scan_links_router(
-                ctx.scan_links, ctx.metrics, price_locale=ctx.price_locale, public_base_url=ctx.public_base_url
-            )
-        )
     if ctx.kiosk_api is not None:
         app.include_router(kiosk_api_router(ctx.kiosk_api))
         app.include_router(kiosk_screen_router(ctx.kiosk_api.hub))
