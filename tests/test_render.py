@@ -323,7 +323,7 @@ def test_shrinking_before_cutting() -> None:
         ("3.5", "GBP", "en_GB", "£3.50"),
         ("1234567.5", "INR", "en_IN", "₹12,34,567.50"),
         # Swiss grouping: the ASCII apostrophe, as the locked Babel (2.19, CLDR data) prints it; Babel before
-        # 2.19 printed the typographic ’. Which one a store shows changes only with a reviewed scripts/lock.
+        # 2.19 printed the typographic apostrophe (U+2019). Which one a store shows changes only with a reviewed scripts/lock.
         ("1234.5", "CHF", "de_CH", "CHF 1'234.50"),
         ("12800", "KRW", "ko_KR", "₩12,800"),
         ("9.99", "EUR", "fr_FR", "9,99 €"),
