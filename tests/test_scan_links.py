@@ -206,6 +206,9 @@ async def test_a_scan_is_recorded_then_redirected(tmp_path: Path, cloud_broker: 
             preview = await client.get(f"/s/{codes[TAG]}", headers={"User-Agent": "WhatsApp/2.23.20.0"})
             assert preview.status_code == 302
             assert (await client.get(f"/s/{codes[TAG]}")).status_code == 302  # python-httpx
+            # Scans take a short lane past the framework (ScanLinkLane); another method on the same path still
+            # gets the app's own answer, and records nothing.
+            assert (await client.post(f"/s/{codes[TAG]}", headers={"User-Agent": IPHONE})).status_code == 405
             # A tag with no product: a friendly page, and the scan is recorded with sku null.
             bare = await client.get(f"/s/{codes[BARE_TAG]}", headers={"User-Agent": IPHONE, "Accept-Language": "en"})
             assert bare.status_code == 200 and "no product yet" in bare.text

@@ -37,7 +37,7 @@ from edge_agent.web.locker_screen import locker_screen_router
 from edge_agent.web.locker_staff_api import locker_staff_router
 from edge_agent.web.pairing_api import pairing_router
 from edge_agent.web.picking_api import picking_router
-from edge_agent.web.scan_links import scan_links_router
+from edge_agent.web.scan_links import ScanLinkLane, scan_links_router, scan_route
 from edge_agent.web.shelves_api import shelves_router
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
@@ -74,11 +74,10 @@ def create_app(ctx: WebContext) -> FastAPI:
     # comes here (the hot path, bench.kiosk); behind the admin routes each scan paid for ~30 failed matches.
     # No other route shares the /s prefix, so the order changes nothing else.
     if ctx.scan_links is not None:
-        app.include_router(
-            scan_links_router(
-                ctx.scan_links, ctx.metrics, price_locale=ctx.price_locale, public_base_url=ctx.public_base_url
-            )
+        scan_router = scan_links_router(
+            ctx.scan_links, ctx.metrics, price_locale=ctx.price_locale, public_base_url=ctx.public_base_url
         )
+        app.include_router(scan_router)
     if ctx.users is not None and ctx.sessions is not None:
         install_auth(app, WebAuth(ctx.users, ctx.sessions, https_port=ctx.https_port))
         app.include_router(auth_router(ctx.users, ctx.sessions))
@@ -156,4 +155,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(picking_router(ctx.admin))
         app.include_router(shelves_router(ctx.admin))
     check_route_policy(app.routes)
+    if ctx.scan_links is not None:
+        # Last added, so outermost of our middleware: scans skip the rest of the stack (ScanLinkLane says why).
+        app.add_middleware(ScanLinkLane, route=scan_route(scan_router))
     return app

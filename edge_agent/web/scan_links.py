@@ -38,6 +38,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devices.labels.money import format_money, unit_price_text
 from edge_agent.metrics import AgentMetrics
@@ -196,6 +198,42 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+SCAN_PATH = "/s/{raw_code}"
+
+
+def scan_route(router: APIRouter) -> Route:
+    """The plain Starlette route of `GET /s/{raw_code}` in a router made by `scan_links_router`."""
+    for route in router.routes:
+        if isinstance(route, Route) and route.path == SCAN_PATH:
+            return route
+    raise LookupError(f"no {SCAN_PATH} route in this router")
+
+
+class ScanLinkLane:
+    """Pure ASGI middleware: a shelf tag's scan link goes straight to its route.
+
+    Every phone that scans a tag's QR code lands on `GET /s/{code}`, the hottest path of the web server
+    (bench.kiosk). Through the whole app each scan also passed FastAPI's exception and exit-stack middleware
+    and its router, about a sixth of the request's CPU in a profile. The scan route is a plain Starlette
+    route with no dependencies and raises no HTTPException, so none of that does anything for it; this lane
+    uses the route's own matching and handler, and everything else (the order form, `/s/` with a path,
+    other methods) goes on through the app as before. Installed as the outermost user middleware: the
+    server-error middleware around it still turns an exception into a 500."""
+
+    def __init__(self, app: ASGIApp, route: Route) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/s/"):
+            match, child_scope = self.route.matches(scope)
+            if match is Match.FULL:  # PARTIAL (another method) goes on to the app: its 405
+                scope.update(child_scope)
+                await self.route.handle(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def scan_links_router(
     service: ScanLinkService,
     metrics: AgentMetrics,
@@ -340,7 +378,7 @@ def scan_links_router(
             return message(lang, "no_product", status=200)
         return page(lang, "", product_body(lang, code, product, target), title=product.name)
 
-    router.add_route("/s/{raw_code}", scan, methods=["GET"], include_in_schema=False)
+    router.add_route(SCAN_PATH, scan, methods=["GET"], include_in_schema=False)
 
     @router.post("/s/{raw_code}/order", include_in_schema=False)
     async def order(raw_code: str, request: Request) -> Response:
