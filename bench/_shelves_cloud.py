@@ -14,14 +14,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 
 class BenchCloud:
-    def __init__(self, host: str, port: int, store_id: str) -> None:
+    def __init__(
+        self, host: str, port: int, store_id: str, topics: tuple[str, ...] = ("retail/#",),
+        client_id: str = "bench-shelves-cloud",
+    ) -> None:
         self.commands_topic = f"retail/v1/{store_id}/commands"
         self._lock = threading.Lock()
         self.results: dict[str, tuple[float, dict[str, Any]]] = {}  # command id -> (arrival, payload)
         self.events: list[tuple[float, dict[str, Any]]] = []  # pick.* events: (arrival, envelope)
         self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-shelves-cloud", protocol=paho.MQTTv311)
-        self.client.on_connect = lambda c, *a: c.subscribe("retail/#", qos=1)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+        self.client.on_connect = lambda c, *a: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect(host, port, keepalive=30)

@@ -135,6 +135,22 @@ def where(compartment: str) -> tuple[str, int, int]:
     return bus, board, int(number)
 
 
+def lockers_section(workdir: Path) -> dict[str, Any]:
+    """The agent's [lockers]: every bank a Kerong board of 16 M compartments, two boards per bus, each bus on
+    the pty bench._lock_emulator_proc makes in `workdir`."""
+    return {
+        "enabled": True,
+        "buses": [{"name": bus, "url": str(workdir / f"lockers-{bus}")} for bus in BUSES],
+        "boards": [{"id": f"board-{b}", "bus": bus_and_board(b)[0], "number": bus_and_board(b)[1]} for b in BANKS],
+        "compartments": [
+            {"id": f"{b}-{lock:02d}", "bank": b, "board": f"board-{b}", "lock": lock, "size": "M",
+             "row": (lock - 1) // 4 + 1, "column": (lock - 1) % 4 + 1}
+            for b in BANKS
+            for lock in range(1, LOCKS + 1)
+        ],
+    }
+
+
 def start_process(args: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, cwd=ROOT)
 
@@ -177,19 +193,7 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
                 "local_broker": {"enabled": False},
                 "labels": {"public_base_url": base_url, "max_in_flight_per_station": 8},
                 "base_stations": [{"name": "bs1", "url": str(workdir / "bs0")}],
-                "lockers": {
-                    "enabled": True,
-                    "buses": [{"name": bus, "url": str(workdir / f"lockers-{bus}")} for bus in BUSES],
-                    "boards": [
-                        {"id": f"board-{b}", "bus": bus_and_board(b)[0], "number": bus_and_board(b)[1]} for b in BANKS
-                    ],
-                    "compartments": [
-                        {"id": f"{b}-{lock:02d}", "bank": b, "board": f"board-{b}", "lock": lock, "size": "M",
-                         "row": (lock - 1) // 4 + 1, "column": (lock - 1) % 4 + 1}
-                        for b in BANKS
-                        for lock in range(1, LOCKS + 1)
-                    ],
-                },
+                "lockers": lockers_section(workdir),
             }
         )
         agent = Agent(config, env={"EDGE_AGENT_STORE_HMAC_KEY": KEY})

@@ -128,8 +128,9 @@ async def run_agent_phases(
 
 
 def run_raw(broker: Broker, sub: Any, count: int, pad: str) -> float:
-    parent, child = mp.Pipe()
-    proc = mp.Process(target=run_raw_publisher, args=(broker.host, broker.port, count, WINDOW, pad, child))
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=run_raw_publisher, args=(broker.host, broker.port, count, WINDOW, pad, child))
     proc.start()
     assert parent.recv() == "ready"
     started = time.monotonic()
@@ -142,40 +143,38 @@ def run_raw(broker: Broker, sub: Any, count: int, pad: str) -> float:
     return count / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
-    args = parser.parse_args()
-    n_events = 20_000 if args.quick else 100_000
-    latency_s = 5.0 if args.quick else 30.0
-
-    mp.set_start_method("spawn")
+def measure(n_events: int, latency_s: float, *, raw: bool = True) -> dict[str, Any]:
+    """The figures of this benchmark on a Mosquitto of its own (bench.scale takes throughput_eps from here as
+    its reference); `raw=False` leaves out the bare paho publisher (raw_paho_eps and ratio are then None)."""
+    ctx = mp.get_context("spawn")
     workdir = Path(tempfile.mkdtemp(prefix="bench-relay-"))
     broker = Broker(workdir / "broker", persistence=False)
     broker.start()
-    sub_parent, sub_child = mp.Pipe()
-    subscriber = mp.Process(target=run_subscriber, args=(broker.host, broker.port, sub_child))
+    sub_parent, sub_child = ctx.Pipe()
+    subscriber = ctx.Process(target=run_subscriber, args=(broker.host, broker.port, sub_child))
     subscriber.start()
+    raw_eps: float | None = None
     try:
         assert sub_parent.recv() == "ready"
-        # The raw messages carry the same number of bytes as our events (envelope included).
-        pad = "x" * 175
-        raw_eps = run_raw(broker, sub_parent, n_events, pad)
-        print(f"raw paho: {raw_eps:.0f} msg/s", file=sys.stderr)
+        if raw:
+            # The raw messages carry the same number of bytes as our events (envelope included).
+            pad = "x" * 175
+            raw_eps = run_raw(broker, sub_parent, n_events, pad)
+            print(f"raw paho: {raw_eps:.0f} msg/s", file=sys.stderr)
         figures = asyncio.run(run_agent_phases(broker, workdir / "data", n_events, latency_s, sub_parent))
     finally:
         sub_parent.send(("stop",))
         subscriber.join(10)
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {
+    return {
         "events": figures["events"],
         "lost": figures["lost"],
         "duplicates": figures["duplicates"],
         "gaps": figures["gaps"],
         "throughput_eps": figures["throughput_eps"],
-        "raw_paho_eps": round(raw_eps, 1),
-        "ratio": round(figures["throughput_eps"] / raw_eps, 3),
+        "raw_paho_eps": None if raw_eps is None else round(raw_eps, 1),
+        "ratio": None if raw_eps is None else round(figures["throughput_eps"] / raw_eps, 3),
         "p50_ms": figures["p50_ms"],
         "p99_ms": figures["p99_ms"],
         "max_ms": figures["max_ms"],
@@ -183,8 +182,18 @@ def main() -> None:
         "produce_eps": figures["produce_eps"],
         "group_commits": figures["commits"],
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-        "quick": args.quick,
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    args = parser.parse_args()
+    n_events = 20_000 if args.quick else 100_000
+    latency_s = 5.0 if args.quick else 30.0
+    mp.set_start_method("spawn")
+    result = measure(n_events, latency_s)
+    result["quick"] = args.quick
     print(json.dumps(result))
 
 

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -132,30 +133,51 @@ def measure_rendering(quick: bool) -> dict[str, Any]:
     }
 
 
-def seed_store(data_dir: Path, preload: Path, tags: list[bytes], base_url: str) -> None:
-    """The state of a store whose tags show the old prices: products, paired tags, shown pictures."""
+# What seeding renders for one tag: the product's row, the tag's scan code, the picture the tag shows.
+SeedLabel = tuple[tuple[Any, ...], str, bytes]
+
+
+def seed_label(args: tuple[int, str]) -> SeedLabel:
+    """One product of the seeded store, its scan code and the picture its tag shows (a process pool may run
+    this: rendering is most of seeding)."""
+    i, base_url = args
+    c = content(i, 1280)
+    product = Product.model_validate(
+        {"sku": c.sku, "name": c.name, "price": c.price, "currency": "CNY", "unit_price": c.unit_price,
+         "unit_label": "500 g", "origin": "中国"}
+    )
+    code = f"bench{i:05d}"
+    return product.to_row(), code, render_label(c, TAG, scan_url=f"{base_url}/s/{code}").raw
+
+
+def seed_store(
+    data_dir: Path,
+    preload: Path,
+    tags: list[bytes],
+    base_url: str,
+    *,
+    base_station: str = "bs1",
+    first: int = 0,
+    render: Callable[[Callable[[tuple[int, str]], SeedLabel], Iterable[tuple[int, str]]], Iterable[SeedLabel]] = map,
+) -> None:
+    """The state of a store whose tags show the old prices: products, paired tags, shown pictures. Tag k is
+    paired with product `first + k` on `base_station`; `render` may be a process pool's map."""
     migrate(data_dir / "agent.db")
     conn = sqlite3.connect(data_dir / "agent.db")
     now = int(time.time() * 1000)
     preload.mkdir(parents=True, exist_ok=True)
-    for i, tag in enumerate(tags):
-        c = content(i, 1280)
-        product = Product.model_validate(
-            {"sku": c.sku, "name": c.name, "price": c.price, "currency": "CNY", "unit_price": c.unit_price,
-             "unit_label": "500 g", "origin": "中国"}
-        )
+    labels = render(seed_label, [(first + k, base_url) for k in range(len(tags))])
+    for tag, (product_row, code, raw) in zip(tags, labels, strict=True):
         conn.execute(
             "INSERT INTO products(sku, name, price, currency, unit_price, unit_label, former_price, promotion, "
             "barcode, origin, locale, rev, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?)",
-            (*product.to_row(), now),
+            (*product_row, now),
         )
-        code = f"bench{i:05d}"
-        raw = render_label(c, TAG, scan_url=f"{base_url}/s/{code}").raw
         shown = picture_hash(raw).hex()
         conn.execute(
             "INSERT INTO tags(tag_id, type_code, base_station, sku, scan_code, current_hash, created_ms) "
-            "VALUES (?, ?, 'bs1', ?, ?, ?, ?)",
-            (tag.hex(), TAG.code, c.sku, code, shown, now),
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (tag.hex(), TAG.code, base_station, product_row[0], code, shown, now),
         )
         conn.execute(
             "INSERT INTO tag_pictures(tag_id, hash, raw_z, created_ms) VALUES (?, ?, ?, ?)",
