@@ -13,8 +13,9 @@ from typing import Any
 from edge_agent.config import AgentConfig
 
 
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for our config: nested tables of strings, numbers and booleans."""
+def to_toml(data: dict[str, Any], prefix: str = "", header: str | None = None) -> str:
+    """Enough TOML for our config: nested tables and arrays of tables (at any depth: `[[lockers.buses]]`) of
+    strings, numbers, booleans and lists of them. `header` starts an array element's table."""
     scalars, tables, arrays = [], [], []
     for key, value in data.items():
         if isinstance(value, dict):
@@ -24,13 +25,17 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
         else:
             scalars.append(f"{key} = {json.dumps(value)}")
     out = ""
-    if scalars:
+    if header is not None:
+        out += header + "\n" + "".join(f"{line}\n" for line in scalars) + "\n"
+    elif scalars:
         out += (f"[{prefix}]\n" if prefix else "") + "\n".join(scalars) + "\n\n"
     for key, value in tables:
-        out += to_toml(value, f"{prefix}.{key}" if prefix else key)
-    for key, items in arrays:  # arrays of tables: [[key]]
+        name = f"{prefix}.{key}" if prefix else key
+        out += to_toml(value, name) if value else f"[{name}]\n\n"  # an empty table is still a table
+    for key, items in arrays:
+        name = f"{prefix}.{key}" if prefix else key
         for item in items:
-            out += f"[[{key}]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in item.items()) + "\n"
+            out += to_toml(item, name, header=f"[[{name}]]")
     return out
 
 
