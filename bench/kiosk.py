@@ -52,6 +52,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench._procs import stop_processes
 from bench.tags import seed_store
 from edge_agent.config import parse_config
 from tests.support.agent_process import wait_http, write_config
@@ -148,11 +149,7 @@ def measure_bare(codes_file: Path, seconds: float, connections: int) -> float:
             raise RuntimeError(f"the bare scan server answered no 302: {bare['statuses']}")
         return float(bare["rps"])
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_processes([server])
 
 
 def outbox_scan_ids(db_path: Path) -> set[str]:

@@ -41,6 +41,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench._procs import stop_processes
 from bench._stalls import StallSampler
 from bench.tags import TAG, content, seed_store
 from edge_agent.config import parse_config
@@ -320,13 +321,7 @@ async def run(quick: bool, stalls: bool = False) -> dict[str, Any]:
                     missed += 1
             missed += max(0, 2 - cloud.count("audit.door_opened", order))
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_processes(procs)
         cloud.stop()
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -86,6 +86,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench import relay
 from bench._cloud_subscriber import PhaseRecord, run_subscriber
+from bench._procs import stop_processes
 from bench._shelves_cloud import BenchCloud
 from bench.kiosk import load
 from bench.lockers import BANKS, BANKS_PER_BUS, BUSES, UnlockWatch, lockers_section, start_process
@@ -721,13 +722,7 @@ def run(counts: Counts, profile: bool, keep: bool) -> dict[str, Any]:
             cloud.close()
         for helper in helpers:
             helper.stop()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_processes(procs)
         local.stop()
         cloud_broker.stop()
         if keep:
