@@ -4,14 +4,13 @@ web UI's accounts."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent import __version__
+from edge_agent import __version__, event_loop
 from edge_agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from edge_agent.logging_setup import setup_logging
 from edge_agent.secrets import missing_secrets
@@ -170,7 +169,7 @@ def _run(path: Path) -> int:
     from edge_agent.storage import StorageError  # noqa: PLC0415
 
     try:
-        asyncio.run(agent.run())
+        event_loop.run(agent.run(), config.agent.event_loop)
     except StartupError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

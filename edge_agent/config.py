@@ -55,6 +55,11 @@ class AgentSection(_Section):
     shutdown_timeout_s: float = Field(
         5.0, gt=0, le=9, description="SIGTERM to exit, at most: say offline, disconnect, close the database."
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="The event loop the agent runs on: uvloop (less CPU per request and message), or asyncio's "
+        "own loop. uvloop not installed: asyncio's, with a warning.",
+    )
 
 
 class WebSection(_Section):

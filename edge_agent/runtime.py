@@ -52,6 +52,7 @@ from edge_agent.commands_devices import register_device_commands
 from edge_agent.commands_lockers import register_locker_commands
 from edge_agent.commands_picking import register_picking_commands
 from edge_agent.config import AgentConfig
+from edge_agent.event_loop import describe as describe_loop
 from edge_agent.metrics import AgentMetrics
 from edge_agent.secrets import (
     CLOUD_KEY_PASSPHRASE,
@@ -243,7 +244,8 @@ class Agent:
             self.bus = EventBus(outbox)
             boot = await outbox.open()
             self.metrics.watch_outbox(outbox.stats)
-            log.info("store %s, boot %d, database schema v%d at %s", cfg.agent.store_id, boot, db.version, db.path)
+            log.info("store %s, boot %d, database schema v%d at %s, event loop %s", cfg.agent.store_id, boot,
+                     db.version, db.path, describe_loop(loop))
 
             registry = CommandRegistry()
             register_builtin_commands(registry, cfg, lambda: outbox.boot)

@@ -67,6 +67,8 @@ def test_notify_ready_watchdog_then_sigterm_says_offline_within_5s(
     # One line per record, with level and logger name.
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert any(" INFO edge_agent.runtime: received SIGTERM" in line for line in lines)
+    # The default event loop is uvloop, and this whole run (signals, notify, MQTT, HTTP) was on it.
+    assert any("event loop uvloop " in line for line in lines), stderr
     assert all(" " in line for line in lines)
 
 
