@@ -95,6 +95,9 @@ class Message:
     mid: int = 0
     # Acknowledges the message on the connection it came in on (manual ack); a no-op if that closed.
     ack: Callable[[], None] = lambda: None
+    # The connection it came in on: once that closed, a QoS 1 message not acknowledged comes again on the
+    # next one (a persistent session), so whoever queued it may drop it.
+    connection: MqttConnection | None = None
 
 
 @dataclass
@@ -131,6 +134,7 @@ class MqttConnection:
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._sock: Any = None
         self._writer_registered = False
+        self._reading_paused = False
         self._misc_task: asyncio.Task[None] | None = None
         self._pending_subs: dict[int, asyncio.Future[list[int]]] = {}
 
@@ -209,7 +213,8 @@ class MqttConnection:
         client.on_socket_close = self._guard(self._on_socket_close)
         client.on_socket_register_write = self._guard(self._on_register_write)
         client.on_socket_unregister_write = self._guard(self._on_unregister_write)
-        self._loop.add_reader(sock, self._readable)
+        if not self._reading_paused:
+            self._loop.add_reader(sock, self._readable)
         if client.want_write():
             self._on_register_write(client, None, sock)
         self._misc_task = self._loop.create_task(self._misc(), name=f"mqtt-misc-{self.endpoint.client_id}")
@@ -273,10 +278,39 @@ class MqttConnection:
             raise MqttError(f"broker refused the subscription to {topic}: {granted}")
         return granted
 
+    # -- flow control -------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket: what the broker sends waits in TCP's buffers and then at the broker.
+
+        How a receiver that stores before it acknowledges keeps up with any burst: the broker's own
+        in-flight limit is not a promise (Mosquitto 2.0 sends 20 more for every PUBACK after a session
+        resumes), but TCP's window is. Keep pauses short of the keepalive: PINGRESP is not read meanwhile."""
+        if self._reading_paused:
+            return
+        self._reading_paused = True
+        if self._sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._sock)
+
+    def resume_reading(self) -> None:
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        if self._sock is not None and not self.closed.done():
+            self._loop.add_reader(self._sock, self._readable)
+            # Bytes paho or TLS already buffered would not wake the selector.
+            self._loop.call_soon(self._readable)
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
+
     # -- event-loop plumbing ------------------------------------------------------------------
 
     def _readable(self) -> None:
-        self._drive("read", self._read_all)
+        if not self._reading_paused:
+            self._drive("read", self._read_all)
 
     def _writable(self) -> None:
         self._drive("write", self._client.loop_write)
@@ -284,7 +318,8 @@ class MqttConnection:
     def _read_all(self) -> MQTTErrorCode:
         rc = self._client.loop_read()
         # TLS: drain what the SSL layer buffered, the selector will not fire for it again.
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and _pending(self._sock):
+        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and not self._reading_paused
+               and _pending(self._sock)):
             rc = self._client.loop_read()
         return rc
 
@@ -397,14 +432,18 @@ class MqttConnection:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if self._cb.on_message is None:
             return
+        mid, qos = int(msg.mid), int(msg.qos)
         try:
             topic = msg.topic
         except UnicodeDecodeError:
+            # Acknowledged all the same: unacknowledged, it would hold one of the broker's in-flight slots
+            # for the whole connection and come back on every reconnect.
             log.warning("dropping a message whose topic is not UTF-8")
+            self.ack(mid, qos)
             return
-        mid, qos = int(msg.mid), int(msg.qos)
         self._cb.on_message(
-            Message(topic, bytes(msg.payload), qos, bool(msg.retain), mid, ack=lambda: self.ack(mid, qos))
+            Message(topic, bytes(msg.payload), qos, bool(msg.retain), mid, ack=lambda: self.ack(mid, qos),
+                    connection=self)
         )
 
     def _on_publish(

@@ -15,8 +15,13 @@ A device can never name an event type of its own: it cannot fake an order or a p
 Malformed messages are counted, logged once per device per minute, never relayed and never fatal.
 
 An event is acknowledged to the broker (QoS 1) only after the agent stored what it carried, so a crash
-loses nothing: the session is persistent, and when storage refuses a message (outbox full) the gateway
-drops the connection, forgets what it had queued, and lets the broker deliver it all again a little later.
+loses nothing: the session is persistent. What arrives waits in the intake; past INTAKE_HIGH messages the
+connection is not read until the intake is down to INTAKE_LOW, so a burst of any size (a persistent
+session's backlog after a restart) waits in TCP's buffers and at the broker instead of being dropped, and
+no reconnect is needed to slow the broker down. The intake is stored in batches, devices side by side and
+each device's messages in order, so one commit serves many messages (group commit). When storage refuses a
+message (outbox full) the gateway drops that connection, forgets what it had queued from it, and lets the
+broker deliver it all again a little later.
 Announce, availability and state are acknowledged once in memory: they are retained at the broker and
 come back on every subscription. Retained telemetry and events are ignored (they would be relayed again
 on every reconnect).
@@ -65,6 +70,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BAD_INPUT_SOURCE = "mqtt_device"
+# Messages waiting to be stored: at INTAKE_HIGH the connection stops being read, at INTAKE_LOW it is read
+# again. Bounded memory (at most INTAKE_HIGH x max_message_bytes) and never a dropped message.
+INTAKE_HIGH = 1000
+INTAKE_LOW = 250
+# Messages stored together, in one transaction where they go to the outbox.
+BATCH_MAX = 256
 # Scan handler for kiosk-bound devices: (kiosk_id, code, source) -> whatever the kiosk answers.
 ScanHandler = Callable[[str, str, str], Awaitable[object]]
 StaffScanHandler = Callable[[str, str], Awaitable[bool]]
@@ -130,7 +141,9 @@ class MqttDeviceGateway:
         self.ignored = 0
         self.connected = False
         self.connections = 0
-        self._queue: asyncio.Queue[tuple[Message, Callable[[], None]]] = asyncio.Queue(1000)
+        self.intake_pauses = 0
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._paused: MqttConnection | None = None
         self._conn: MqttConnection | None = None
         self._acks: dict[int, asyncio.Future[None]] = {}
         # Set after storage refused a message: wait this long before asking for redelivery.
@@ -171,6 +184,7 @@ class MqttDeviceGateway:
                 finally:
                     self.connected = False
                     self._conn = None
+                    self._paused = None
                     self._fail_acks(f"connection lost: {conn.closed.result() if conn.closed.done() else 'stopping'}")
                     if not conn.closed.done():
                         await self._say_goodbye(conn)
@@ -221,31 +235,73 @@ class MqttDeviceGateway:
             log.debug("ignoring retained %s", message.topic)
             message.ack()
             return
-        try:
-            self._queue.put_nowait((message, message.ack))
-        except asyncio.QueueFull:
-            self._ask_for_redelivery("relay queue full", pause_s=1.0)
+        self._queue.put_nowait(message)
+        conn = message.connection
+        if conn is not None and self._queue.qsize() >= INTAKE_HIGH and not conn.reading_paused:
+            conn.pause_reading()
+            self._paused = conn
+            self.intake_pauses += 1
+            log.debug("in-store intake at %d messages: not reading until it is down to %d", INTAKE_HIGH, INTAKE_LOW)
 
-    def _ask_for_redelivery(self, reason: str, pause_s: float) -> None:
-        """Drop the connection and what is queued: unacknowledged, the broker delivers it again."""
-        log.warning("in-store relay paused (%s): the broker will deliver unacknowledged messages again", reason)
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._pause_s = pause_s
-        if self._conn is not None:
-            self._conn.abort(reason)
+    def _take_batch(self, first: Message) -> list[Message]:
+        """Up to BATCH_MAX queued messages, less those of a closed connection (the broker sends them again:
+        storing them now would relay them twice); reading resumes once the intake is low."""
+        batch = [first]
+        while len(batch) < BATCH_MAX and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if self._paused is not None and self._queue.qsize() <= INTAKE_LOW:
+            self._paused.resume_reading()
+            self._paused = None
+        return [m for m in batch if m.qos == 0 or m.connection is None or not m.connection.closed.done()]
 
     async def _relay_loop(self) -> None:
         while True:
-            message, ack = await self._queue.get()
-            try:
-                await self.relay(message.topic, message.payload)
-            except Exception as exc:
-                # Storage refused it (outbox full, disk error): not acknowledged, offered again later.
-                log.error("could not store a device message from %s: %s", message.topic, exc)
-                self._ask_for_redelivery(f"storage refused: {exc}", pause_s=5.0)
-                continue
-            ack()
+            batch = self._take_batch(await self._queue.get())
+            if batch:
+                await self._store_batch(batch)
+
+    async def _store_batch(self, batch: list[Message]) -> None:
+        """Relay a batch: each device's messages in order, devices side by side (so their events share a
+        commit), then acknowledge what was stored, in the order it arrived. A message storage refused is not
+        acknowledged, nor are the later ones of its device: its connection is dropped for the broker to
+        deliver them again."""
+        by_device: dict[str, list[int]] = {}
+        for index, message in enumerate(batch):
+            by_device.setdefault(message.topic.rpartition("/")[0], []).append(index)
+        stored = [False] * len(batch)
+        refused: list[tuple[Message, Exception]] = []
+
+        async def relay_in_order(indices: list[int]) -> None:
+            for index in indices:
+                message = batch[index]
+                try:
+                    await self.relay(message.topic, message.payload)
+                except Exception as exc:
+                    # Storage refused it (outbox full, disk error): not acknowledged, offered again later.
+                    refused.append((message, exc))
+                    return
+                stored[index] = True
+
+        if len(by_device) == 1:
+            await relay_in_order(next(iter(by_device.values())))
+        else:
+            await asyncio.gather(*(relay_in_order(indices) for indices in by_device.values()))
+        for index, message in enumerate(batch):
+            if stored[index]:
+                message.ack()
+        if refused:
+            message, exc = refused[0]
+            log.error("could not store %d device message(s), the first from %s: %s", len(refused), message.topic, exc)
+            connections = {m.connection for m, _ in refused if m.connection is not None}
+            self._ask_for_redelivery(connections, f"storage refused: {exc}", pause_s=5.0)
+
+    def _ask_for_redelivery(self, connections: set[MqttConnection], reason: str, pause_s: float) -> None:
+        """Drop the connections: what they delivered and nobody acknowledged, the broker delivers again (and
+        what is still queued from them is dropped as it is taken)."""
+        log.warning("in-store relay paused (%s): the broker will deliver unacknowledged messages again", reason)
+        self._pause_s = max(self._pause_s, pause_s)
+        for conn in connections:
+            conn.abort(reason)
 
     async def relay(self, topic: str, payload: bytes) -> bool:
         """Handle one message; returns False (counted, logged) when it was rejected as bad input."""

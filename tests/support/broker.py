@@ -70,6 +70,8 @@ class Broker:
         require_certificate: bool = False,
         password_file: Path | None = None,
         persistence: bool = True,
+        max_inflight: int = 1000,
+        max_queued: int = 100000,
     ) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,9 @@ class Broker:
         self.require_certificate = require_certificate
         self.password_file = password_file
         self.persistence = persistence
+        # Per client: QoS 1 messages sent and not yet acknowledged, and queued beyond those (0: no limit).
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
@@ -90,8 +95,8 @@ class Broker:
             # Persistence keeps retained messages and sessions across a restart, as a real broker does.
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.folder}/",
-            "max_inflight_messages 1000",
-            "max_queued_messages 100000",
+            f"max_inflight_messages {self.max_inflight}",
+            f"max_queued_messages {self.max_queued}",
             # Run as whoever runs the tests: as root, mosquitto would otherwise switch to its own user,
             # which cannot read certificates in the test's private temp folder.
             f"user {getpass.getuser()}",

@@ -1,0 +1,253 @@
+"""Issue 14.1: a backlog of device messages after the agent was down is relayed whole, at storage's pace.
+
+The in-store broker is limited as a store's is (20 messages in flight per client, no queue limit) and the
+agent's session on it is persistent, so what 20 devices publish while the agent is killed waits there and
+arrives as one burst when it is back. Mosquitto 2.0 does not hold to its in-flight limit after a session
+resumes (it sends 20 more for every PUBACK), so the agent has to hold the pace itself: before the fix its
+relay queue overflowed, it dropped what it had queued and reconnected in a loop, and a queue that overflowed
+before the subscription was confirmed was dropped without a reconnect at all: thousands of events never
+reached the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud_link.mqtt_driver import Endpoint, Message
+from devices.mqtt.registry import AdoptPolicy, DeviceRegistry
+from devices.mqtt_gateway import INTAKE_HIGH, MqttDeviceGateway
+from tests.conftest import agent_config, wait_until
+from tests.support.agent_process import wait_http, write_config
+from tests.support.broker import Broker, free_port
+
+DEVICES = 20
+
+
+class SeqCounter:
+    """Cloud side: the `data.seq` of every device.event, with duplicates counted."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.seen: set[int] = set()
+        self.duplicates = 0
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="seq-counter", protocol=paho.MQTTv311)
+        self.client.on_connect = lambda c, *a: c.subscribe("retail/v1/+/events/device.event", 1)
+        self.client.on_subscribe = lambda *a: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self._ready.wait(10)
+
+    def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        seq = json.loads(msg.payload)["payload"]["data"]["seq"]
+        with self._lock:
+            if seq in self.seen:
+                self.duplicates += 1
+            self.seen.add(seq)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.seen)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Devices:
+    """20 devices' worth of QoS 1 events through one publisher; each publish waits for the broker's PUBACK."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="devices", protocol=paho.MQTTv311)
+        self.client.max_inflight_messages = 100
+        self.client.max_queued_messages = 0
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def publish(self, seqs: range) -> None:
+        infos = [
+            self.client.publish(f"store/v1/devices/dev{seq % DEVICES:02d}/event",
+                                json.dumps({"kind": "reading", "data": {"seq": seq}}), qos=1)
+            for seq in seqs
+        ]
+        for info in infos:
+            info.wait_for_publish(30)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def store_broker(tmp_path: Path) -> Any:
+    broker = Broker(tmp_path / "store-broker", max_inflight=20, max_queued=0)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def _wait_count(counter: SeqCounter, n: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while counter.count() < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return counter.count()
+
+
+def test_a_backlog_published_while_the_agent_was_killed_reaches_the_cloud_whole_without_a_reconnect(
+    tmp_path: Path, cloud_broker: Broker, store_broker: Broker
+) -> None:
+    backlog = 3000
+    port = free_port()
+    config = agent_config(tmp_path / "data", cloud_broker, store_broker, agent={"log_level": "INFO"},
+                          local_broker={"adopt": "auto"})
+    path = write_config(config, tmp_path / "agent.toml", port=port, https=False)
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:  # a file, not a pipe: a pipe nobody reads would block the agent
+            return subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(path)],
+                                    stdout=out, stderr=subprocess.STDOUT)
+
+    counter = SeqCounter(cloud_broker)
+    devices = Devices(store_broker)
+    first = second = None
+    try:
+        first = start(logs[0])
+        wait_http(port)
+        devices.publish(range(0, 1))  # the agent's session exists and relays
+        assert _wait_count(counter, 1, 20) == 1
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+
+        devices.publish(range(1, 1 + backlog))  # all acknowledged by the store broker, queued for the agent
+        second = start(logs[1])
+        wait_http(port)
+        got = _wait_count(counter, 1 + backlog, 60)
+        second.send_signal(signal.SIGTERM)
+        second.wait(10)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        devices.stop()
+        counter.stop()
+    log = logs[1].read_text()
+    missing = sorted(set(range(1 + backlog)) - counter.seen)
+    assert got == 1 + backlog, f"{len(missing)} lost, the first {missing[:10]}"
+    assert "relay paused" not in log and "connection lost" not in log, log[-3000:]
+    assert log.count("in-store broker connected") == 1, log[-3000:]
+
+
+class _SlowSink:
+    """Storage that takes 2 ms a message and can be told to refuse (an outbox full)."""
+
+    def __init__(self) -> None:
+        self.stored: list[int] = []
+        self.refusing = False
+        self.refused = 0
+
+    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
+        await asyncio.sleep(0.002)
+        if self.refusing:
+            self.refused += 1
+            raise RuntimeError("outbox full")
+        self.stored.append(payload["data"]["seq"])
+
+    async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
+        return None
+
+    def bad_input(self, source: str, reason: str) -> None:
+        return None
+
+
+def _gateway(broker: Broker, sink: _SlowSink) -> MqttDeviceGateway:
+    return MqttDeviceGateway(
+        Endpoint(broker.host, broker.port, "gw-backlog", session_expiry=3600),
+        sink,
+        registry=DeviceRegistry(AdoptPolicy.AUTO),
+        backoff_max=0.5,
+    )
+
+
+async def test_a_burst_larger_than_the_intake_waits_at_the_broker_and_keeps_each_devices_order(
+    store_broker: Broker,
+) -> None:
+    sink = _SlowSink()
+    gateway = _gateway(store_broker, sink)
+    task = asyncio.create_task(gateway.run())
+    devices = Devices(store_broker)
+    try:
+        await wait_until(lambda: gateway.connected, timeout=10)
+        task.cancel()  # the session stays at the broker; what follows is queued there
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        burst = 3 * INTAKE_HIGH
+        await asyncio.to_thread(devices.publish, range(burst))
+        gateway = _gateway(store_broker, sink)
+        task = asyncio.create_task(gateway.run())
+        await wait_until(lambda: len(set(sink.stored)) >= burst, timeout=60)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        devices.stop()
+    assert sorted(set(sink.stored)) == list(range(burst))
+    assert gateway.connections == 1  # absorbed without a reconnect
+    assert gateway.intake_pauses >= 1  # by not reading, not by dropping
+    for device in range(DEVICES):  # every device's events stored in the order it sent them
+        mine = [seq for seq in sink.stored if seq % DEVICES == device]
+        assert mine == sorted(mine)
+
+
+async def test_storage_refusing_drops_only_that_connection_and_the_broker_delivers_everything_again(
+    store_broker: Broker,
+) -> None:
+    sink = _SlowSink()
+    gateway = _gateway(store_broker, sink)
+    task = asyncio.create_task(gateway.run())
+    devices = Devices(store_broker)
+    try:
+        await wait_until(lambda: gateway.connected, timeout=10)
+        sink.refusing = True
+        await asyncio.to_thread(devices.publish, range(200))
+        await wait_until(lambda: sink.refused >= 1, timeout=10)
+        sink.refusing = False
+        await wait_until(lambda: len(set(sink.stored)) >= 200, timeout=30)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        devices.stop()
+    assert sorted(set(sink.stored)) == list(range(200))
+    assert gateway.connections >= 2  # the refusal dropped the connection; the next one brought the rest
+
+
+async def test_queued_messages_of_a_closed_connection_are_left_to_the_broker() -> None:
+    """Taken from the intake after their connection closed, QoS 1 messages are not stored (the broker sends
+    them again on the next connection: storing them too would relay them twice); QoS 0 ones are stored."""
+
+    class Closed:
+        closed: asyncio.Future[str]
+
+    closed = Closed()
+    closed.closed = asyncio.get_running_loop().create_future()
+    closed.closed.set_result("lost")
+    gateway = MqttDeviceGateway(Endpoint("127.0.0.1", 1, "gw-closed"), _SlowSink())
+    body = json.dumps({"kind": "reading", "data": {"seq": 1}}).encode()
+    old = Message("store/v1/devices/d1/event", body, 1, False, 7, connection=closed)  # type: ignore[arg-type]
+    fire_and_forget = Message("store/v1/devices/d1/event", body, 0, False, 0, connection=closed)  # type: ignore[arg-type]
+    gateway._queue.put_nowait(fire_and_forget)
+    assert gateway._take_batch(old) == [fire_and_forget]
