@@ -12,12 +12,14 @@ reached the outbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -182,27 +184,33 @@ def _gateway(broker: Broker, sink: _SlowSink) -> MqttDeviceGateway:
     )
 
 
+@contextlib.asynccontextmanager
+async def _running(broker: Broker, sink: _SlowSink) -> AsyncIterator[MqttDeviceGateway]:
+    """A gateway relaying until the block ends, connected when the block starts."""
+    gateway = _gateway(broker, sink)
+    task = asyncio.create_task(gateway.run())
+    try:
+        await wait_until(lambda: gateway.connected, timeout=10)
+        yield gateway
+    finally:
+        task.cancel()  # its session stays at the broker
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_a_burst_larger_than_the_intake_waits_at_the_broker_and_keeps_each_devices_order(
     store_broker: Broker,
 ) -> None:
     sink = _SlowSink()
-    gateway = _gateway(store_broker, sink)
-    task = asyncio.create_task(gateway.run())
     devices = Devices(store_broker)
+    burst = 3 * INTAKE_HIGH
     try:
-        await wait_until(lambda: gateway.connected, timeout=10)
-        task.cancel()  # the session stays at the broker; what follows is queued there
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        burst = 3 * INTAKE_HIGH
+        async with _running(store_broker, sink):
+            pass  # the session exists; what follows is queued at the broker for it
         await asyncio.to_thread(devices.publish, range(burst))
-        gateway = _gateway(store_broker, sink)
-        task = asyncio.create_task(gateway.run())
-        await wait_until(lambda: len(set(sink.stored)) >= burst, timeout=60)
+        async with _running(store_broker, sink) as gateway:
+            await wait_until(lambda: len(set(sink.stored)) >= burst, timeout=60)
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
         devices.stop()
     assert sorted(set(sink.stored)) == list(range(burst))
     assert gateway.connections == 1  # absorbed without a reconnect
@@ -216,20 +224,15 @@ async def test_storage_refusing_drops_only_that_connection_and_the_broker_delive
     store_broker: Broker,
 ) -> None:
     sink = _SlowSink()
-    gateway = _gateway(store_broker, sink)
-    task = asyncio.create_task(gateway.run())
     devices = Devices(store_broker)
     try:
-        await wait_until(lambda: gateway.connected, timeout=10)
-        sink.refusing = True
-        await asyncio.to_thread(devices.publish, range(200))
-        await wait_until(lambda: sink.refused >= 1, timeout=10)
-        sink.refusing = False
-        await wait_until(lambda: len(set(sink.stored)) >= 200, timeout=30)
+        async with _running(store_broker, sink) as gateway:
+            sink.refusing = True
+            await asyncio.to_thread(devices.publish, range(200))
+            await wait_until(lambda: sink.refused >= 1, timeout=10)
+            sink.refusing = False
+            await wait_until(lambda: len(set(sink.stored)) >= 200, timeout=30)
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
         devices.stop()
     assert sorted(set(sink.stored)) == list(range(200))
     assert gateway.connections >= 2  # the refusal dropped the connection; the next one brought the rest
