@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cloud_link.events import EventError, encode_payload, now_ms
+from cloud_link.intake import IntakeFlow
 from cloud_link.mqtt_driver import Message
 from cloud_link.outbox import Outbox, OutboxFullError
 from cloud_link.ports import DurableStore
@@ -152,29 +153,39 @@ class CommandIntake:
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
         self.retention_ms = retention_days * 86_400_000
-        self._queue: asyncio.Queue[tuple[Message, Callable[[], None]]] = asyncio.Queue(queue_size)
+        # Unbounded, yet short: at `queue_size` waiting commands the cloud connection is not read until a
+        # quarter are left (cloud_link.intake). Dropping one instead would leave it unacknowledged and in
+        # flight at the broker, which sends it again only on the next connection.
+        self._queue: asyncio.Queue[tuple[Message, Callable[[], None]]] = asyncio.Queue()
+        self._flow = IntakeFlow("command intake", queue_size, queue_size // 4)
         self._observer: BadInputObserver = observer or _NullBadInput()
         self.executed = 0
 
     # -- intake (called from the MQTT callback; must not block) -------------------------------
 
     def submit(self, message: Message, ack: Callable[[], None]) -> None:
-        try:
-            self._queue.put_nowait((message, ack))
-        except asyncio.QueueFull:
-            # Not acknowledged: the broker will deliver it again once we have caught up.
-            log.warning("command queue full (%d): leaving a command for the broker to redeliver",
-                        self._queue.maxsize)
-            self._observer.bad_input("command", "queue_full")
+        self._queue.put_nowait((message, ack))
+        self._flow.arrived(self._queue.qsize(), message.connection)
+
+    @property
+    def pauses(self) -> int:
+        """How often commands came faster than they were handled, so the cloud connection was not read."""
+        return self._flow.pauses
 
     async def run(self) -> None:
         """Handle queued commands one at a time (so at-most-once needs no locking)."""
         while True:
             message, ack = await self._queue.get()
+            self._flow.taken(self._queue.qsize())
             try:
                 await self.handle(message.payload)
             except OutboxFullError as exc:
-                log.error("command result could not be queued: %s; leaving it to be redelivered", exc)
+                # Unacknowledged, it stays in flight at the broker until the next connection: make that now
+                # (the session reconnects with its backoff, and the command comes again).
+                log.error("command result could not be queued: %s; reconnecting for the broker to deliver it "
+                          "again", exc)
+                if message.connection is not None:
+                    message.connection.abort("a command's result could not be stored")
                 continue
             except Exception:
                 log.exception("command handling failed unexpectedly; acknowledging to avoid a redelivery loop")

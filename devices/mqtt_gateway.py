@@ -37,6 +37,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from cloud_link.intake import IntakeFlow
 from cloud_link.mqtt_driver import Endpoint, Message, MqttConnection, MqttError, Will
 from cloud_link.mqtt_driver import Protocol as MqttProtocol
 from cloud_link.session import backoff_delay
@@ -141,9 +142,8 @@ class MqttDeviceGateway:
         self.ignored = 0
         self.connected = False
         self.connections = 0
-        self.intake_pauses = 0
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._paused: MqttConnection | None = None
+        self._flow = IntakeFlow("in-store intake", INTAKE_HIGH, INTAKE_LOW)
         self._conn: MqttConnection | None = None
         self._acks: dict[int, asyncio.Future[None]] = {}
         # Set after storage refused a message: wait this long before asking for redelivery.
@@ -184,7 +184,7 @@ class MqttDeviceGateway:
                 finally:
                     self.connected = False
                     self._conn = None
-                    self._paused = None
+                    self._flow.forget()
                     self._fail_acks(f"connection lost: {conn.closed.result() if conn.closed.done() else 'stopping'}")
                     if not conn.closed.done():
                         await self._say_goodbye(conn)
@@ -236,12 +236,12 @@ class MqttDeviceGateway:
             message.ack()
             return
         self._queue.put_nowait(message)
-        conn = message.connection
-        if conn is not None and self._queue.qsize() >= INTAKE_HIGH and not conn.reading_paused:
-            conn.pause_reading()
-            self._paused = conn
-            self.intake_pauses += 1
-            log.debug("in-store intake at %d messages: not reading until it is down to %d", INTAKE_HIGH, INTAKE_LOW)
+        self._flow.arrived(self._queue.qsize(), message.connection)
+
+    @property
+    def intake_pauses(self) -> int:
+        """How often the intake was long enough to stop reading the broker."""
+        return self._flow.pauses
 
     def _take_batch(self, first: Message) -> list[Message]:
         """Up to BATCH_MAX queued messages, less those of a closed connection (the broker sends them again:
@@ -249,9 +249,7 @@ class MqttDeviceGateway:
         batch = [first]
         while len(batch) < BATCH_MAX and not self._queue.empty():
             batch.append(self._queue.get_nowait())
-        if self._paused is not None and self._queue.qsize() <= INTAKE_LOW:
-            self._paused.resume_reading()
-            self._paused = None
+        self._flow.taken(self._queue.qsize())
         return [m for m in batch if m.qos == 0 or m.connection is None or not m.connection.closed.done()]
 
     async def _relay_loop(self) -> None:

@@ -183,6 +183,7 @@ class Agent:
         self.outbox: Outbox | None = None
         self.bus: EventBus | None = None
         self.session: CloudSession | None = None
+        self.commands: CommandIntake | None = None
         self.gateway: MqttDeviceGateway | None = None
         self.catalog: ProductCatalog | None = None
         self.labels: LabelService | None = None
@@ -293,6 +294,7 @@ class Agent:
                 retention_days=cfg.commands.retention_days,
                 observer=self.metrics,
             )
+            self.commands = intake
             if cfg.cloud.enabled:
                 self.session = CloudSession(
                     self._session_settings(), outbox, on_command=intake.submit, observer=self.metrics

@@ -156,3 +156,22 @@ async def test_old_command_ids_are_purged_after_retention(tmp_path: Path, cloud_
         await asyncio.sleep(0.3)
     ids = {r[0] for r in sqlite3.connect(tmp_path / "d" / "agent.db").execute("SELECT command_id FROM commands")}
     assert "old" not in ids and "new" in ids
+
+
+async def test_a_burst_of_commands_waits_at_the_broker_and_every_one_is_answered_without_a_reconnect(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    """More commands at once than the intake holds (256): the agent stops reading until it caught up, where
+    it used to leave the excess unacknowledged and in flight at the broker until some later reconnect."""
+    burst = 1200
+    async with running_agent(agent_config(tmp_path / "d", cloud_broker)) as agent:
+        assert agent.session is not None and agent.commands is not None
+        reconnects = agent.metrics.registry.get_sample_value("edge_cloud_reconnects_total")
+        for n in range(burst):
+            subscriber.publish(COMMANDS, json.dumps({"command_id": f"b-{n}", "type": "ping"}))
+        got = await wait_results(subscriber, burst, timeout=90)
+        pauses = agent.commands.pauses
+        assert agent.metrics.registry.get_sample_value("edge_cloud_reconnects_total") == reconnects
+    assert sorted(r["command_id"] for r in got) == sorted(f"b-{n}" for n in range(burst))
+    assert all(r["status"] == "ok" for r in got)
+    assert pauses >= 1
