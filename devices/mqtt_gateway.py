@@ -41,6 +41,7 @@ from cloud_link.intake import IntakeFlow
 from cloud_link.mqtt_driver import Endpoint, Message, MqttConnection, MqttError, Will
 from cloud_link.mqtt_driver import Protocol as MqttProtocol
 from cloud_link.session import backoff_delay
+from devices.mqtt.broker_drops import SYS_DROPPED_TOPIC, BrokerDrops, parse_count
 from devices.mqtt.coalesce import StateCoalescer
 from devices.mqtt.messages import (
     COMMAND_CHANNEL,
@@ -144,6 +145,11 @@ class MqttDeviceGateway:
         self.connections = 0
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._flow = IntakeFlow("in-store intake", INTAKE_HIGH, INTAKE_LOW)
+        # What the broker itself dropped (its queue limits): reported upstream, never silent.
+        self.drops = BrokerDrops(sink.publish_event, self.registry.store)
+        self._drop_count: int | None = None
+        self._drop_seen = asyncio.Event()
+        self._drops_unreadable_logged = False
         self._conn: MqttConnection | None = None
         self._acks: dict[int, asyncio.Future[None]] = {}
         # Set after storage refused a message: wait this long before asking for redelivery.
@@ -154,6 +160,7 @@ class MqttDeviceGateway:
         worker = asyncio.create_task(self._relay_loop(), name="device-relay")
         states = asyncio.create_task(self.states.run(), name="device-states")
         saver = asyncio.create_task(self._save_registry(), name="device-registry")
+        drops = asyncio.create_task(self._report_drops(), name="broker-drops")
         try:
             attempt = 0
             while True:
@@ -163,6 +170,7 @@ class MqttDeviceGateway:
                 try:
                     await conn.connect()
                     await conn.subscribe(f"{self.prefix}/devices/+/+", qos=1)
+                    await self._watch_broker_drops(conn)
                     self._publish_agent(conn, online=True)
                 except (MqttError, TimeoutError) as exc:  # TimeoutError: no SUBACK in time
                     conn.abort("connect failed")
@@ -193,7 +201,7 @@ class MqttDeviceGateway:
                     await asyncio.sleep(self._pause_s)
                     self._pause_s = 0.0
         finally:
-            for task in (worker, states, saver):
+            for task in (worker, states, saver, drops):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -226,7 +234,38 @@ class MqttDeviceGateway:
 
     # -- incoming ------------------------------------------------------------------------------
 
+    async def _watch_broker_drops(self, conn: MqttConnection) -> None:
+        try:
+            await conn.subscribe(SYS_DROPPED_TOPIC, qos=0)
+        except MqttError as exc:
+            if not conn.is_open:
+                raise
+            # A broker whose ACL hides $SYS: everything else works; say once what cannot be seen.
+            if not self._drops_unreadable_logged:
+                self._drops_unreadable_logged = True
+                log.warning("the in-store broker does not let the agent read %s (%s): messages it drops for lack "
+                            "of room cannot be reported", SYS_DROPPED_TOPIC, exc)
+
+    async def _report_drops(self) -> None:
+        while True:
+            await self._drop_seen.wait()
+            self._drop_seen.clear()
+            if self._drop_count is None:
+                continue
+            try:
+                await self.drops.observed(self._drop_count)
+            except Exception as exc:  # the outbox refused the alarm: the next reading tries again
+                log.error("could not report the in-store broker's dropped messages: %s", exc)
+                await asyncio.sleep(5.0)
+                self._drop_seen.set()
+
     def _enqueue(self, message: Message) -> None:
+        if message.topic == SYS_DROPPED_TOPIC:
+            count = parse_count(message.payload)
+            if count is not None:
+                self._drop_count = count
+                self._drop_seen.set()
+            return
         channel = message.topic.rsplit("/", 1)[-1]
         if channel == COMMAND_CHANNEL:
             message.ack()  # our own command, back through the wildcard subscription

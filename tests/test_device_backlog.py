@@ -28,8 +28,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_link.mqtt_driver import Endpoint, Message
+from devices.mqtt.broker_drops import BrokerDrops, parse_count
 from devices.mqtt.registry import AdoptPolicy, DeviceRegistry
 from devices.mqtt_gateway import INTAKE_HIGH, MqttDeviceGateway
+from edge_agent.storage import Database
 from tests.conftest import agent_config, wait_until
 from tests.support.agent_process import wait_http, write_config
 from tests.support.broker import Broker, free_port
@@ -254,3 +256,77 @@ async def test_queued_messages_of_a_closed_connection_are_left_to_the_broker() -
     fire_and_forget = Message("store/v1/devices/d1/event", body, 0, False, 0, connection=closed)  # type: ignore[arg-type]
     gateway._queue.put_nowait(fire_and_forget)
     assert gateway._take_batch(old) == [fire_and_forget]
+
+
+class _RecordingSink(_SlowSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
+        self.events.append((event_type, payload))
+
+
+async def test_what_the_broker_dropped_while_the_agent_was_away_is_reported_upstream(tmp_path: Path) -> None:
+    """Past its queue limits the broker drops messages for the agent's session; its own count of them
+    becomes alarm.broker_dropped once the agent is back, from the count it last reported (kept in SQLite)."""
+    broker = Broker(tmp_path / "tiny-broker", max_inflight=2, max_queued=5, extra=("sys_interval 1",))
+    broker.start()
+    db = Database(tmp_path / "data")
+    devices = Devices(broker)
+    sink = _RecordingSink()
+
+    def gateway() -> MqttDeviceGateway:
+        return MqttDeviceGateway(Endpoint(broker.host, broker.port, "gw-drops", session_expiry=3600), sink,
+                                 registry=DeviceRegistry(AdoptPolicy.AUTO, store=db))
+
+    try:
+        first = gateway()
+        task = asyncio.create_task(first.run())
+        await wait_until(lambda: first.connected and first._drop_count == 0, timeout=10)
+        await asyncio.sleep(0.2)  # the first reading is the baseline, saved
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(devices.publish, range(20))  # 5 queued for the session, 15 dropped
+        second = gateway()  # a restarted agent: the baseline comes from the database
+        task = asyncio.create_task(second.run())
+
+        def accounted() -> int:  # every message is relayed or counted as dropped, none vanishes
+            return sum(1 if kind == "device.event" else payload["count"] for kind, payload in sink.events)
+
+        await wait_until(lambda: accounted() == 20, timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        devices.stop()
+        db.close()
+        broker.stop()
+    alarms = [payload for kind, payload in sink.events if kind == "alarm.broker_dropped"]
+    relayed = [payload["data"]["seq"] for kind, payload in sink.events if kind == "device.event"]
+    assert relayed == [0, 1, 2, 3, 4], relayed
+    assert alarms == [{"count": 15, "broker_total": 15}], alarms
+
+
+async def test_broker_drop_counts_baseline_increase_restart_and_persistence(tmp_path: Path) -> None:
+    db = Database(tmp_path / "data")
+    published: list[dict[str, Any]] = []
+
+    async def publish(event_type: str, payload: dict[str, Any]) -> None:
+        assert event_type == "alarm.broker_dropped"
+        published.append(payload)
+
+    try:
+        drops = BrokerDrops(publish, db)
+        assert await drops.observed(40) == 0  # first reading ever: a baseline, not ours to report
+        assert await drops.observed(40) == 0
+        assert await drops.observed(55) == 15
+        assert await drops.observed(3) == 3  # lower: the broker restarted, all of it is new
+        again = BrokerDrops(publish, db)  # the agent restarted: it carries on from the database
+        assert await again.observed(10) == 7
+    finally:
+        db.close()
+    assert published == [{"count": 15, "broker_total": 55}, {"count": 3, "broker_total": 3},
+                         {"count": 7, "broker_total": 10}]
+    assert [parse_count(b) for b in (b"12", b" 7\n", b"-1", b"x", b"")] == [12, 7, None, None, None]

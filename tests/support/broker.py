@@ -72,6 +72,7 @@ class Broker:
         persistence: bool = True,
         max_inflight: int = 1000,
         max_queued: int = 100000,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,7 @@ class Broker:
         # Per client: QoS 1 messages sent and not yet acknowledged, and queued beyond those (0: no limit).
         self.max_inflight = max_inflight
         self.max_queued = max_queued
+        self.extra = extra  # more mosquitto.conf lines, e.g. "sys_interval 1"
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
@@ -104,6 +106,7 @@ class Broker:
             "log_type warning",
             "log_type all" if __import__("os").environ.get("MQTT_DEBUG") else "",
         ]
+        lines += self.extra
         if self.password_file:
             lines.append(f"password_file {self.password_file}")
         if self.tls:
