@@ -313,6 +313,12 @@ class MqttDeviceGateway:
                 message = batch[index]
                 try:
                     await self.relay(message.topic, message.payload)
+                except (ValueError, TypeError) as exc:
+                    # The message itself cannot be stored (e.g. an event the outbox refuses as too large):
+                    # offered again it would fail again, for ever. Counted, logged, acknowledged.
+                    self.rejected += 1
+                    self.sink.bad_input(BAD_INPUT_SOURCE, "unprocessable")
+                    log.error("device message on %.200r could not be relayed: %s", message.topic, exc)
                 except Exception as exc:
                     # Storage refused it (outbox full, disk error): not acknowledged, offered again later.
                     refused.append((message, exc))
