@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -81,6 +81,29 @@ class _LabelCollector(Collector):
         return [jobs, sent, link, up]
 
 
+# Lock-bus counters exported per bus: the line's health (docs/lock-boards.md). KerongBus.stats field names.
+LOCK_BUS_COUNTERS = (
+    "requests", "frames", "timeouts", "retries", "checksum_errors", "bad_frames", "garbage_bytes",
+    "wrong_address", "stale_replies", "unlocks_sent", "unlocks_unanswered", "reconnects", "open_failures",
+)
+
+
+class _LockBusCollector(Collector):
+    """RS485 lock-bus counters and link state, read at scrape time."""
+
+    def __init__(self, buses: Mapping[str, Any]) -> None:
+        self._buses = buses
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        counters = GaugeMetricFamily("edge_lock_bus", "Lock-bus counters since start.", labels=["bus", "counter"])
+        up = GaugeMetricFamily("edge_lock_bus_connected", "1 while the lock bus's serial port is open.", labels=["bus"])
+        for name, bus in self._buses.items():
+            up.add_metric([name], 1 if bus.connected else 0)
+            for counter in LOCK_BUS_COUNTERS:
+                counters.add_metric([name, counter], getattr(bus.stats, counter))
+        return [counters, up]
+
+
 class AgentMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -106,6 +129,9 @@ class AgentMetrics:
 
     def watch_outbox(self, stats: Callable[[], OutboxStats]) -> None:
         self.registry.register(_OutboxCollector(stats))
+
+    def watch_lock_buses(self, buses: Mapping[str, Any]) -> None:
+        self.registry.register(_LockBusCollector(buses))
 
     def watch_labels(self, labels: Any) -> None:
         """`labels` is a devices.labels.updates.LabelService (typed loosely: metrics stay import-light)."""

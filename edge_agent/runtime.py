@@ -577,6 +577,7 @@ class Agent:
         self.audit = AuditLog(db)
         audit = self._audit_sink = _AuditToCloud(self.audit, self.bus)
         self.locker_buses = {b.name: KerongBus(b.url, baudrate=b.baudrate) for b in cfg.buses}
+        self.metrics.watch_lock_buses(self.locker_buses)
         boards: dict[str, LockBoard] = {
             b.id: KerongBoard(self.locker_buses[b.bus], b.number, b.locks) for b in cfg.boards
         }
@@ -756,6 +757,7 @@ class Agent:
         async with asyncio.TaskGroup() as tg:
             for name, bus in self.locker_buses.items():
                 tg.create_task(bus.run(), name=f"locker-bus-{name}")
+                tg.create_task(bus.report_line_errors(), name=f"locker-bus-{name}-errors")
             for bus in self.locker_buses.values():
                 try:
                     await bus.wait_connected(10.0)

@@ -16,11 +16,13 @@ bit 7 is lock 8; in H9-16 bit 0 is lock 9 and bit 7 lock 16; IR bytes likewise. 
 locked (door closed and latched); an IR bit of 1 means an item is inside. In this module the four bytes
 become two 16-bit masks, bit (lock - 1) for each lock.
 
-The vendor documentation we rely on gives the 9-byte status reply; the replies to 0x30 and 0x31 are
-taken to be 6 bytes with one STATE byte (bit 0 hook, bit 1 IR), which is what our emulator sends. The
-driver (kerong_bus.py) never depends on that byte: a single-lock read is a 0x32 status read, and an
-unlock reply only tells the driver that the board heard the command; the outcome always comes from a
-0x32 status read.
+The vendor documentation we rely on gives the 9-byte status reply; it does not pin down the replies to
+0x30 and 0x31. Boards answer them in one of two forms, and the decoder takes both (their ETX and SUM tell
+them apart): 6 bytes with one STATE byte (bit 0 hook, bit 1 IR; what our emulator sends by default), or
+the 9-byte status form of the whole board with the command byte 0x30 or 0x31 (what other public drivers
+expect); from the latter the addressed lock's two bits become the same STATE. The driver (kerong_bus.py)
+never depends on that byte: a single-lock read is a 0x32 status read, and an unlock reply only tells the
+driver that the board heard the command; the outcome always comes from a 0x32 status read.
 """
 
 from __future__ import annotations
@@ -52,11 +54,12 @@ class Command(enum.IntEnum):
 
 
 BOARD_COMMANDS = (Command.READ_ALL, Command.UNLOCK_ALL)
+# The lengths a reply to each command may have, the shorter tried first (see the module docs).
 REPLY_LENGTHS = {
-    Command.READ_LOCK: LOCK_REPLY_LEN,
-    Command.UNLOCK: LOCK_REPLY_LEN,
-    Command.READ_ALL: STATUS_REPLY_LEN,
-    Command.UNLOCK_ALL: STATUS_REPLY_LEN,
+    Command.READ_LOCK: (LOCK_REPLY_LEN, STATUS_REPLY_LEN),
+    Command.UNLOCK: (LOCK_REPLY_LEN, STATUS_REPLY_LEN),
+    Command.READ_ALL: (STATUS_REPLY_LEN,),
+    Command.UNLOCK_ALL: (STATUS_REPLY_LEN,),
 }
 
 
@@ -158,12 +161,24 @@ class LockReply:
     def to_bytes(self) -> bytes:
         return _seal(bytes([self.address, self.command, self.state]))
 
+    def to_status_bytes(self, hooks: int, items: int) -> bytes:
+        """The 9-byte form of this reply: the whole board's masks (which must agree with `state`)."""
+        return _seal(bytes([self.address, self.command, hooks & 0xFF, hooks >> 8, items & 0xFF, items >> 8]))
+
     @classmethod
     def from_bytes(cls, data: bytes) -> LockReply:
-        addr, cmd, state = _unseal(data, LOCK_REPLY_LEN)
+        """Either form: 6 bytes with STATE, or 9 bytes with the whole board's masks."""
+        if len(data) == STATUS_REPLY_LEN:
+            addr, cmd, h_lo, h_hi, ir_lo, ir_hi = _unseal(data, STATUS_REPLY_LEN)
+            lock = (addr & 0x0F) + 1
+            state = (STATE_HOOK if _bit(h_lo | h_hi << 8, lock) else 0) | (
+                STATE_ITEM if _bit(ir_lo | ir_hi << 8, lock) else 0
+            )
+        else:
+            addr, cmd, state = _unseal(data, LOCK_REPLY_LEN)
         command = _command(cmd)
         if command not in (Command.READ_LOCK, Command.UNLOCK):
-            raise KerongFrameError(f"command 0x{cmd:02x} does not have a 6-byte reply")
+            raise KerongFrameError(f"command 0x{cmd:02x} is not answered by a lock reply")
         return cls(addr, command, state)
 
 
@@ -265,10 +280,10 @@ class FrameDecoder:
         self.stats.garbage_bytes += len(self._buf)
         self._buf.clear()
 
-    def _length(self, cmd: int) -> int | None:
-        if self.replies:
-            return REPLY_LENGTHS.get(Command(cmd)) if cmd in _COMMAND_VALUES else None
-        return REQUEST_LEN if cmd in _COMMAND_VALUES else None
+    def _lengths(self, cmd: int) -> tuple[int, ...]:
+        if cmd not in _COMMAND_VALUES:
+            return ()
+        return REPLY_LENGTHS[Command(cmd)] if self.replies else (REQUEST_LEN,)
 
     def feed(self, data: bytes) -> Iterator[Frame]:
         for start in range(0, len(data), MAX_BUFFER):
@@ -291,29 +306,38 @@ class FrameDecoder:
                 del buf[:stx]
             if len(buf) < 3:
                 return
-            length = self._length(buf[2])
-            if length is None:
+            lengths = self._lengths(buf[2])
+            if not lengths:
                 self.stats.bad_frames += 1
                 self._skip()
                 continue
-            if len(buf) < length:
-                return
-            candidate = bytes(buf[:length])
-            if candidate[-2] != ETX:
-                self.stats.bad_frames += 1
-                self._skip()
-                continue
-            if checksum(candidate[:-1]) != candidate[-1]:
-                self.stats.checksum_errors += 1
+            found: bytes | None = None
+            sum_wrong = False
+            for length in lengths:
+                if len(buf) < length:
+                    return  # a longer form may still complete
+                candidate = bytes(buf[:length])
+                if candidate[-2] != ETX:
+                    continue
+                if checksum(candidate[:-1]) != candidate[-1]:
+                    sum_wrong = True
+                    continue
+                found = candidate
+                break
+            if found is None:
+                if sum_wrong:
+                    self.stats.checksum_errors += 1
+                else:
+                    self.stats.bad_frames += 1
                 self._skip()
                 continue
             try:
-                frame: Frame = parse_reply(candidate) if self.replies else Request.from_bytes(candidate)
+                frame: Frame = parse_reply(found) if self.replies else Request.from_bytes(found)
             except (KerongFrameError, ValueError):
                 self.stats.bad_frames += 1
                 self._skip()
                 continue
-            del buf[:length]
+            del buf[: len(found)]
             self.stats.frames += 1
             yield frame
 

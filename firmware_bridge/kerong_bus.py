@@ -205,6 +205,24 @@ class KerongBus:
         async with asyncio.timeout(timeout):
             await self._connected.wait()
 
+    async def report_line_errors(self, interval_s: float = 60.0) -> None:
+        """Log what went wrong on the line in each interval (only when something did), until cancelled: the
+        counters are in /metrics too, this puts a noisy cable or a silent board in the journal."""
+        names = ("checksum_errors", "bad_frames", "timeouts", "unlocks_unanswered", "wrong_address")
+        last = {name: getattr(self.stats, name) for name in names}
+        while True:
+            await asyncio.sleep(interval_s)
+            now = {name: getattr(self.stats, name) for name in names}
+            new = {name: now[name] - last[name] for name in names}
+            last = now
+            if any(new.values()):
+                log.warning(
+                    "lock bus %s in the last %.0f s: %d checksum errors, %d bad frames, %d timeouts "
+                    "(%d unanswered unlocks), %d replies from the wrong board",
+                    self.url, interval_s, new["checksum_errors"], new["bad_frames"], new["timeouts"],
+                    new["unlocks_unanswered"], new["wrong_address"],
+                )
+
     async def _read_loop(self, port: SerialPort) -> None:
         while True:
             data = await port.read()

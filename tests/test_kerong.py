@@ -35,7 +35,7 @@ from firmware_bridge.kerong import (
     masks,
     parse_reply,
 )
-from firmware_bridge.kerong_bus import KerongBus
+from firmware_bridge.kerong_bus import KerongBus, KerongBusError
 from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, Action, LockBoardEmulator, Person
 
 # -- byte vectors (docs/lock-boards.md) -----------------------------------------------------------
@@ -484,3 +484,126 @@ async def test_the_bus_over_tcp_as_through_ser2net() -> None:
         async with bus.running(connect_timeout=5):
             states = await KerongBoard(bus, 0).read_all()
             assert [s.item for s in states] == [n == 2 for n in range(1, 17)]
+
+
+# -- the two forms of a reply to 0x30 / 0x31 (issue 14.5) -------------------------------------------
+
+
+def test_an_unlock_reply_in_the_nine_byte_status_form_is_a_lock_reply_of_the_addressed_lock() -> None:
+    # Board 0 lock 1 unlocked (hook bit 0 of H1-8 clear), every other lock latched, an item in lock 1.
+    wire = bytes.fromhex("02 00 31 fe ff 01 00 03 34")
+    assert LockReply.from_bytes(wire) == LockReply(0x00, Command.UNLOCK, 0x02)
+    assert parse_reply(wire) == LockReply(0x00, Command.UNLOCK, 0x02)
+    # Board 1 lock 3: its bits are bit 2 of H1-8 and IR1-8.
+    assert LockReply.from_bytes(bytes.fromhex("02 12 30 04 00 00 00 03 4b")) == LockReply(0x12, Command.READ_LOCK, 0x01)
+    assert LockReply(0x00, Command.UNLOCK, 0x02).to_status_bytes(0xFFFE, 0x0001) == wire
+
+
+def test_the_decoder_takes_both_forms_in_one_stream() -> None:
+    short = LockReply(0x00, Command.UNLOCK, 0x01).to_bytes()
+    long = bytes.fromhex("02 00 31 fe ff 01 00 03 34")
+    status = StatusReply(0x00, Command.READ_ALL, 0xFFFF, 0).to_bytes()
+    decoder = FrameDecoder(replies=True)
+    frames = list(decoder.feed(b"\x55" + short + long + status + long[:5]))
+    frames += list(decoder.feed(long[5:]))
+    assert [type(f).__name__ for f in frames] == ["LockReply", "LockReply", "StatusReply", "LockReply"]
+    assert decoder.stats.checksum_errors == 0 and decoder.stats.frames == 4
+
+
+class NineByteBoard:
+    """An independent board 0 on a raw pty, written from the wire format alone (not from our codec): it
+    answers 0x31 with the 9-byte status form, as other public drivers expect a KR-CU16 to."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.device = os.ttyname(self.slave)
+        self.hooks = 0xFFFF
+        self.items = 0x0000
+        self.unlocks = 0
+        self._got = bytearray()
+
+    @staticmethod
+    def _frame(body: bytes) -> bytes:
+        data = b"\x02" + body + b"\x03"
+        return data + bytes([sum(data) & 0xFF])
+
+    def readable(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            self._got.extend(os.read(self.master, 64))
+        while len(self._got) >= 5:
+            start = self._got.find(b"\x02")
+            if start < 0:
+                self._got.clear()
+                return
+            del self._got[:start]
+            if len(self._got) < 5:
+                return
+            addr, cmd = self._got[1], self._got[2]
+            del self._got[:5]
+            if addr >> 4:
+                continue  # board 0 only: the other numbers are silent
+            if cmd == 0x31:
+                self.unlocks += 1
+                self.hooks &= ~(1 << (addr & 0x0F))
+            if cmd in (0x31, 0x32):
+                masks_ = bytes([self.hooks & 0xFF, self.hooks >> 8, self.items & 0xFF, self.items >> 8])
+                os.write(self.master, self._frame(bytes([addr if cmd == 0x31 else addr & 0xF0, cmd]) + masks_))
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+
+async def test_unlocks_against_a_board_answering_in_the_nine_byte_form_wait_no_timeout() -> None:
+    board = NineByteBoard()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(board.master, board.readable)
+    bus = KerongBus(board.device, timeout_s=0.3, read_retries=0, unlock_settle_s=0)
+    try:
+        async with bus.running(connect_timeout=5):
+            started = time.monotonic()
+            for lock in range(1, 12):
+                report = await bus.unlock(0, lock)
+                assert report.answered, lock
+                assert report.status is not None and not report.status.locked(lock)
+            elapsed = time.monotonic() - started
+    finally:
+        loop.remove_reader(board.master)
+        board.close()
+    assert board.unlocks == 11
+    assert bus.stats.unlocks_unanswered == 0 and bus.stats.timeouts == 0, bus.stats
+    assert elapsed < 11 * 0.3, elapsed  # no unlock waited its timeout
+
+
+async def test_line_errors_are_in_metrics_and_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import generate_latest
+
+    from edge_agent.metrics import AgentMetrics
+
+    board = NineByteBoard()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(board.master, board.readable)
+    bus = KerongBus(board.device, timeout_s=0.1, read_retries=0, unlock_settle_s=0)
+    metrics = AgentMetrics()
+    metrics.watch_lock_buses({"rs485-0": bus})
+    try:
+        async with bus.running(connect_timeout=5):
+            reporter = asyncio.create_task(bus.report_line_errors(interval_s=0.3))
+            os.write(board.master, b"\x02\x00\x32\xff\xff\x00\x00\x03\x00")  # a status reply with a bad SUM
+            await asyncio.sleep(0.05)
+            assert await bus.probe(5, timeout_s=0.05) is None  # board 5: nobody answers
+            await bus.read_status(0)
+            with pytest.raises(KerongBusError):
+                await bus.read_status(7)  # nobody there: a timeout
+            await asyncio.sleep(0.5)
+            reporter.cancel()
+    finally:
+        loop.remove_reader(board.master)
+        board.close()
+    text = generate_latest(metrics.registry).decode()
+    assert 'edge_lock_bus{bus="rs485-0",counter="checksum_errors"} 1.0' in text
+    assert 'edge_lock_bus{bus="rs485-0",counter="timeouts"} 1.0' in text
+    assert 'edge_lock_bus_connected{bus="rs485-0"} 0.0' in text  # closed by now
+    assert "1 checksum errors" in caplog.text and "1 timeouts" in caplog.text
