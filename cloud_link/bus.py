@@ -62,10 +62,23 @@ class EventBus:
     async def publish(self, event_type: str, payload: dict[str, Any]) -> Event:
         """Durable first (raises OutboxFullError or EventError otherwise), then to local subscribers."""
         event = await self.outbox.publish(event_type, payload)
-        for sub in self._subscriptions:
-            if sub.matches(event_type):
-                sub.offer(event)
+        self._fan_out(event)
         return event
+
+    async def publish_from_message(
+        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+    ) -> Event | None:
+        """As `publish`, for an event made from an MQTT message (Outbox.publish_from_message): None when a
+        redelivered message was stored before."""
+        event = await self.outbox.publish_from_message(event_type, payload, key, redelivered=redelivered)
+        if event is not None:
+            self._fan_out(event)
+        return event
+
+    def _fan_out(self, event: Event) -> None:
+        for sub in self._subscriptions:
+            if sub.matches(event.type):
+                sub.offer(event)
 
     def subscribe(self, *prefixes: str, maxsize: int = 1000) -> Subscription:
         """Events whose type starts with one of `prefixes` (all events when none are given)."""

@@ -98,6 +98,9 @@ class Message:
     # The connection it came in on: once that closed, a QoS 1 message not acknowledged comes again on the
     # next one (a persistent session), so whoever queued it may drop it.
     connection: MqttConnection | None = None
+    # The broker's DUP flag: it sent this message before (a redelivery after a reconnect), so whoever
+    # stored the first delivery without acknowledging it may have it already.
+    dup: bool = False
 
 
 @dataclass
@@ -443,7 +446,7 @@ class MqttConnection:
             return
         self._cb.on_message(
             Message(topic, bytes(msg.payload), qos, bool(msg.retain), mid, ack=lambda: self.ack(mid, qos),
-                    connection=self)
+                    connection=self, dup=bool(msg.dup))
         )
 
     def _on_publish(

@@ -118,6 +118,15 @@ class _Refused(Exception):
         self.limit = limit
 
 
+class _Duplicate(Exception):
+    """The message this event comes from was stored before (a broker's redelivery)."""
+
+
+# How many message keys are kept (table message_keys). A broker numbers the messages of one session with
+# 65,535 packet ids in turn, so among the newest 30,000 a redelivered message's key can only be its own.
+MESSAGE_KEYS_KEPT = 30_000
+
+
 class Outbox:
     def __init__(
         self,
@@ -165,7 +174,22 @@ class Outbox:
         """Store an event addressed to another topic of the store (e.g. command results)."""
         return await self._append(event_type, payload, topic=topic)
 
-    async def _append(self, event_type: str, payload: dict[str, Any], *, topic: str) -> Event:
+    async def publish_from_message(
+        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+    ) -> Event | None:
+        """Store an event made from an MQTT message whose `key` stays the same when the broker delivers it
+        again (the payload carries it as `msg_key`). A `redelivered` message (the broker's DUP flag) whose key
+        was stored already is not stored again: None. The key goes in with the event, in one transaction."""
+        try:
+            return await self._append(event_type, payload, topic=self.topics.event(event_type), key=key,
+                                      check_key=redelivered)
+        except _Duplicate:
+            return None
+
+    async def _append(
+        self, event_type: str, payload: dict[str, Any], *, topic: str, key: str | None = None,
+        check_key: bool = False,
+    ) -> Event:
         validate_event_type(event_type)
         payload_json = encode_payload(payload)
         cls = classify(event_type)
@@ -182,6 +206,8 @@ class Outbox:
         store_id = self.topics.store_id
 
         def job(conn: sqlite3.Connection) -> tuple[int, list[tuple[int, int]]]:
+            if key is not None:
+                _remember_key(conn, key, check_key)
             seq, used = conn.execute(
                 "UPDATE outbox_stats SET seq = seq + 1, events = events + 1, bytes = bytes + ? "
                 "WHERE id = 1 RETURNING seq, bytes",
@@ -387,6 +413,14 @@ def render_state(*, store_id: str, device_id: str, rev: int, boot: int, ts_ms: i
         f'{{"v":1,"store_id":"{store_id}","device_id":"{device_id}","rev":{rev},"boot":{boot},'
         f'"ts":"{format_ts(ts_ms)}","state":{state_json}}}'
     ).encode()
+
+
+def _remember_key(conn: sqlite3.Connection, key: str, check: bool) -> None:
+    if check and conn.execute("SELECT 1 FROM message_keys WHERE key = ?", (key,)).fetchone() is not None:
+        raise _Duplicate(key)
+    n = conn.execute("INSERT OR REPLACE INTO message_keys(key) VALUES (?)", (key,)).lastrowid or 0
+    if n % 1000 == 0:
+        conn.execute("DELETE FROM message_keys WHERE n <= ?", (n - MESSAGE_KEYS_KEPT,))
 
 
 def _drop_oldest_telemetry(

@@ -32,9 +32,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud_link.intake import IntakeFlow
@@ -88,9 +91,37 @@ class DeviceSink(Protocol):
 
     async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None: ...
 
+    async def publish_from_message(
+        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+    ) -> bool:
+        """Store an event made from an MQTT message with its stable key (the payload carries it as
+        `msg_key`); False when the message was redelivered and its key is stored already."""
+        ...
+
     async def put_state(self, device_id: str, state: dict[str, Any]) -> None: ...
 
     def bad_input(self, source: str, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class MessageKey:
+    """What identifies one device message across the broker's deliveries of it (cloud contract 2.9).
+
+    A QoS 1 message comes again with the same packet id and bytes after a reconnect, so its key hashes the
+    topic, the packet id and the payload; the broker numbers one session's messages with 65,535 ids in
+    turn, so the key is unique among that many messages in a row. A QoS 0 message is never delivered
+    again: its key is random. `redelivered` is the broker's DUP flag."""
+
+    value: str
+    redelivered: bool = False
+
+    @classmethod
+    def of(cls, topic: str, payload: bytes, mid: int = 0, qos: int = 0, dup: bool = False) -> MessageKey:
+        if qos == 0:
+            return cls(secrets.token_hex(12))
+        digest = hashlib.sha256(f"{topic}\n{mid}\n".encode())
+        digest.update(payload)
+        return cls(digest.hexdigest()[:24], dup)
 
 
 class DeviceCommandError(Exception):
@@ -139,6 +170,7 @@ class MqttDeviceGateway:
         self.save_interval_s = save_interval_s
         self._bad_log = RateLimitedLog(log_interval_s)
         self.relayed = 0
+        self.duplicates = 0  # redeliveries of messages stored before their PUBACK went out
         self.rejected = 0
         self.ignored = 0
         self.connected = False
@@ -312,7 +344,8 @@ class MqttDeviceGateway:
             for index in indices:
                 message = batch[index]
                 try:
-                    await self.relay(message.topic, message.payload)
+                    key = MessageKey.of(message.topic, message.payload, message.mid, message.qos, message.dup)
+                    await self.relay(message.topic, message.payload, key)
                 except (ValueError, TypeError) as exc:
                     # The message itself cannot be stored (e.g. an event the outbox refuses as too large):
                     # offered again it would fail again, for ever. Counted, logged, acknowledged.
@@ -346,8 +379,10 @@ class MqttDeviceGateway:
         for conn in connections:
             conn.abort(reason)
 
-    async def relay(self, topic: str, payload: bytes) -> bool:
-        """Handle one message; returns False (counted, logged) when it was rejected as bad input."""
+    async def relay(self, topic: str, payload: bytes, key: MessageKey | None = None) -> bool:
+        """Handle one message; returns False (counted, logged) when it was rejected as bad input. `key`
+        identifies it across the broker's deliveries (a random one when not given)."""
+        key = key or MessageKey.of(topic, payload)
         try:
             msg = parse_device_message(self.prefix, topic, payload, self.max_message_bytes)
         except DeviceMessageError as exc:
@@ -363,11 +398,18 @@ class MqttDeviceGateway:
         if msg.channel in RETAINED_CHANNELS:
             pass
         elif msg.channel == "telemetry":
-            await self.sink.publish_event("telemetry.device", {"device_id": msg.device_id, "readings": msg.body})
+            await self._publish(key, "telemetry.device", {"device_id": msg.device_id, "readings": msg.body})
         else:
-            await self._relay_event(record, msg.body, msg.detail)
+            await self._relay_event(record, msg.body, msg.detail, key)
         self.relayed += 1
         return True
+
+    async def _publish(self, key: MessageKey, event_type: str, payload: dict[str, Any]) -> None:
+        payload["msg_key"] = key.value
+        if not await self.sink.publish_from_message(event_type, payload, key.value, redelivered=key.redelivered):
+            self.duplicates += 1
+            log.info("%s from %s: the broker delivered it again after it was stored; not stored twice",
+                     event_type, payload.get("device_id"))
 
     def _reject(self, topic: str, exc: DeviceMessageError) -> None:
         self.rejected += 1
@@ -389,7 +431,9 @@ class MqttDeviceGateway:
         if record.adopted:
             self.states.update(record.device_id, record.cloud_state())
 
-    async def _relay_event(self, record: DeviceRecord, event: EventBody, detail: ScanData | TapData | None) -> None:
+    async def _relay_event(
+        self, record: DeviceRecord, event: EventBody, detail: ScanData | TapData | None, key: MessageKey
+    ) -> None:
         device_id = record.device_id
         if isinstance(detail, ScanData):
             kiosk_id = record.kiosk_id
@@ -408,14 +452,13 @@ class MqttDeviceGateway:
                     # The scan must not vanish: the cloud gets it as an unbound scan instead.
                     log.error("kiosk %s did not take the scan of %s (%s); sending it as scan.device",
                               kiosk_id, device_id, exc)
-            await self.sink.publish_event(
-                "scan.device", {"device_id": device_id, "code": detail.code, "symbology": detail.symbology}
+            await self._publish(
+                key, "scan.device", {"device_id": device_id, "code": detail.code, "symbology": detail.symbology}
             )
         elif isinstance(detail, TapData):
-            await self.sink.publish_event("device.tap", {"device_id": device_id, "target": detail.target})
+            await self._publish(key, "device.tap", {"device_id": device_id, "target": detail.target})
         else:
-            await self.sink.publish_event("device.event", {"device_id": device_id, "kind": event.kind,
-                                                           "data": event.data})
+            await self._publish(key, "device.event", {"device_id": device_id, "kind": event.kind, "data": event.data})
 
     def adopt(self, device_id: str) -> bool:
         """Adopt a discovered device (the technician UI's explicit choice); False if no such device was heard.

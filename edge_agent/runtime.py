@@ -116,6 +116,11 @@ class _DeviceSink:
     async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
         await self.bus.publish(event_type, payload)
 
+    async def publish_from_message(
+        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+    ) -> bool:
+        return await self.bus.publish_from_message(event_type, payload, key, redelivered=redelivered) is not None
+
     async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
         await self.bus.outbox.put_state(device_id, state)
 

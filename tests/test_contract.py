@@ -170,8 +170,10 @@ def test_ts_has_milliseconds_even_when_they_are_zero() -> None:
 @pytest.mark.parametrize(
     ("event_type", "payload"),
     [
-        ("telemetry.device", {"device_id": "fridge-7", "readings": {"temperature_c": 4.2}}),
-        ("device.event", {"device_id": "scanner-3", "kind": "button.pressed", "data": {}}),
+        ("telemetry.device", {"device_id": "fridge-7", "readings": {"temperature_c": 4.2},
+                              "msg_key": "5f0c2a9be41d7a3380c6e2f1"}),
+        ("device.event", {"device_id": "scanner-3", "kind": "button.pressed", "data": {},
+                          "msg_key": "0d3e9a27c11b4f6a8e5d7c90"}),
         ("alarm.outbox_full", {"max_bytes": 1 << 30, "refused_type": "device.event"}),
         ("command.result", {"command_id": "c-1", "type": "ping", "status": "ok", "result": {"pong": True}}),
         ("test.note", {"anything": ["goes", 1, None]}),  # no payload schema: envelope only
@@ -217,9 +219,9 @@ def test_bad_envelopes_are_refused_with_the_path(doc: dict[str, Any], path: str)
     ("event_type", "payload", "schema", "path"),
     [
         ("telemetry.device", {"device_id": "d1"}, "payload.telemetry.device.json", "$.payload"),
-        ("telemetry.device", {"device_id": "d1", "readings": [1]}, "payload.telemetry.device.json",
-         "$.payload.readings"),
-        ("device.event", {"device_id": "d1", "kind": "Button", "data": {}}, "payload.device.event.json",
+        ("telemetry.device", {"device_id": "d1", "readings": [1], "msg_key": "0" * 24},
+         "payload.telemetry.device.json", "$.payload.readings"),
+        ("device.event", {"device_id": "d1", "kind": "Button", "data": {}, "msg_key": "0" * 24}, "payload.device.event.json",
          "$.payload.kind"),
         ("device.event", {"device_id": "d1", "kind": "button", "data": {}, "x": 1}, "payload.device.event.json",
          "$.payload"),
@@ -548,6 +550,11 @@ class _Sink:
     async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
         await self.outbox.publish(event_type, payload)
 
+    async def publish_from_message(
+        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+    ) -> bool:
+        return await self.outbox.publish_from_message(event_type, payload, key, redelivered=redelivered) is not None
+
     async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
         await self.outbox.put_state(device_id, state)
 
@@ -583,9 +590,11 @@ async def test_device_gateway_output_matches_the_contract(outbox: Outbox) -> Non
     ]
     for _, body in events:
         validate_event(body)
-    assert json.loads(events[2][1])["payload"] == {"device_id": "scanner-3", "kind": "door.opened", "data": {}}
-    assert json.loads(events[3][1])["payload"] == {"device_id": "scanner-3", "code": "6901234567892",
-                                                   "symbology": None}
+    payloads = [json.loads(body)["payload"] for _, body in events]
+    keys = [p.pop("msg_key") for p in payloads]  # one per device message, each its own
+    assert len(set(keys)) == len(keys) and all(len(k) == 24 for k in keys)
+    assert payloads[2] == {"device_id": "scanner-3", "kind": "door.opened", "data": {}}
+    assert payloads[3] == {"device_id": "scanner-3", "code": "6901234567892", "symbology": None}
 
     await gateway.states.flush()  # state is coalesced; the gateway's task would flush it within a window
     states = outbox.read_states(10)

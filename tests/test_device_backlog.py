@@ -28,6 +28,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_link.mqtt_driver import Endpoint, Message
+from cloud_link.outbox import Outbox
+from cloud_link.topics import Topics
 from devices.mqtt.broker_drops import BrokerDrops, parse_count
 from devices.mqtt.registry import AdoptPolicy, DeviceRegistry
 from devices.mqtt_gateway import INTAKE_HIGH, MqttDeviceGateway
@@ -169,6 +171,12 @@ class _SlowSink:
             self.refused += 1
             raise RuntimeError("outbox full")
         self.stored.append(payload["data"]["seq"])
+
+    async def publish_from_message(
+        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+    ) -> bool:
+        await self.publish_event(event_type, payload)
+        return True
 
     async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
         return None
@@ -330,3 +338,57 @@ async def test_broker_drop_counts_baseline_increase_restart_and_persistence(tmp_
     assert published == [{"count": 15, "broker_total": 55}, {"count": 3, "broker_total": 3},
                          {"count": 7, "broker_total": 10}]
     assert [parse_count(b) for b in (b"12", b" 7\n", b"-1", b"x", b"")] == [12, 7, None, None, None]
+
+
+async def test_a_message_stored_but_not_acknowledged_before_a_crash_is_not_stored_twice(
+    tmp_path: Path, store_broker: Broker
+) -> None:
+    """Issue 14.8: the event committed, then the connection dies before the PUBACK (a crash in between):
+    the broker delivers the message again (DUP) and it used to be stored again with a new event_id."""
+    db = Database(tmp_path / "data")
+    outbox = Outbox(db, Topics("retail/v1", "s1"), max_bytes=1 << 22)
+    await outbox.open()
+    holder: list[MqttDeviceGateway] = []
+
+    class CrashAfterCommit:
+        crashed = False
+
+        async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
+            await outbox.publish(event_type, payload)
+
+        async def publish_from_message(
+            self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+        ) -> bool:
+            stored = await outbox.publish_from_message(event_type, payload, key, redelivered=redelivered)
+            if not self.crashed:
+                self.crashed = True
+                conn = holder[0]._conn
+                assert conn is not None
+                conn.abort("crash after the commit, before the PUBACK")
+            return stored is not None
+
+        async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
+            return None
+
+        def bad_input(self, source: str, reason: str) -> None:
+            return None
+
+    gateway = MqttDeviceGateway(Endpoint(store_broker.host, store_broker.port, "gw-dup", session_expiry=3600),
+                                CrashAfterCommit(), registry=DeviceRegistry(AdoptPolicy.AUTO), backoff_max=0.3)
+    holder.append(gateway)
+    devices = Devices(store_broker)
+    task = asyncio.create_task(gateway.run())
+    try:
+        await wait_until(lambda: gateway.connected, timeout=10)
+        await asyncio.to_thread(devices.publish, range(1))
+        await wait_until(lambda: gateway.duplicates == 1 and gateway.connections >= 2, timeout=15)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        devices.stop()
+    stored = [json.loads(m.body) for m in outbox.read_events(0, 100) if m.topic.endswith("/device.event")]
+    db.close()
+    assert gateway.connections >= 2
+    assert len(stored) == 1, stored
+    assert len(stored[0]["payload"]["msg_key"]) == 24

@@ -109,6 +109,12 @@ class _Sink:
     async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
         self.events.append((event_type, payload))
 
+    async def publish_from_message(
+        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+    ) -> bool:
+        await self.publish_event(event_type, payload)
+        return True
+
     async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
         return None
 

@@ -141,6 +141,8 @@ async def test_unbound_scans_and_taps_become_cloud_events(
         scanner.pub("event", {"kind": "button.pressed", "data": {"button": 2}})
         events = await asyncio.to_thread(subscriber.wait_events, 3)
     by_type = {e["type"]: e["payload"] for e in events}
+    keys = {kind: payload.pop("msg_key") for kind, payload in by_type.items()}  # each message its own
+    assert len(set(keys.values())) == 3
     assert by_type["scan.device"] == {"device_id": "scanner-2", "code": "6901234567892", "symbology": "ean13"}
     assert by_type["device.tap"] == {"device_id": "scanner-2", "target": "help-button"}
     assert by_type["device.event"] == {"device_id": "scanner-2", "kind": "button.pressed", "data": {"button": 2}}
@@ -152,6 +154,12 @@ class _BusSink:
 
     async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
         await self._publish(event_type, payload)
+
+    async def publish_from_message(
+        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
+    ) -> bool:
+        await self._publish(event_type, payload)
+        return True
 
     async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
         pass

@@ -182,3 +182,33 @@ async def test_dropped_telemetry_is_reported_so_gaps_can_be_explained(tmp_path: 
     contract.validate_event(db.read(lambda c: c.execute("SELECT body FROM outbox WHERE seq = ?", (report.seq,)).fetchone()[0]))
     assert await outbox.report_dropped_telemetry() is None, "reported once"
     db.close()
+
+
+async def test_a_redelivered_message_is_stored_once_and_only_the_newest_keys_are_kept(tmp_path: Path) -> None:
+    from cloud_link.outbox import MESSAGE_KEYS_KEPT
+
+    db, outbox = await open_outbox(tmp_path)
+    try:
+        first = await outbox.publish_from_message("scan.device", {"k": 1}, "a" * 24, redelivered=False)
+        assert first is not None and first.seq == 1
+        # The broker's redelivery of that message: recognised, no event, no seq used.
+        assert await outbox.publish_from_message("scan.device", {"k": 1}, "a" * 24, redelivered=True) is None
+        # Not flagged as a redelivery (a packet id reused 65,535 messages later): stored.
+        again = await outbox.publish_from_message("scan.device", {"k": 1}, "a" * 24, redelivered=False)
+        assert again is not None and again.seq == 2
+        # A redelivered message never stored before (the crash came before the commit): stored.
+        assert await outbox.publish_from_message("scan.device", {"k": 2}, "b" * 24, redelivered=True) is not None
+        # Survives a restart: the key went in with the event.
+        db.close()
+        db, outbox = await open_outbox(tmp_path)
+        assert await outbox.publish_from_message("scan.device", {"k": 2}, "b" * 24, redelivered=True) is None
+        total = MESSAGE_KEYS_KEPT + 2000
+        for start in range(0, total, 1000):  # a thousand at a time: group commits
+            await asyncio.gather(*(
+                outbox.publish_from_message("telemetry.device", {}, f"{n:024x}", redelivered=False)
+                for n in range(start, start + 1000)
+            ))
+        kept = db.read(lambda c: c.execute("SELECT COUNT(*) FROM message_keys").fetchone()[0])
+        assert kept <= MESSAGE_KEYS_KEPT + 1000
+    finally:
+        db.close()

@@ -462,6 +462,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pickups_by_slot ON pickups(slot, state)",
         ),
     ),
+    Migration(
+        12,
+        "keys of the device messages relayed",
+        (
+            # The msg_key of each event made from an in-store MQTT message (cloud_link.outbox), written in the
+            # transaction that stores the event: a redelivery (DUP) of a message stored before its PUBACK went
+            # out is recognised and not stored twice. Only the newest keys are kept (n orders them).
+            """CREATE TABLE message_keys (
+                n INTEGER PRIMARY KEY,
+                key TEXT NOT NULL UNIQUE
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
