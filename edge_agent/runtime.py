@@ -16,6 +16,7 @@ import functools
 import logging
 import signal
 import socket
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Generator
@@ -136,17 +137,40 @@ class _AuditToCloud:
     bus: EventBus
 
     async def append(
-        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any]
+        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any],
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> AuditRecord:
         record = await self.audit.append(
-            cast(AuditKind, kind), compartment=compartment, actor=actor, order_id=order_id, detail=detail
+            cast(AuditKind, kind), compartment=compartment, actor=actor, order_id=order_id, detail=detail, also=also
         )
+        await self._publish(record)
+        return record
+
+    async def _publish(self, record: AuditRecord) -> None:
         try:
             await self.bus.publish("audit.door_opened", record.as_payload())
         except OutboxFullError:
-            # The row is in the local chain; the full outbox already raised its alarm.
+            # The row is in the local chain; the full outbox already raised its alarm; the next start tries again.
             log.error("audit record %d kept locally only: the outbox is full", record.seq)
-        return record
+            return
+        # Not awaited: bookkeeping only. Lost in a crash, the record is published once more at the next
+        # start (the cloud deduplicates audit.door_opened on the record's seq and hash).
+        task = asyncio.get_running_loop().create_task(self.audit.mark_published(record.seq), name="audit-published")
+        task.add_done_callback(_log_task_failure)
+
+    async def publish_unsent(self) -> int:
+        """At start-up: audit rows whose audit.door_opened never reached the outbox (a crash in between, or
+        a full outbox) are published now, oldest first."""
+        records = self.audit.unpublished()
+        for record in records:
+            log.warning("audit record %d had not gone to the cloud: publishing it now", record.seq)
+            await self._publish(record)
+        return len(records)
+
+
+def _log_task_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %s", task.get_name(), task.exception())
 
 
 def _signal_all(signals: list[AlarmSignal]) -> Callable[[bool], None]:
@@ -769,6 +793,8 @@ class Agent:
                 except TimeoutError:
                     log.error("locker bus %s is not reachable; lockers run without it until it is", bus.url)
             await lockers.recover()
+            if self._audit_sink is not None:
+                await self._audit_sink.publish_unsent()
             tg.create_task(lockers.run(), name="locker-poll")
             try:
                 while True:

@@ -101,3 +101,90 @@ async def test_audit_verify_from_the_command_line(tmp_path: Path) -> None:
         text=True, timeout=60,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+class HangingBoard:
+    """A board whose unlock never returns: the agent dies while the frame is on its way."""
+
+    def __init__(self) -> None:
+        self.unlocks = 0
+
+    async def unlock(self, lock: int) -> Any:
+        self.unlocks += 1
+        await asyncio.Event().wait()
+
+
+async def test_an_opening_cut_short_by_a_crash_is_audited_at_the_next_start(tmp_path: Path) -> None:
+    """Issue 14.4: killed just after the unlock frame, the agent used to leave the opening as door_ops
+    `unknown` with no audit row and no audit.door_opened; recovery now audits it with what is known."""
+    db = Database(tmp_path)
+    hanging = HangingBoard()
+    doors = DoorOpener(db, {"b": hanging}, RecordingAudit())  # type: ignore[dict-item]
+    opening = asyncio.create_task(doors.open(Compartment("A-07", "b", 7), purpose="code", attempt="collect-7",
+                                             actor="terminal-A", order_id="o-7"))
+    while hanging.unlocks == 0:
+        await asyncio.sleep(0.001)
+    opening.cancel()  # the process dies here: the intent is committed, nothing after it
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    db.close()
+
+    db = Database(tmp_path)
+    audit = RecordingAudit()
+    doors = DoorOpener(db, {}, audit)
+    read: list[str] = []
+
+    async def door(compartment: str) -> str:
+        read.append(compartment)
+        return "open"
+
+    assert await doors.recover(door) == [db.read(lambda c: c.execute("SELECT op_id FROM door_ops").fetchone()[0])]
+    assert read == ["A-07"]
+    assert len(audit.rows) == 1
+    kind, fields = audit.rows[0]
+    assert kind == "code" and fields["compartment"] == "A-07" and fields["actor"] == "terminal-A"
+    assert fields["order_id"] == "o-7"
+    detail = fields["detail"]
+    assert detail["attempt"] == "collect-7" and detail["result"] == "unknown"
+    assert detail["interrupted"] is True and detail["recovered"] is True and detail["door_at_restart"] == "open"
+    # The audit row and the mark go in one transaction: run the mark as the real audit log would.
+    await db.write(fields["also"])
+    assert await doors.recover(door) == [] and len(audit.rows) == 1  # audited once, not at every start
+    db.close()
+
+
+async def test_an_opening_recorded_but_not_audited_before_a_crash_is_audited_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path)
+    await db.write(lambda c: c.execute(
+        "INSERT INTO door_ops(op_id, compartment, purpose, attempt, order_id, actor, state, created_ms, finished_ms) "
+        "VALUES ('op-o', 'B-02', 'staff', 'load-2', 'o-2', 'staff:17', 'opened', 1, 2)"
+    ))
+    audit = RecordingAudit()
+    await DoorOpener(db, {}, audit).recover()
+    assert [(k, f["detail"]["result"], "interrupted" in f["detail"]) for k, f in audit.rows] == [("staff", "opened", False)]
+    db.close()
+
+
+async def test_audit_rows_that_never_reached_the_cloud_are_published_at_the_next_start(tmp_path: Path) -> None:
+    from cloud_link.bus import EventBus
+    from cloud_link.outbox import Outbox
+    from cloud_link.topics import Topics
+    from edge_agent.runtime import _AuditToCloud
+    from edge_agent.services.audit import AuditLog
+
+    db = Database(tmp_path)
+    outbox = Outbox(db, Topics("retail/v1", "s1"), max_bytes=1 << 20)
+    await outbox.open()
+    log = AuditLog(db)
+    # What a crash between the audit row and its event leaves: the row, no event, not marked published.
+    await log.append("code", compartment="A-01", actor="terminal-A", order_id="o-1", detail={"op_id": "x"})
+    to_cloud = _AuditToCloud(log, EventBus(outbox))
+    assert await to_cloud.publish_unsent() == 1
+    await asyncio.sleep(0.05)  # the mark is written behind
+    assert await to_cloud.publish_unsent() == 0
+    events = [m for m in outbox.read_events(0, 10) if m.topic.endswith("/audit.door_opened")]
+    assert len(events) == 1
+    assert log.verify().ok and log.verify().rows == 1
+    db.close()

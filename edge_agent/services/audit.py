@@ -190,8 +190,10 @@ class AuditLog:
         actor: str | None,
         order_id: str | None,
         detail: dict[str, Any],
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> AuditRecord:
-        """Append one door opening; returns the record once it is durable. Raises AuditError on bad input."""
+        """Append one door opening; returns the record once it is durable. Raises AuditError on bad input.
+        `also` runs in the same transaction (the door operation marked audited: both or neither)."""
         if kind not in AUDIT_KINDS:
             raise AuditError(f"kind: must be one of {', '.join(AUDIT_KINDS)}, got {kind!r}")
         _check_text("compartment", compartment)
@@ -213,11 +215,25 @@ class AuditLog:
                 order_id=order_id, detail_json=detail_json,
             )
             conn.execute(_Q_INSERT, (seq, ts_ms, kind, compartment, actor, order_id, detail_json, prev_hash, hash_))
+            if also is not None:
+                also(conn)
             return AuditRecord(
                 seq, ts_ms, kind, compartment, actor, order_id, json.loads(detail_json), prev_hash, hash_
             )
 
         return await self._db.write(insert)
+
+    async def mark_published(self, seq: int) -> None:
+        """Its audit.door_opened event is in the outbox (table audit_published: audit_log is append-only)."""
+        await self._db.write(lambda c: c.execute("INSERT OR IGNORE INTO audit_published(seq) VALUES (?)", (seq,)))
+
+    def unpublished(self, limit: int = 1000) -> list[AuditRecord]:
+        """Records whose audit.door_opened never reached the outbox, oldest first."""
+        seqs = self._db.read(lambda c: [int(r[0]) for r in c.execute(
+            "SELECT seq FROM audit_log WHERE seq NOT IN (SELECT seq FROM audit_published) ORDER BY seq LIMIT ?",
+            (limit,),
+        )])
+        return [record for seq in seqs for record in self.records(after_seq=seq - 1, limit=1)]
 
     def records(self, after_seq: int = 0, limit: int = 100) -> list[AuditRecord]:
         """Rows with seq > after_seq, oldest first, at most `limit` (capped at VERIFY_CHUNK)."""

@@ -4,8 +4,14 @@ Every opening (a customer's code, staff loading or retrieving, a remote command,
 is an *attempt* with its own id. Before the unlock frame is sent, an intent row keyed by the attempt id
 is committed (fsync'd); the unique key means a second opening for the same attempt is refused, also
 after a restart. After the board answered, the outcome is recorded and the opening goes into the
-hash-chained audit log. An intent found without an outcome at start-up (the agent died between the two)
-is marked `unknown` and never sent again: the door sensors, read at start-up, tell what happened.
+hash-chained audit log, in one transaction with the operation's `audited_ms`. An intent found without
+an outcome at start-up (the agent died between the two) is marked `unknown` and never sent again.
+
+Every opening is audited, also across a crash: at start-up every operation that may have opened a door
+(`opened`, `unknown`, or an interrupted intent) and has no audit row gets one, with what is known: who,
+which door, the attempt, `interrupted` when the agent died after the intent (the unlock frame may or may
+not have gone out) and the door as its sensor reads at that moment (`door_at_restart`). The locker
+service then reconciles the door with its pickup as for any restart.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,8 +42,19 @@ class DoorAlreadyOpenedError(Exception):
 
 class AuditSink(Protocol):
     async def append(
-        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any]
+        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any],
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> Any: ...
+
+
+DoorSensor = Callable[[str], Awaitable[str]]  # compartment id -> "open", "closed" or "unreadable"
+
+
+def _mark_audited(op_id: str) -> Callable[[sqlite3.Connection], None]:
+    def mark(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE door_ops SET audited_ms = ? WHERE op_id = ?", (now_ms(), op_id))
+
+    return mark
 
 
 @dataclass(frozen=True)
@@ -61,19 +78,35 @@ class DoorOpener:
         self._boards = boards
         self._audit = audit
 
-    async def recover(self) -> list[str]:
-        """At start-up: intents without an outcome become `unknown` (never re-sent); returns their ids."""
+    async def recover(self, door: DoorSensor | None = None) -> list[str]:
+        """At start-up: intents without an outcome become `unknown` (never re-sent), and every operation that
+        may have opened a door without being audited is audited now (`door` reads its sensor for the record).
+        Returns the interrupted intents' ids."""
 
-        def job(conn: sqlite3.Connection) -> list[str]:
-            rows = [r[0] for r in conn.execute("SELECT op_id FROM door_ops WHERE state = 'intent'")]
+        def job(conn: sqlite3.Connection) -> tuple[list[str], list[tuple[Any, ...]]]:
+            interrupted = [r[0] for r in conn.execute("SELECT op_id FROM door_ops WHERE state = 'intent'")]
             conn.execute(
                 "UPDATE door_ops SET state = 'unknown', finished_ms = ? WHERE state = 'intent'", (now_ms(),)
             )
-            return rows
+            unaudited = conn.execute(
+                "SELECT op_id, compartment, purpose, attempt, order_id, actor, state FROM door_ops "
+                "WHERE state IN ('opened', 'unknown') AND audited_ms IS NULL ORDER BY created_ms"
+            ).fetchall()
+            return interrupted, unaudited
 
-        interrupted = await self._store.write(job)
+        interrupted, unaudited = await self._store.write(job)
         for op_id in interrupted:
             log.warning("door operation %s was interrupted by a restart: not repeated; sensors decide", op_id)
+        for op_id, compartment, purpose, attempt, order_id, actor, state in unaudited:
+            detail: dict[str, Any] = {"op_id": op_id, "attempt": attempt, "result": state, "recovered": True}
+            if op_id in interrupted:
+                detail["interrupted"] = True  # the agent died after the intent: the frame may have gone out
+            if door is not None:
+                detail["door_at_restart"] = await door(compartment)
+            log.warning("door operation %s on %s (%s) was not audited before the restart: audited now (%s)",
+                        op_id, compartment, purpose, detail.get("door_at_restart", "door not read"))
+            await self._audit.append(purpose, compartment=compartment, actor=actor, order_id=order_id, detail=detail,
+                                     also=_mark_audited(op_id))
         return interrupted
 
     async def open(
@@ -128,6 +161,7 @@ class DoorOpener:
                 actor=actor,
                 order_id=order_id,
                 detail=detail,
+                also=_mark_audited(op_id),
             )
         return DoorOpening(op_id, attempt, compartment.id, outcome)
 

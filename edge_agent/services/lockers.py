@@ -977,7 +977,7 @@ class LockerService:
     async def recover(self) -> list[dict[str, Any]]:
         """At start-up, before anything opens: interrupted openings are never repeated; every sensor is read
         and compared with the database. Returns the mismatches raised as `alarm.state_mismatch`."""
-        interrupted = await self._doors.recover()
+        interrupted = await self._doors.recover(self._door_now)
         mismatches: list[dict[str, Any]] = []
         by_board: dict[str, list[CompartmentInfo]] = {}
         for info in self.compartments():
@@ -1001,6 +1001,18 @@ class LockerService:
         if interrupted:
             log.warning("recover: %d door openings interrupted by the restart, not repeated", len(interrupted))
         return mismatches
+
+    async def _door_now(self, compartment: str) -> str:
+        """The door's sensor as it reads now: "open", "closed" or "unreadable" (for a recovered audit row)."""
+        info = next((i for i in self.compartments() if i.spec.id == compartment), None)
+        board = self._boards.get(info.spec.board_id) if info is not None else None
+        if info is None or board is None:
+            return "unreadable"
+        try:
+            state = await board.read(info.spec.lock)
+        except LockBoardError:
+            return "unreadable"
+        return "closed" if state.locked else "open"
 
     async def _reconcile(self, spec: CompartmentSpec, state: LockState) -> list[dict[str, Any]]:
         pickup = self._pickup_in(spec.id)

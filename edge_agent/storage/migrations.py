@@ -475,6 +475,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        13,
+        "door openings audited across a crash",
+        (
+            # When the opening's audit row was written (in the same transaction): recovery audits every door
+            # operation that may have opened a door and has none (edge_agent.services.doors). Openings before
+            # this migration were audited by the code of their day.
+            "ALTER TABLE door_ops ADD COLUMN audited_ms INTEGER",
+            "UPDATE door_ops SET audited_ms = COALESCE(finished_ms, created_ms) WHERE state IN ('opened', 'unknown')",
+            # Audit rows whose audit.door_opened event is in the outbox (audit_log itself is append-only):
+            # recovery publishes the others. Every row before this migration was published then.
+            "CREATE TABLE audit_published (seq INTEGER PRIMARY KEY)",
+            "INSERT INTO audit_published(seq) SELECT seq FROM audit_log",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
