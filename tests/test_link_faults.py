@@ -106,6 +106,7 @@ async def test_device_gateway_relays_and_rejects_bad_input(
     finally:
         device.stop()
     events = {m.json()["type"]: m.json()["payload"] for m in msgs if "/events/" in m.topic}
+    assert len({events[kind].pop("msg_key") for kind in ("telemetry.device", "device.event")}) == 2
     assert events["telemetry.device"] == {"device_id": "scanner-1", "readings": {"battery_mv": 3700}}
     assert events["device.event"] == {"device_id": "scanner-1", "kind": "button.pressed", "data": {"b": 1}}
     state = next(m.json() for m in msgs if "/state/" in m.topic)
@@ -128,6 +129,10 @@ async def test_device_messages_refused_by_storage_are_delivered_again(tmp_path: 
                 failures["left"] -= 1
                 raise RuntimeError("outbox full")
             stored.append(payload)
+
+        async def publish_from_message(self, event_type: str, payload: dict, key: str, *, redelivered: bool) -> bool:
+            await self.publish_event(event_type, payload)
+            return True
 
         async def put_state(self, device_id: str, state: dict) -> None:
             stored.append(state)
