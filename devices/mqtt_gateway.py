@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -174,6 +175,7 @@ class MqttDeviceGateway:
         self.rejected = 0
         self.ignored = 0
         self.connected = False
+        self.down_since: float | None = time.monotonic()  # not connected since (None: connected)
         self.connections = 0
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._flow = IntakeFlow("in-store intake", INTAKE_HIGH, INTAKE_LOW)
@@ -216,6 +218,7 @@ class MqttDeviceGateway:
                 attempt = 0
                 self._conn = conn
                 self.connected = True
+                self.down_since = None
                 self.connections += 1
                 log.info("in-store broker connected at %s:%d", self.endpoint.host, self.endpoint.port)
                 try:
@@ -223,6 +226,7 @@ class MqttDeviceGateway:
                     log.warning("in-store broker connection lost: %s", reason)
                 finally:
                     self.connected = False
+                    self.down_since = time.monotonic()
                     self._conn = None
                     self._flow.forget()
                     self._fail_acks(f"connection lost: {conn.closed.result() if conn.closed.done() else 'stopping'}")

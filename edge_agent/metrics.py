@@ -74,6 +74,7 @@ class _LabelCollector(Collector):
                 ("peer_resets", s.peer_resets),
                 ("crc_errors", d.crc_errors),
                 ("bad_frames", d.bad_frames),
+                ("overruns", d.overruns),
                 ("reconnects", client.stats.reconnects),
                 ("bad_messages", client.stats.bad_messages),
             ):

@@ -496,6 +496,7 @@ class Agent:
                         sessions=self.web_sessions,
                         admin=self._admin_services(),
                         https_port=self.https_port,
+                        device_problems=self.live_hub.health.link_problems,
                     )
                 )
                 self.web_app = app

@@ -44,6 +44,10 @@ TAG_OFFLINE_S = 3600.0
 # board 4 times a second, so a few seconds without one means the board stopped answering.
 BOARD_STALE_S = 3.0
 
+# The in-store broker counts as a problem in /healthz once the agent has been without it this long (it connects
+# within a second at start, and reconnects within reconnect_max_s after the broker restarts).
+BROKER_GRACE_S = 5.0
+
 # The tag counts scan the tags table (about 4 ms for 10,000 rows): shared by whatever asks within this long
 # (the live hub every 0.5 s, every open dashboard). Tags change by check-ins and pairing, a second is fresh.
 TAG_COUNTS_TTL_S = 1.0
@@ -101,6 +105,37 @@ class StoreHealth:
             "tags": tags,
             "tag_updates": self._tag_updates(),
         }
+
+    def link_problems(self) -> list[dict[str, str]]:
+        """Every configured device link that is not working, with why: what /healthz reports. A base station
+        still starting (port open, handshake pending for less than its grace) is not a problem yet."""
+        out: list[dict[str, str]] = []
+        if self._labels is not None:
+            for name, station in sorted(self._labels.stations.items()):
+                if station.connected:
+                    continue
+                if not hasattr(station, "problem"):  # Wi-Fi labels: the station is its in-store MQTT connection
+                    last = getattr(getattr(station, "stats", None), "last_error", None)
+                    out.append({"device": "label_station", "name": name,
+                                "reason": "not connected" + (f": {last}" if last else "")})
+                    continue
+                problem = station.problem  # a serial base station knows why; None while it is still starting
+                if isinstance(problem, str):
+                    out.append({"device": "base_station", "name": name, "reason": problem})
+        for board_id, (reachable, age) in sorted(self._board_reachability().items()):
+            if reachable is False:
+                bus = self._board_buses.get(board_id)
+                where = f" on bus {bus}" if bus else ""
+                reason = "never answered" if age is None else f"no answer for {age:.0f} s"
+                out.append({"device": "lock_board", "name": board_id, "reason": f"{reason}{where}"})
+        gw = self._gateway
+        if gw is not None and not gw.connected and gw.down_since is not None:
+            down_s = time.monotonic() - gw.down_since
+            if down_s >= BROKER_GRACE_S:  # not while it is connecting at start or reconnecting after a blip
+                ep = gw.endpoint
+                out.append({"device": "in_store_broker", "name": f"{ep.host}:{ep.port}",
+                            "reason": f"not connected for {down_s:.0f} s"})
+        return out
 
     def _cloud(self, now: int) -> dict[str, Any]:
         session = self._session

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,8 @@ class WebContext:
     sessions: WebSessions | None = None
     admin: AdminServices | None = None
     https_port: int | None = None
+    # Every configured device link that is not working, with why (StoreHealth.link_problems): in /healthz.
+    device_problems: Callable[[], list[dict[str, str]]] | None = None
 
 
 def create_app(ctx: WebContext) -> FastAPI:
@@ -99,6 +102,8 @@ def create_app(ctx: WebContext) -> FastAPI:
             problems.append("outbox full")
         if not connected and oldest_age is not None and oldest_age > STALE_OUTBOX_S:
             problems.append("cloud unreachable with events waiting")
+        devices = ctx.device_problems() if ctx.device_problems is not None else []
+        problems += [f"{d['device'].replace('_', ' ')} {d['name']}: {d['reason']}" for d in devices]
         body: dict[str, Any] = {
             "status": "degraded" if problems else "ok",
             "problems": problems,
@@ -113,6 +118,7 @@ def create_app(ctx: WebContext) -> FastAPI:
                 else None,
                 "last_ack_ms": ctx.session.last_ack_ms if ctx.session is not None else None,
             },
+            "devices": devices,
             "outbox": {
                 "depth": stats.events,
                 "bytes": stats.bytes,

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,8 @@ from firmware_bridge.serial_port import SerialOpenError, SerialPort
 log = logging.getLogger(__name__)
 
 MIN_CHUNK = 16
+# An open port whose base station has not answered the handshake by then is a problem (/healthz, the log).
+HANDSHAKE_GRACE_S = 10.0
 
 
 class BaseStationError(Exception):
@@ -110,6 +113,7 @@ class BaseStationClient:
         self._xfer_ids = itertools.count(1)
         self._transfers: dict[int, Transfer] = {}
         self._port: SerialPort | None = None
+        self._opened_at: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -138,6 +142,7 @@ class BaseStationClient:
             "retransmits": link.retransmits,
             "crc_errors": decoder.crc_errors,
             "bad_frames": decoder.bad_frames,
+            "overruns": decoder.overruns,
             "garbage_bytes": decoder.garbage_bytes,
             "bytes_sent": link.bytes_sent,
             "bytes_received": link.bytes_received,
@@ -176,7 +181,9 @@ class BaseStationClient:
                 await asyncio.sleep(self.reopen_interval_s)
                 continue
             self.stats.open_failures = 0
+            self._opened_at = time.monotonic()
             log.info("base station %s: %s open", self.name, self.url)
+            watcher = asyncio.get_running_loop().create_task(self._warn_without_handshake(), name="bs-handshake")
             try:
                 await self.link.run(self._port)
             except LinkClosedError as exc:
@@ -184,10 +191,33 @@ class BaseStationClient:
                 self.stats.last_error = str(exc)
                 log.warning("base station %s: line lost (%s); re-opening", self.name, exc)
             finally:
+                watcher.cancel()
                 port, self._port = self._port, None
+                self._opened_at = None
                 if port is not None:
                     port.close()
             await asyncio.sleep(min(self.reopen_interval_s, 0.2))
+
+    async def _warn_without_handshake(self) -> None:
+        """An open port whose base station never answers the handshake is not silent in the log."""
+        try:
+            await asyncio.wait_for(self.link.up.wait(), HANDSHAKE_GRACE_S)
+        except TimeoutError:
+            self.stats.last_error = f"no handshake within {HANDSHAKE_GRACE_S:.0f} s of opening {self.url}"
+            log.warning("base station %s: %s is open but the base station has not answered the handshake in "
+                        "%.0f s (wrong device, baud rate or firmware?)", self.name, self.url, HANDSHAKE_GRACE_S)
+
+    @property
+    def problem(self) -> str | None:
+        """Why this base station is not working (for /healthz), or None while it works or is still starting."""
+        if self.connected:
+            return None
+        if self._port is None or self._opened_at is None:
+            return f"port {self.url} not open" + (f": {self.stats.last_error}" if self.stats.last_error else "")
+        open_s = time.monotonic() - self._opened_at
+        if open_s < HANDSHAKE_GRACE_S:
+            return None
+        return f"port {self.url} open for {open_s:.0f} s, no handshake with the base station"
 
     async def wait_connected(self, timeout: float) -> None:
         await asyncio.wait_for(self.link.up.wait(), timeout)
