@@ -12,11 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 import pytest
+from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import BaseModel
 
 from cloud_link.commands import CommandIntake, CommandRegistry
 from cloud_link.mqtt_driver import Endpoint
@@ -27,6 +30,7 @@ from devices.mqtt.messages import DeviceMessageError, parse_device_message
 from devices.mqtt.registry import AdoptPolicy, DeviceRegistry
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent.storage import Database
+from edge_agent.web.validation_errors import install_validation_errors
 from tests.conftest import wait_until
 from tests.support.broker import Broker
 from tests.support.hostile_json import RAW
@@ -151,3 +155,56 @@ async def test_a_retained_announce_with_a_huge_number_is_rejected_once_and_relay
         poison.disconnect()
     assert sink.bad == ["malformed_json"]
     assert gateway.connections == 1
+
+
+async def test_any_body_to_the_locker_screens_public_endpoints_is_answered_without_a_5xx(
+    tmp_path: Path, cloud_broker: Broker
+) -> None:
+    """The locker screen's collect and staff sign-in parse their bodies with FastAPI: hostile JSON gets a
+    4xx there too (the agent in-process; Hypothesis drives a client from a thread so the loop stays free)."""
+    from firmware_bridge.base_station.pty_line import PtyPort
+    from tests.conftest import agent_config, running_agent
+    from tests.support.lockers import compartment, idle_emulator, one_board
+
+    emulator = idle_emulator()
+    pty = tmp_path / "lockers0"
+    config = agent_config(tmp_path / "data", cloud_broker, lockers=one_board(pty, compartment("A-01", 1, column=1)))
+    async with emulator.running(PtyPort(pty)), running_agent(config, env={"EDGE_AGENT_STORE_HMAC_KEY": "ab" * 32}) as agent:
+        base = f"http://127.0.0.1:{agent.web_port}/locker/A/api"
+        answers: list[int] = []
+
+        @settings(max_examples=80, deadline=None)
+        @given(raw=RAW, path=st.sampled_from(["/collect", "/staff/sign-in"]))
+        def probe(raw: bytes, path: str) -> None:
+            answer = httpx.post(base + path, content=raw, headers={"content-type": "application/json"}, timeout=10)
+            answers.append(answer.status_code)
+            assert answer.status_code < 500, (raw[:80], answer.status_code, answer.text[:300])
+
+        await asyncio.to_thread(probe)
+    assert len(answers) >= 80
+
+
+class SignIn(BaseModel):
+    username: str
+    password: str
+    remember: bool = False
+
+
+async def test_a_422_says_where_and_what_but_never_echoes_the_input() -> None:
+    app = FastAPI()
+    install_validation_errors(app)
+
+    @app.post("/sign-in")
+    async def sign_in(body: SignIn) -> dict[str, str]:
+        return {"ok": body.username}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        secret = "correct horse battery staple " * 1000
+        answer = await http.post("/sign-in", json={"username": ["x"], "password": secret, "remember": "maybe"})
+        assert answer.status_code == 422
+        assert "correct horse" not in answer.text and "maybe" not in answer.text
+        assert all(set(d) == {"loc", "msg", "type"} for d in answer.json()["detail"])  # no "input", no "ctx"
+        assert {tuple(d["loc"]) for d in answer.json()["detail"]} == {("body", "username"), ("body", "remember")}
+        surrogate = await http.post("/sign-in", content=b'{"\\ud800": 1, "username": "\\ud800"}',
+                                    headers={"content-type": "application/json"})
+        assert surrogate.status_code == 422, surrogate.text

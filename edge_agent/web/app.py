@@ -40,6 +40,7 @@ from edge_agent.web.pairing_api import pairing_router
 from edge_agent.web.picking_api import picking_router
 from edge_agent.web.scan_links import ScanLinkLane, scan_links_router, scan_route
 from edge_agent.web.shelves_api import shelves_router
+from edge_agent.web.validation_errors import install_validation_errors
 
 # Unsent events older than this make /healthz say "degraded" while the link is down.
 STALE_OUTBOX_S = 300.0
@@ -73,6 +74,7 @@ class WebContext:
 def create_app(ctx: WebContext) -> FastAPI:
     app = FastAPI(title="Store Edge Agent", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
+    install_validation_errors(app)
     # Scan links first: the router tries routes in order, and every phone that scans a shelf tag's QR code
     # comes here (the hot path, bench.kiosk); behind the admin routes each scan paid for ~30 failed matches.
     # No other route shares the /s prefix, so the order changes nothing else.
