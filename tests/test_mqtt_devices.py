@@ -485,7 +485,11 @@ async def test_the_agents_last_will_says_offline_when_it_vanishes(tmp_path: Path
             await task
         await asyncio.to_thread(probe.wait_for, lambda ms: len(ms) >= 4)
         probe.stop()
-    assert [m.payload for m in probe.all] == [b"online", b"offline", b"online", b"offline"]
+    # What matters is the transitions. A clean stop under heavy load can also let the broker send the Will
+    # after the agent's own retained "offline" (the DISCONNECT still queued when the socket closed): the
+    # same word twice in a row, harmless.
+    said = [m.payload for m in probe.all]
+    assert [p for i, p in enumerate(said) if i == 0 or p != said[i - 1]] == [b"online", b"offline", b"online", b"offline"]
 
 
 async def test_the_registry_survives_a_restart_in_sqlite(tmp_path: Path) -> None:
