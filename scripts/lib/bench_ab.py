@@ -86,6 +86,8 @@ EXPLICIT: dict[str, Direction] = {
     "scan_other_statuses": "zero",  # bench.kiosk: answers other than the 302
     "outbox_depth_after": "zero",  # bench.scale: events still in the outbox once the backlog drained
     "agent_exit_code": "zero",  # bench.scale: the agent's exit status when stopped
+    "reconnect_loops": "zero",  # bench.chaos: in-store connections beyond one per run of the agent
+    "relay_paused": "zero",  # bench.chaos: the relay dropping its connection to slow the broker down
 }
 # Nested objects that hold configuration only, whatever their members are called (bench.scale's "counts").
 NO_DIRECTION_GROUPS = frozenset({"counts"})
@@ -109,6 +111,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     # bench.scale's docstring: ready_s_warm <= 5 (and ready_s_restart), rss_mb_busy <= 200, drain_vs_relay >= 0.8;
     # and, as for bench.relay, nothing of the outage's backlog lost.
     "scale": ("ready_s_warm", "ready_s_restart", "rss_mb_busy", "drain_vs_relay", "drain_lost", "drain_gaps"),
+    # bench.chaos's docstring (issue 14): lost 0, reconnect_loops 0; nothing stored twice under a new event_id.
+    "chaos": ("lost", "reconnect_loops", "duplicates_new_event_id"),
 }
 
 
