@@ -37,6 +37,7 @@ from edge_agent.storage import Database
 from tests.conftest import agent_config, wait_until
 from tests.support.agent_process import wait_http, write_config
 from tests.support.broker import Broker, free_port
+from tests.support.device_sink import RecordingDeviceSink
 
 DEVICES = 20
 
@@ -266,15 +267,6 @@ async def test_queued_messages_of_a_closed_connection_are_left_to_the_broker() -
     assert gateway._take_batch(old) == [fire_and_forget]
 
 
-class _RecordingSink(_SlowSink):
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        self.events.append((event_type, payload))
-
-
 async def test_what_the_broker_dropped_while_the_agent_was_away_is_reported_upstream(tmp_path: Path) -> None:
     """Past its queue limits the broker drops messages for the agent's session; its own count of them
     becomes alarm.broker_dropped once the agent is back, from the count it last reported (kept in SQLite)."""
@@ -282,7 +274,7 @@ async def test_what_the_broker_dropped_while_the_agent_was_away_is_reported_upst
     broker.start()
     db = Database(tmp_path / "data")
     devices = Devices(broker)
-    sink = _RecordingSink()
+    sink = RecordingDeviceSink()
 
     def gateway() -> MqttDeviceGateway:
         return MqttDeviceGateway(Endpoint(broker.host, broker.port, "gw-drops", session_expiry=3600), sink,

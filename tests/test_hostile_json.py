@@ -33,6 +33,7 @@ from edge_agent.storage import Database
 from edge_agent.web.validation_errors import install_validation_errors
 from tests.conftest import wait_until
 from tests.support.broker import Broker
+from tests.support.device_sink import RecordingDeviceSink
 from tests.support.hostile_json import RAW
 from tests.test_kiosk_api import build, db  # noqa: F401 - db is the fixture build needs
 
@@ -105,31 +106,10 @@ async def test_a_kiosk_order_with_a_huge_quantity_is_a_422(db: Database) -> None
 
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.bad: list[str] = []
-
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        self.events.append((event_type, payload))
-
-    async def publish_from_message(
-        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
-    ) -> bool:
-        await self.publish_event(event_type, payload)
-        return True
-
-    async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
-        return None
-
-    def bad_input(self, source: str, reason: str) -> None:
-        self.bad.append(reason)
-
-
 async def test_a_retained_announce_with_a_huge_number_is_rejected_once_and_relaying_goes_on(
     local_broker: Broker,
 ) -> None:
-    sink = _Sink()
+    sink = RecordingDeviceSink()
     gateway = MqttDeviceGateway(Endpoint(local_broker.host, local_broker.port, "gw-poison", session_expiry=3600),
                                 sink, registry=DeviceRegistry(AdoptPolicy.AUTO))
     poison = paho.Client(CallbackAPIVersion.VERSION2, client_id="poisoner")
