@@ -23,6 +23,7 @@ import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -114,6 +115,21 @@ class _Envelope(BaseModel):
     command_id: str
     type: str
     payload: dict[str, Any] = {}
+    ts: Any = None  # optional: the cloud's clock when it sent the command; any value is accepted (_sent_ms)
+
+
+def _sent_ms(value: Any) -> int | None:
+    """A command's optional `ts` (the cloud's clock when it sent it) in Unix ms; None when absent or unusable.
+    Never a reason to refuse the command: it only informs the agent's clock (edge_agent.services.agent_clock)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    return int(when.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,7 @@ class CommandIntake:
         retention_days: int = 7,
         queue_size: int = 256,
         observer: BadInputObserver | None = None,
+        on_cloud_time: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self._outbox = outbox
@@ -159,6 +176,8 @@ class CommandIntake:
         self._queue: asyncio.Queue[tuple[Message, Callable[[], None]]] = asyncio.Queue()
         self._flow = IntakeFlow("command intake", queue_size, queue_size // 4)
         self._observer: BadInputObserver = observer or _NullBadInput()
+        # Told the `ts` of every command that has one, before it runs: the cloud's time judges the wall clock.
+        self._on_cloud_time = on_cloud_time
         self.executed = 0
 
     # -- intake (called from the MQTT callback; must not block) -------------------------------
@@ -227,6 +246,9 @@ class CommandIntake:
             await self._publish(result)
             return result
         envelope = parsed
+        sent = _sent_ms(envelope.ts)
+        if sent is not None and self._on_cloud_time is not None:
+            self._on_cloud_time(sent)
         claimed, stored = await self._claim(envelope.command_id, envelope.type)
         if not claimed:
             return await self._answer_repeat(envelope.command_id, envelope.type, stored)

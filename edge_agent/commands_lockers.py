@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_link.commands import CommandFailedError, CommandRegistry
-from cloud_link.events import format_ts
+from cloud_link.events import format_ts, now_ms
 from edge_agent.services.lockers import LockerError, LockerService
 from edge_agent.services.pickup_codes import PickupCodeError
 from edge_agent.services.pickup_shelves import mask_customer
@@ -41,13 +41,34 @@ class PickupCancelPayload(BaseModel):
     order_id: str = Field(pattern=ORDER_ID_PATTERN)
 
 
-def register_locker_commands(registry: CommandRegistry, lockers: LockerService, *, hold_days: int) -> None:
+class HoldClock(Protocol):
+    """What pickup.create needs of the agent's clock (edge_agent.services.agent_clock.AgentClock)."""
+
+    def estimate_ms(self) -> int: ...
+    def is_past(self, ms: int) -> bool: ...
+
+
+class _WallClock:
+    def estimate_ms(self) -> int:
+        return now_ms()
+
+    def is_past(self, ms: int) -> bool:
+        return ms <= now_ms()
+
+
+def register_locker_commands(
+    registry: CommandRegistry, lockers: LockerService, *, hold_days: int, clock: HoldClock | None = None
+) -> None:
+    hold_clock = clock or _WallClock()
+
     async def create(payload: PickupCreatePayload) -> dict[str, Any]:
-        now = dt.datetime.now(dt.UTC)
+        # The default hold counts from the best estimate of the time, and "already past" is said only when the
+        # wall clock can be trusted (or the cloud's time shows it): a clock set ahead refuses no correct order.
+        now = dt.datetime.fromtimestamp(hold_clock.estimate_ms() / 1000, dt.UTC)
         hold_until = payload.hold_until or now + dt.timedelta(days=hold_days)
         if hold_until.tzinfo is None:
             raise CommandFailedError("invalid_payload", "hold_until: give a time zone (UTC, e.g. 2026-11-29T20:00:00Z)")
-        if hold_until <= now:
+        if hold_clock.is_past(int(hold_until.timestamp() * 1000)):
             raise CommandFailedError("invalid_payload", "hold_until: already past")
         try:
             code = await lockers.create_pickup(

@@ -131,6 +131,13 @@ class AgentMetrics:
     def watch_outbox(self, stats: Callable[[], OutboxStats]) -> None:
         self.registry.register(_OutboxCollector(stats))
 
+    def watch_clock(self, trusted: Callable[[], bool], offset_s: Callable[[], float]) -> None:
+        """The wall clock's state (edge_agent.services.agent_clock): 0 while expiries wait for it."""
+        Gauge("edge_clock_trusted", "1 while the wall clock is trusted; 0 while it is behind, ahead or unconfirmed "
+              "(pickup holds do not expire then).", registry=self.registry).set_function(lambda: float(trusted()))
+        Gauge("edge_clock_offset_seconds", "The wall clock minus the agent's best estimate of the time (0 while "
+              "trusted).", registry=self.registry).set_function(offset_s)
+
     def watch_lock_buses(self, buses: Mapping[str, Any]) -> None:
         self.registry.register(_LockBusCollector(buses))
 

@@ -28,7 +28,7 @@ import uvicorn
 
 from cloud_link.bus import EventBus
 from cloud_link.commands import CommandIntake, CommandRegistry
-from cloud_link.events import Event
+from cloud_link.events import Event, EventError
 from cloud_link.mqtt_driver import Endpoint, Protocol, TlsSettings
 from cloud_link.outbox import Outbox, OutboxFullError
 from cloud_link.session import CloudSession, SessionSettings
@@ -62,6 +62,7 @@ from edge_agent.secrets import (
     missing_secrets,
     read_secret,
 )
+from edge_agent.services.agent_clock import AgentClock, ClockReport, ClockState
 from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord
 from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.doors import DoorOpener
@@ -234,6 +235,7 @@ class Agent:
         self.users: WebUsers | None = None
         self.web_sessions: WebSessions | None = None
         self.live_hub: LiveHub | None = None  # the web UI's dashboard and live stream
+        self.clock: AgentClock | None = None  # the steady clock for durations; the wall clock, judged
         self.web_app: Any = None  # the FastAPI app, once serving (tests and bench.ui walk its routes)
 
     # -- what producers use -------------------------------------------------------------------
@@ -243,6 +245,17 @@ class Agent:
         if self.bus is None:
             raise RuntimeError("the agent is not running")
         return await self.bus.publish(event_type, payload)
+
+    async def _clock_changed(self, report: ClockReport) -> None:
+        """`alarm.clock` on every change of the wall clock's state (services/agent_clock), back to ok included."""
+        try:
+            await self.publish("alarm.clock", report.payload())
+        except (OutboxFullError, EventError) as exc:
+            log.error("alarm.clock could not be queued: %s", exc)
+
+    def _clock_offset_s(self) -> float:
+        clock = self.clock
+        return 0.0 if clock is None else (clock.wall_ms() - clock.estimate_ms()) / 1000.0
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -273,6 +286,10 @@ class Agent:
             self.outbox = outbox
             self.bus = EventBus(outbox)
             boot = await outbox.open()
+            self.clock = AgentClock(db)
+            await self.clock.start()
+            self.clock.on_change = self._clock_changed
+            self.metrics.watch_clock(lambda: self.clock is not None and self.clock.trusted, self._clock_offset_s)
             self.metrics.watch_outbox(outbox.stats)
             log.info("store %s, boot %d, database schema v%d at %s, event loop %s", cfg.agent.store_id, boot,
                      db.version, db.path, describe_loop(loop))
@@ -322,6 +339,7 @@ class Agent:
                 max_payload_bytes=cfg.commands.max_payload_bytes,
                 retention_days=cfg.commands.retention_days,
                 observer=self.metrics,
+                on_cloud_time=self.clock.observe_cloud_time,
             )
             self.commands = intake
             if cfg.cloud.enabled:
@@ -352,8 +370,9 @@ class Agent:
 
     async def _open_web_accounts(self, db: Database) -> None:
         """The web UI's accounts; with none yet, the one-time setup token, printed for the technician."""
-        self.users = WebUsers(db)
-        self.web_sessions = sessions = WebSessions(db)
+        assert self.clock is not None
+        self.users = WebUsers(db, steady=self.clock.steady_ms)
+        self.web_sessions = sessions = WebSessions(db, clock=self.clock.steady_ms)
         self.users.on_credentials_changed = lambda username: asyncio.ensure_future(sessions.end_user(username))
         token = await self.users.ensure_setup_token()
         if token is not None:
@@ -454,6 +473,8 @@ class Agent:
                 tg.create_task(intake.purge_loop(), name="command-purge"),
                 tg.create_task(self.outbox.report_dropped_loop(), name="telemetry-drop-report"),
             ]
+            if self.clock is not None:
+                background.append(tg.create_task(self.clock.run(), name="clock"))
             session_task = (
                 tg.create_task(self.session.run(), name="cloud-session") if self.session is not None else None
             )
@@ -613,7 +634,9 @@ class Agent:
         }
         signals = self._build_gpio(boards)
         self.lock_boards = boards
-        codes = PickupCodes(db, store_key(self._env))
+        assert self.clock is not None
+        clock = self.clock
+        codes = PickupCodes(db, store_key(self._env), steady=clock.steady_ms, is_past=clock.is_past)
         self.lockers = LockerService(
             db,
             boards,
@@ -630,10 +653,10 @@ class Agent:
                 for c in cfg.compartments
             ]
         )
-        register_locker_commands(registry, self.lockers, hold_days=cfg.hold_days)
+        register_locker_commands(registry, self.lockers, hold_days=cfg.hold_days, clock=clock)
         # Staff and courier sign-in on the locker screens; a staff terminal locked out for guessing raises the
         # pickup codes' alarm.code_guessing (the hook LockerService installed on `codes`).
-        self.locker_staff = LockerStaff(db, store_key(self._env), on_alarm=codes.on_alarm)
+        self.locker_staff = LockerStaff(db, store_key(self._env), on_alarm=codes.on_alarm, steady=clock.steady_ms)
         register_courier_commands(registry, self.locker_staff)
 
     def _build_shelves(self, db: Database, sink: _DeviceSink) -> None:
@@ -667,6 +690,7 @@ class Agent:
             cloud_up=lambda: self.session is not None and self.session.connected,
             form_secret=form_key(key),
             orders=lambda: self.orders,
+            clock=None if self.clock is None else self.clock.steady_s,
         )
 
     def _build_picking(
@@ -799,7 +823,9 @@ class Agent:
             tg.create_task(lockers.run(), name="locker-poll")
             try:
                 while True:
-                    await lockers.tick()
+                    # Holds end only on a wall clock the agent can vouch for (services/agent_clock).
+                    if self.clock is None or self.clock.check() is ClockState.OK:
+                        await lockers.tick()
                     await asyncio.sleep(30.0)
             finally:
                 for device in self._gpio_devices:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from cloud_link.events import format_ts, now_ms
+from edge_agent.services.agent_clock import ClockState
 from tests.conftest import agent_config, running_agent
 from tests.support.broker import Broker
 from tests.support.subscriber import CloudSubscriber
@@ -175,3 +177,25 @@ async def test_a_burst_of_commands_waits_at_the_broker_and_every_one_is_answered
     assert sorted(r["command_id"] for r in got) == sorted(f"b-{n}" for n in range(burst))
     assert all(r["status"] == "ok" for r in got)
     assert pauses >= 1
+
+
+async def test_a_commands_ts_judges_the_clock_and_a_bad_one_refuses_nothing(
+    tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
+) -> None:
+    """Issue 14.6: `ts` (the cloud's clock) is read before the command runs; unusable values are ignored."""
+    async with running_agent(agent_config(tmp_path / "d", cloud_broker)) as agent:
+        assert agent.clock is not None and agent.clock.trusted
+        for n, ts in enumerate(["yesterday", 17, "2026-13-45T99:00:00Z", "2026-12-01T00:00:00", "x" * 100_000]):
+            subscriber.publish(COMMANDS, json.dumps({"command_id": f"bad-ts-{n}", "type": "ping", "ts": ts}))
+        got = await wait_results(subscriber, 5)
+        assert [r["status"] for r in got] == ["ok"] * 4 + ["error"], got  # the last one is too large
+        assert agent.clock.trusted
+        # The cloud's time a day after the agent's: the agent's clock is behind.
+        later = format_ts(now_ms() + 86_400_000)
+        subscriber.publish(COMMANDS, json.dumps({"command_id": "ts-later", "type": "ping", "ts": later}))
+        got = await wait_results(subscriber, 6)
+        assert got[-1]["status"] == "ok"
+        assert agent.clock.state is ClockState.BEHIND
+        await asyncio.to_thread(subscriber.wait_events, 1, 10, "alarm.clock")  # reported by the clock's task
+    alarms = [e["payload"] for e in subscriber.events() if e["type"] == "alarm.clock"]
+    assert [a["state"] for a in alarms] == ["behind"] and alarms[0]["offset_s"] < -86_000

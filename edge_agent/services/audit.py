@@ -11,8 +11,12 @@ with `prev_hash` of the first row the genesis value (64 zeros), `||` byte concat
 separators=(",", ":"), ensure_ascii=False)`. `detail` is itself stored as canonical JSON text, and it is
 that text which is hashed, so a verifier needs no JSON re-encoding to agree.
 
-`verify()` recomputes the chain and names the first row that is wrong (changed, missing, or with a prev_hash
-that does not match). What a local check cannot catch: a rewrite of a row *and every row after it*, or
+`verify()` recomputes the chain and names the first row that is wrong (changed, missing, with a prev_hash
+that does not match, or with a time earlier than the row before). Times never go back: a row appended while
+the wall clock reads earlier than the previous row takes that row's time and keeps the clock's reading in
+`detail.wall_clock_ms` (edge_agent.services.agent_clock says when the clock is not trusted).
+
+What a local check cannot catch: a rewrite of a row *and every row after it*, or
 rows cut off the end. The copy of each row sent to the cloud (`audit.door_opened`, with its hash) covers
 those: the cloud holds hashes the store can no longer change.
 
@@ -47,7 +51,7 @@ GENESIS_HASH = "0" * 64
 VERIFY_CHUNK = 1000
 TEXT_MAX = 200
 
-_Q_LAST = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+_Q_LAST = "SELECT seq, hash, ts_ms FROM audit_log ORDER BY seq DESC LIMIT 1"
 _Q_INSERT = (
     "INSERT INTO audit_log(seq, ts_ms, kind, compartment, actor, order_id, detail, prev_hash, hash) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -153,6 +157,7 @@ def verify_chain(conn: sqlite3.Connection) -> AuditVerification:
     """Recompute the whole chain on `conn`; the first row found wrong is reported, the rest not read."""
     expected_seq = 1
     prev_hash = GENESIS_HASH
+    prev_ts = 0
     count = 0
     for seq, ts_ms, kind, compartment, actor, order_id, detail, stored_prev, stored_hash in _rows(conn):
         if seq != expected_seq:
@@ -169,6 +174,10 @@ def verify_chain(conn: sqlite3.Connection) -> AuditVerification:
             return AuditVerification(False, count, seq, f"row cannot be hashed: {exc}")
         if computed != stored_hash:
             return AuditVerification(False, count, seq, "hash does not match the row's content")
+        if not isinstance(ts_ms, int) or ts_ms < prev_ts:
+            # append() never writes a time earlier than the row before: this row was written otherwise.
+            return AuditVerification(False, count, seq, f"ts_ms {ts_ms} is earlier than the previous row's {prev_ts}")
+        prev_ts = ts_ms
         prev_hash = stored_hash
         expected_seq += 1
         count += 1
@@ -205,11 +214,18 @@ class AuditLog:
             detail_json = canonical_json(detail)
         except (TypeError, ValueError) as exc:
             raise AuditError(f"detail: not JSON-serialisable: {exc}") from exc
-        ts_ms = self._clock()
+        wall_ms = self._clock()
 
         def insert(conn: sqlite3.Connection) -> AuditRecord:
+            nonlocal detail_json
             last = conn.execute(_Q_LAST).fetchone()
             seq, prev_hash = (1, GENESIS_HASH) if last is None else (int(last[0]) + 1, str(last[1]))
+            ts_ms = wall_ms
+            if last is not None and wall_ms < int(last[2]):
+                # The wall clock is behind the previous row (set back): times in the chain never go back, so
+                # this row takes the previous one's time and keeps what the clock said, for whoever reads it.
+                ts_ms = int(last[2])
+                detail_json = canonical_json({**json.loads(detail_json), "wall_clock_ms": wall_ms})
             hash_ = row_hash(
                 prev_hash, seq=seq, ts_ms=ts_ms, kind=kind, compartment=compartment, actor=actor,
                 order_id=order_id, detail_json=detail_json,

@@ -141,6 +141,7 @@ class LockerStaff:
         staff_number_policy: ThrottlePolicy = STAFF_NUMBER_POLICY,
         on_alarm: AlarmHook | None = None,
         clock: Callable[[], int] = now_ms,
+        steady: Callable[[], int] | None = None,
     ) -> None:
         if key is not None and len(key) < 16:
             raise StaffError("the store key must be at least 16 bytes (32 recommended)")
@@ -156,6 +157,7 @@ class LockerStaff:
         self._numbers = Throttle(staff_number_policy, "signin", what="staff number")
         self.on_alarm = on_alarm
         self._clock = clock
+        self._steady = steady or clock  # the throttles' clock: lockouts are durations (agent_clock)
         self._lock = asyncio.Lock()
         self._dummy_hash: str | None = None
 
@@ -290,12 +292,12 @@ class LockerStaff:
         number_key = f"staff-number:{staff_number}" if number_ok else None
         async with self._lock:
             dummy = await self._dummy()  # before anything else: the first sign-in pays its cost whoever signs in
-            now = self._clock()
+            now, tick = self._clock(), self._steady()
 
             def lockout(c: sqlite3.Connection) -> int:
-                left = self._terminals.seconds_left(c, terminal, now)
+                left = self._terminals.seconds_left(c, terminal, tick)
                 if number_key is not None:
-                    left = max(left, self._numbers.seconds_left(c, number_key, now))
+                    left = max(left, self._numbers.seconds_left(c, number_key, tick))
                 return left
 
             left = self._db.read(lockout)
@@ -312,16 +314,16 @@ class LockerStaff:
             matched = await asyncio.to_thread(self._verify, stored, pin if pin_ok else "")
             ok = matched and row is not None and pin_ok
             if not ok:
-                await self._failed(terminal, number_key, now)
+                await self._failed(terminal, number_key, tick, now)
                 return SignInResult(SignInStatus.WRONG)
             new_hash = None
             if self._hasher.check_needs_rehash(stored):  # parameters raised since the PIN was set
                 new_hash = await asyncio.to_thread(self._hasher.hash, pin)
 
             def success(c: sqlite3.Connection) -> None:
-                self._terminals.success(c, terminal, now)
+                self._terminals.success(c, terminal, tick)
                 assert number_key is not None
-                self._numbers.success(c, number_key, now)
+                self._numbers.success(c, number_key, tick)
                 c.execute(
                     "UPDATE locker_staff SET last_sign_in_ms = ?, pin_hash = COALESCE(?, pin_hash) "
                     "WHERE staff_number = ?",
@@ -335,8 +337,8 @@ class LockerStaff:
         terminal = terminal_key(bank)
         mac = self._courier_mac(code) if isinstance(code, str) and COURIER_CODE_RE.fullmatch(code) else None
         async with self._lock:
-            now = self._clock()
-            left = self._db.read(lambda c: self._terminals.seconds_left(c, terminal, now))
+            now, tick = self._clock(), self._steady()
+            left = self._db.read(lambda c: self._terminals.seconds_left(c, terminal, tick))
             if left > 0:
                 return SignInResult(SignInStatus.LOCKED_OUT, seconds_left=left)
 
@@ -350,12 +352,12 @@ class LockerStaff:
                     return None
                 # Used up in the same transaction that accepts it: two screens typing it at once, one wins.
                 c.execute("UPDATE courier_codes SET state = 'used', used_ms = ? WHERE code_mac = ?", (now, mac))
-                self._terminals.success(c, terminal, now)
+                self._terminals.success(c, terminal, tick)
                 return str(row[1])
 
             courier_id = await self._db.write(use)
             if courier_id is None:
-                await self._failed(terminal, None, now)
+                await self._failed(terminal, None, tick, now)
                 return SignInResult(SignInStatus.WRONG)
         assert mac is not None
         return self._start(bank, "courier", f"courier:{courier_id}", mac)
@@ -366,11 +368,12 @@ class LockerStaff:
         session = self.sessions.use(token, bank)
         return SignInResult(SignInStatus.OK, token=token, session=session)
 
-    async def _failed(self, terminal: str, number_key: str | None, now: int) -> None:
+    async def _failed(self, terminal: str, number_key: str | None, tick: int, now: int) -> None:
+        """`tick` on the steady clock (the throttles' tables), `now` the wall time the alarm carries."""
         def record(c: sqlite3.Connection) -> int:
-            failure = self._terminals.failure(c, terminal, now)
+            failure = self._terminals.failure(c, terminal, tick)
             if number_key is not None:
-                self._numbers.failure(c, number_key, now)
+                self._numbers.failure(c, number_key, tick)
             return failure.failures if failure.locked_ms else 0
 
         locked_after = await self._db.write(record)

@@ -202,6 +202,8 @@ class PickupCodes:
         policy: ThrottlePolicy | None = None,
         on_alarm: AlarmHook | None = None,
         clock: Callable[[], int] = now_ms,
+        steady: Callable[[], int] | None = None,
+        is_past: Callable[[int], bool] | None = None,
     ) -> None:
         if not MIN_DIGITS <= code_digits <= MAX_DIGITS:
             raise ValueError(f"code_digits must be {MIN_DIGITS}-{MAX_DIGITS}, got {code_digits}")
@@ -214,6 +216,11 @@ class PickupCodes:
         self._throttle = Throttle(self.policy, "code")
         self.on_alarm = on_alarm
         self._clock = clock
+        # Lockouts and the store-wide failure rate are durations: on the steady clock (agent_clock), so a
+        # wall clock set back cannot stretch them. Hold times are wall times, judged by `is_past`, which
+        # says no while the wall clock cannot be trusted.
+        self._steady = steady or clock
+        self._is_past = is_past or (lambda ms: ms <= self._clock())
         self._last_alarm_ms: int | None = None
         self.guessing_suspected = False
 
@@ -238,7 +245,7 @@ class PickupCodes:
         """
         _check_id("order_id", order_id, ORDER_ID_MAX)
         now = self._clock()
-        if expires_ms <= now:
+        if self._is_past(expires_ms):
             raise PickupCodeError(f"order {order_id}: expires_ms is not in the future")
         if code is not None:
             if not isinstance(code, str) or not CODE_RE.fullmatch(code):
@@ -314,8 +321,8 @@ class PickupCodes:
 
     def lockout_seconds_left(self, terminal: str) -> int:
         """Seconds until `terminal` may try a code again (0 when it is not locked out), for the locker screen."""
-        now = self._clock()
-        return self._db.read(lambda c: self._throttle.seconds_left(c, terminal, now))
+        tick = self._steady()
+        return self._db.read(lambda c: self._throttle.seconds_left(c, terminal, tick))
 
     # -- checking -------------------------------------------------------------------------------
 
@@ -325,48 +332,52 @@ class PickupCodes:
         _check_id("terminal", terminal, TERMINAL_MAX)
         # Only well-formed input gets a MAC; anything else is simply a failure (and still counted).
         mac = self.mac(code) if isinstance(code, str) and CODE_RE.fullmatch(code) else None
-        now = self._clock()
-        outcome, store_failures = await self._db.write(lambda c: self._verify(c, terminal, mac, now, consume))
+        now, tick = self._clock(), self._steady()
+        outcome, store_failures = await self._db.write(lambda c: self._verify(c, terminal, mac, now=now, tick=tick,
+                                                                                  consume=consume))
         if outcome.status is VerifyStatus.WRONG:
-            await self._check_store_rate(store_failures, now)
+            await self._check_store_rate(store_failures, tick, now)
         return outcome
 
     def _verify(
-        self, conn: sqlite3.Connection, terminal: str, mac: str | None, now: int, consume: bool
+        self, conn: sqlite3.Connection, terminal: str, mac: str | None, *, now: int, tick: int, consume: bool
     ) -> tuple[VerifyOutcome, int]:
+        """`now` is the wall clock (hold times, used_ms); `tick` the steady clock (the throttle's tables)."""
         p = self.policy
-        seconds_left = self._throttle.seconds_left(conn, terminal, now)
+        seconds_left = self._throttle.seconds_left(conn, terminal, tick)
         if seconds_left > 0:
             return VerifyOutcome(VerifyStatus.LOCKED_OUT, seconds_left=seconds_left), 0
         if mac is not None:
             row = conn.execute(
                 "SELECT order_id, code_mac, state, expires_ms FROM pickup_codes WHERE code_mac = ?", (mac,)
             ).fetchone()
-            if row is not None and hmac.compare_digest(str(row[1]), mac) and row[2] == LIVE and row[3] > now:
-                self._throttle.success(conn, terminal, now)
+            live = row is not None and row[2] == LIVE and not self._is_past(row[3])
+            if live and row is not None and hmac.compare_digest(str(row[1]), mac):
+                self._throttle.success(conn, terminal, tick)
                 if consume:
                     conn.execute(
                         "UPDATE pickup_codes SET state = 'used', used_ms = ? WHERE order_id = ?", (now, row[0])
                     )
                 return VerifyOutcome(VerifyStatus.OK, order_id=str(row[0])), 0
-        failure = self._throttle.failure(conn, terminal, now)
+        failure = self._throttle.failure(conn, terminal, tick)
         store_failures = conn.execute(
-            "SELECT COUNT(*) FROM code_attempts WHERE ts_ms > ? AND ok = 0", (now - p.store_window_ms,)
+            "SELECT COUNT(*) FROM code_attempts WHERE ts_ms > ? AND ok = 0", (tick - p.store_window_ms,)
         ).fetchone()[0]
         outcome = VerifyOutcome(VerifyStatus.WRONG, attempts_left=max(0, p.max_failures - failure.failures))
         return outcome, int(store_failures)
 
-    async def _check_store_rate(self, failures: int, now: int) -> None:
+    async def _check_store_rate(self, failures: int, tick: int, now: int) -> None:
+        """`tick` on the steady clock (the attempts table), `now` the wall time the alarm carries."""
         p = self.policy
         self.guessing_suspected = failures >= p.store_max_failures
         if not self.guessing_suspected:
             return
-        if self._last_alarm_ms is not None and now - self._last_alarm_ms < p.store_window_ms:
+        if self._last_alarm_ms is not None and tick - self._last_alarm_ms < p.store_window_ms:
             return
-        self._last_alarm_ms = now
+        self._last_alarm_ms = tick
         rows = self._db.read(lambda c: c.execute(
             "SELECT DISTINCT terminal FROM code_attempts WHERE ts_ms > ? AND ok = 0 ORDER BY terminal LIMIT 100",
-            (now - p.store_window_ms,),
+            (tick - p.store_window_ms,),
         ).fetchall())
         alarm = GuessingAlarm(failures, p.store_window_ms // 1000, tuple(r[0] for r in rows), now)
         log.warning("possible code guessing: %d failed codes store-wide in %d s", failures, alarm.window_s)

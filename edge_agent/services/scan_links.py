@@ -253,6 +253,7 @@ class ScanLinkService:
         cloud_up: Callable[[], bool],
         form_secret: bytes,
         orders: Callable[[], OrderService | None] = lambda: None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._db = db
         self.catalog = catalog
@@ -263,7 +264,9 @@ class ScanLinkService:
         # Asked at each use: the order service (shared with the kiosks) is built after this one.
         self._orders = orders
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-        self.tokens = FormTokens(form_secret)
+        # Form tokens age on the agent's steady clock when given one: a wall clock stepped while a shopper fills
+        # in the form neither expires the form nor keeps it alive.
+        self.tokens = FormTokens(form_secret) if clock is None else FormTokens(form_secret, clock=clock)
         self.recorded = 0
         self.not_recorded = 0
         # A read on the event loop per scan costs more than it looks under load (the sqlite call releases the

@@ -10,6 +10,8 @@
   when its user's password or role changes or the user is removed. Sessions are on disk: restarting the
   agent (after a configuration change) does not sign the technician out.
 - The account's role is read at every request, so a role taken away applies at once.
+- Its times (`created_ms`, `last_seen_ms`) are on the agent's steady clock (services/agent_clock): a wall clock
+  set back cannot keep a session alive, nor one set ahead and back end it twice.
 """
 
 from __future__ import annotations

@@ -148,12 +148,14 @@ class WebUsers:
         hasher: PasswordHasher | None = None,
         policy: ThrottlePolicy = LOGIN_POLICY,
         clock: Callable[[], int] = now_ms,
+        steady: Callable[[], int] | None = None,
     ) -> None:
         self._db = db
         self._hasher = hasher or PasswordHasher(type=Type.ID)
         if self._hasher.type is not Type.ID:
             raise UserError("password hashes must be argon2id")
         self._clock = clock
+        self._steady = steady or clock  # the throttles' clock: lockouts are durations (agent_clock)
         self._accounts = Throttle(policy, "signin", what="web account")
         self._clients = Throttle(policy, "signin", what="web client")
         self._lock = asyncio.Lock()  # one argon2 computation at a time
@@ -288,8 +290,8 @@ class WebUsers:
         check_username(username)
         check_password(password, username)
         client_key = f"web-client:{client}"
-        now = self._clock()
-        left = self._db.read(lambda c: self._clients.seconds_left(c, client_key, now))
+        now, tick = self._clock(), self._steady()
+        left = self._db.read(lambda c: self._clients.seconds_left(c, client_key, tick))
         if left > 0:
             raise SetupLockedError(left)
         hashed = await self._hash(password)
@@ -300,7 +302,7 @@ class WebUsers:
                 str(row[0]).encode(), token.strip().lower().encode()
             )
             if not valid or conn.execute("SELECT COUNT(*) FROM web_users").fetchone()[0]:
-                self._clients.failure(conn, client_key, now)
+                self._clients.failure(conn, client_key, tick)
                 return False
             conn.execute("DELETE FROM agent_settings WHERE key = ?", (SETUP_TOKEN_KEY,))
             conn.execute(
@@ -334,12 +336,12 @@ class WebUsers:
         password_ok = isinstance(password, str) and 0 < len(password) <= MAX_PASSWORD
         account_key = f"web-user:{username.lower()}" if name_ok else None
         client_key = f"web-client:{client}"
-        now = self._clock()
+        now, tick = self._clock(), self._steady()
 
         def lockout(c: sqlite3.Connection) -> int:
-            left = self._clients.seconds_left(c, client_key, now)
+            left = self._clients.seconds_left(c, client_key, tick)
             if account_key is not None:
-                left = max(left, self._accounts.seconds_left(c, account_key, now))
+                left = max(left, self._accounts.seconds_left(c, account_key, tick))
             return left
 
         left = self._db.read(lockout)
@@ -360,9 +362,9 @@ class WebUsers:
                 new_hash = await asyncio.to_thread(self._hasher.hash, password)
         if not (matched and row is not None and password_ok):
             def failed(c: sqlite3.Connection) -> int:
-                locked = self._clients.failure(c, client_key, now).locked_ms
+                locked = self._clients.failure(c, client_key, tick).locked_ms
                 if account_key is not None:
-                    locked = max(locked, self._accounts.failure(c, account_key, now).locked_ms)
+                    locked = max(locked, self._accounts.failure(c, account_key, tick).locked_ms)
                 return locked
 
             locked_ms = await self._db.write(failed)
@@ -371,9 +373,9 @@ class WebUsers:
             return SignInResult(SignInStatus.WRONG)
 
         def success(c: sqlite3.Connection) -> None:
-            self._clients.success(c, client_key, now)
+            self._clients.success(c, client_key, tick)
             assert account_key is not None
-            self._accounts.success(c, account_key, now)
+            self._accounts.success(c, account_key, tick)
             c.execute(
                 "UPDATE web_users SET last_sign_in_ms = ?, password_hash = COALESCE(?, password_hash) "
                 "WHERE username = ?",

@@ -490,6 +490,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO audit_published(seq) SELECT seq FROM audit_log",
         ),
     ),
+    Migration(
+        14,
+        "the agent's clocks across restarts",
+        (
+            # edge_agent.services.agent_clock: the raw wall clock and the steady clock when last persisted (the
+            # steady clock continues from them), whether the wall clock was trusted then, and the reference
+            # it was judged by (a time known right, and the steady time it was read at).
+            """CREATE TABLE clock_state (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                wall_ms INTEGER NOT NULL,
+                steady_ms INTEGER NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('ok', 'behind', 'ahead', 'unconfirmed')),
+                ref_wall_ms INTEGER NOT NULL,
+                ref_steady_ms INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

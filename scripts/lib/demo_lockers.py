@@ -21,6 +21,8 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_link.events import format_ts, now_ms
+
 ORDERS = [("A", "S"), ("A", "M"), ("A", "L"), ("B", "S"), ("B", "M")]
 
 
@@ -49,7 +51,7 @@ def main() -> int:
     orders = []
     for n, (bank, size) in enumerate(ORDERS, start=1):
         order_id, code = f"WEB-{1000 + n}", f"{secrets.randbelow(10**8):08d}"
-        body = {"command_id": f"demo-{uuid.uuid4()}", "type": "pickup.create",
+        body = {"command_id": f"demo-{uuid.uuid4()}", "type": "pickup.create", "ts": format_ts(now_ms()),
                 "payload": {"order_id": order_id, "size": size, "code": code}}  # held [lockers] hold_days
         client.publish(f"retail/v1/{store}/commands", json.dumps(body), qos=1).wait_for_publish(10)
         orders.append((bank, order_id, code))

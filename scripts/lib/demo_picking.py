@@ -26,6 +26,7 @@ import paho.mqtt.client as paho
 from demo_seed import NAMES, ean13  # scripts/lib, this script's folder, is first on sys.path
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_link.events import format_ts, now_ms
 from firmware_bridge.base_station.emulator import mixed
 
 PICKER = "demo-picker-1"  # the handheld's device id is its picker id: its scans confirm its own list first
@@ -91,7 +92,7 @@ class Cloud:
 
     def send(self, command_type: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         cid = f"demo-{uuid.uuid4()}"
-        body = json.dumps({"command_id": cid, "type": command_type, "payload": payload})
+        body = json.dumps({"command_id": cid, "type": command_type, "ts": format_ts(now_ms()), "payload": payload})
         self.client.publish(self.topic, body, qos=1).wait_for_publish(10)
         wait_for(lambda: cid in self.results, 30)
         return self.results.get(cid)

@@ -16,6 +16,7 @@ import uuid
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_link.events import format_ts, now_ms
 from firmware_bridge.base_station.emulator import mixed
 
 NAMES = [
@@ -68,7 +69,9 @@ def products(count: int, rng: random.Random) -> list[dict[str, object]]:
 
 
 def send(client: paho.Client, topic: str, command_type: str, payload: dict[str, object]) -> None:
-    body = json.dumps({"command_id": f"demo-{uuid.uuid4()}", "type": command_type, "payload": payload})
+    # `ts`: the cloud's clock, by which the agent judges its own (docs/cloud-contract.md 2.12).
+    body = json.dumps({"command_id": f"demo-{uuid.uuid4()}", "type": command_type, "ts": format_ts(now_ms()),
+                       "payload": payload})
     client.publish(topic, body, qos=1).wait_for_publish(10)
 
 

@@ -57,6 +57,14 @@ ensure_system() {
     PYTHON="$python"
 }
 
+ensure_test_system() {
+    # The clock-fault tests run the agent under a shifted clock with Debian's libfaketime (an LD_PRELOAD
+    # library): only the tests need it, so only scripts/test installs it.
+    if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+        apt_install libfaketime
+    fi
+}
+
 lock_stamp() {
     # lock_stamp LOCKFILE: a short digest of what decides the installed set (the lock and the Python).
     { cat "$1"; "$VENV/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16
