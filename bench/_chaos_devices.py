@@ -8,7 +8,10 @@ Counter: a persistent QoS 1 session on the cloud broker (clean_session false, re
 by itself, so a restart of the cloud broker costs it nothing: the broker keeps what arrives for it),
 recording every `data.seq` of `device.event` events, how many came twice (and how many of those with
 another `event_id`: stored twice by the agent, not merely sent twice), and the `count` of every
-`alarm.broker_dropped`.
+`alarm.broker_dropped`. It also counts what a ThingsBoard gateway relays (`--peer thingsboard-gateway`):
+its telemetry on `v1/gateway/telemetry`, `{"<device>": [{"ts": ..., "values": {"seq": N}}, ...], ...}`,
+several devices and entries a message; those carry no event_id, so new_event_ids stays 0 for them. Each run
+of the benchmark has one relay and a counter of its own, so the two formats never mix.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+GATEWAY_TELEMETRY = "v1/gateway/telemetry"  # ThingsBoard's gateway API: telemetry of the devices behind it
 
 
 def run_devices(host: str, port: int, count: int, rate: float, conn: Connection) -> None:
@@ -62,16 +67,40 @@ def run_devices(host: str, port: int, count: int, rate: float, conn: Connection)
 def run_counter(host: str, port: int, conn: Connection) -> None:
     lock = threading.Lock()
     seen: dict[int, str] = {}  # seq -> the event_id it first came with
-    state: dict[str, Any] = {"duplicates": 0, "new_event_ids": 0, "broker_dropped": 0, "last": time.monotonic()}
+    state: dict[str, Any] = {"duplicates": 0, "new_event_ids": 0, "broker_dropped": 0, "malformed": 0,
+                             "last": time.monotonic()}
     subscribed = threading.Event()
+
+    def record_gateway_telemetry(doc: dict[str, Any]) -> None:
+        # The json converter makes `seq` an integer (its "integer" type); a string would do as well.
+        for entries in doc.values():
+            for entry in entries if isinstance(entries, list) else [entries]:
+                values = entry.get("values", entry) if isinstance(entry, dict) else {}
+                if "seq" not in values:
+                    continue
+                seq = int(values["seq"])
+                if seq in seen:
+                    state["duplicates"] += 1
+                else:
+                    seen[seq] = ""
+                state["last"] = time.monotonic()
 
     def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
             doc = json.loads(msg.payload)
         except ValueError:
             return
+        if not isinstance(doc, dict):
+            return
         with lock:
-            if doc.get("type") == "device.event":
+            if msg.topic == GATEWAY_TELEMETRY:
+                # A peer's payload we did not make: never let it raise out of the paho callback (its network
+                # thread would die with it, and the count with it).
+                try:
+                    record_gateway_telemetry(doc)
+                except (TypeError, ValueError, AttributeError):
+                    state["malformed"] += 1
+            elif doc.get("type") == "device.event":
                 seq = doc["payload"]["data"]["seq"]
                 first = seen.get(seq)
                 if first is not None:
@@ -88,7 +117,7 @@ def run_counter(host: str, port: int, conn: Connection) -> None:
                          clean_session=False)
     client.reconnect_delay_set(min_delay=1, max_delay=1)
     client.on_message = on_message
-    client.on_connect = lambda c, *a: c.subscribe("retail/v1/+/events/#", 1)
+    client.on_connect = lambda c, *a: c.subscribe([("retail/v1/+/events/#", 1), (GATEWAY_TELEMETRY, 1)])
     client.on_subscribe = lambda *a: subscribed.set()
     client.connect(host, port, keepalive=10)
     client.loop_start()
@@ -100,7 +129,8 @@ def run_counter(host: str, port: int, conn: Connection) -> None:
             break
         with lock:
             conn.send({"unique": len(seen), "duplicates": state["duplicates"], "new_event_ids": state["new_event_ids"],
-                       "broker_dropped": state["broker_dropped"], "idle_s": time.monotonic() - state["last"],
+                       "broker_dropped": state["broker_dropped"], "malformed": state["malformed"],
+                       "idle_s": time.monotonic() - state["last"],
                        "seen": sorted(seen) if cmd == "seen" else None})
     client.loop_stop()
     client.disconnect()
