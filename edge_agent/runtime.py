@@ -518,6 +518,7 @@ class Agent:
                         admin=self._admin_services(),
                         https_port=self.https_port,
                         device_problems=self.live_hub.health.link_problems,
+                        clock=None if self.clock is None else self.clock.describe,
                     )
                 )
                 self.web_app = app

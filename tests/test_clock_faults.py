@@ -12,6 +12,7 @@ sleeps), consistently within a run; the agent's steady clock is carried across r
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import glob
 import json
@@ -119,51 +120,58 @@ async def test_the_agent_under_a_clock_a_year_behind_then_a_month_ahead(
     log = tmp_path / "agent.log"
     async with emulator.running(PtyPort(pty)):
         # Run 1, the right time: a web client locked out (60 s), an order held for two hours.
-        run = AgentRun(path, port, log)
+        run = await asyncio.to_thread(AgentRun, path, port, log)
         try:
-            answers = [run.wrong_sign_in() for _ in range(5)]
+            answers = [await asyncio.to_thread(run.wrong_sign_in) for _ in range(5)]
             assert answers[-1].status_code == 429, [a.status_code for a in answers]
-            held = create(subscriber, "o-held", hold_until=now_ms() + 2 * 3600 * 1000, ts=now_ms())
+            two_hours = now_ms() + 2 * 3600 * 1000
+            held = await asyncio.to_thread(create, subscriber, "o-held", hold_until=two_hours, ts=now_ms())
             assert held["status"] == "ok", held
         finally:
-            run.stop()
+            await asyncio.to_thread(run.stop)
 
         # Run 2, a year behind (restarted without a real-time clock, NTP not answered yet).
-        run = AgentRun(path, port, log, faketime_env("-365d"))
+        run = await asyncio.to_thread(AgentRun, path, port, log, faketime_env("-365d"))
         try:
-            wait_clock(subscriber, "behind")
-            locked = run.wrong_sign_in()
+            await asyncio.to_thread(wait_clock, subscriber, "behind")
+            health = (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/healthz", timeout=10)).json()
+            assert health["status"] == "degraded" and health["clock"]["state"] == "behind", health
+            assert any(p.startswith("wall clock behind") for p in health["problems"]), health
+            locked = await asyncio.to_thread(run.wrong_sign_in)
             assert locked.status_code == 429
             # The lockout runs on: not the 3,600 s clamp it used to read for a clock set back.
             assert 0 < int(locked.headers["Retry-After"]) <= 60, locked.headers
-            default = create(subscriber, "o-default")  # no hold_until: lockers.hold_days (7) from now
+            # No hold_until: lockers.hold_days (7) from now.
+            default = await asyncio.to_thread(create, subscriber, "o-default")
             assert default["status"] == "ok", default
             hold = dt.datetime.fromisoformat(default["result"]["hold_until"].replace("Z", "+00:00"))
             # Counted from the agent's best estimate of the time, not from a year ago.
             assert abs(hold.timestamp() * 1000 - (now_ms() + 7 * DAY_MS)) < DAY_MS, default
         finally:
-            run.stop()
+            await asyncio.to_thread(run.stop)
 
         # Run 3, a month ahead.
-        run = AgentRun(path, port, log, faketime_env("+30d"))
+        run = await asyncio.to_thread(AgentRun, path, port, log, faketime_env("+30d"))
         try:
-            wait_clock(subscriber, "unconfirmed")
-            time.sleep(2.0)  # the expiry clock has ticked (it runs once the lock bus is up, then every 30 s)
+            await asyncio.to_thread(wait_clock, subscriber, "unconfirmed")
+            await asyncio.sleep(2.0)  # the expiry clock has ticked (it runs once the lock bus is up, then every 30 s)
             # A correct order with the cloud's time: taken (not "already past"), and the cloud's time says ahead.
-            ahead = create(subscriber, "o-ahead", hold_until=now_ms() + DAY_MS, ts=now_ms())
+            ahead = await asyncio.to_thread(create, subscriber, "o-ahead", hold_until=now_ms() + DAY_MS, ts=now_ms())
             assert ahead["status"] == "ok", ahead
-            wait_clock(subscriber, "ahead")
-            time.sleep(1.0)
+            await asyncio.to_thread(wait_clock, subscriber, "ahead")
+            await asyncio.sleep(1.0)
         finally:
-            run.stop()
+            await asyncio.to_thread(run.stop)
 
         # Run 4, the right time again: trusted, and nothing expired on the wrong clocks.
-        run = AgentRun(path, port, log)
+        run = await asyncio.to_thread(AgentRun, path, port, log)
         try:
-            wait_clock(subscriber, "ok")
-            time.sleep(2.0)
+            await asyncio.to_thread(wait_clock, subscriber, "ok")
+            await asyncio.sleep(2.0)
+            health = (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/healthz", timeout=10)).json()
+            assert health["clock"]["state"] == "ok" and not health["problems"], health
         finally:
-            run.stop()
+            await asyncio.to_thread(run.stop)
     expired = [e for e in subscriber.events() if e["type"] == "pickup.expired"]
     assert expired == [], expired
     conn = sqlite3.connect(tmp_path / "data" / "agent.db")

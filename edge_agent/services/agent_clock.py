@@ -133,6 +133,11 @@ class AgentClock:
             return self.wall_ms()
         return self._ref_wall + (self.steady_ms() - self._ref_steady)
 
+    def describe(self) -> dict[str, Any]:
+        """The state for /healthz: state, reason, and the wall clock minus the best estimate, in seconds."""
+        return {"state": self.state.value, "reason": self.reason,
+                "offset_s": round((self.wall_ms() - self.estimate_ms()) / 1000.0, 3)}
+
     def is_past(self, ms: int) -> bool:
         """Whether `ms` is certainly in the past: never while unconfirmed (nothing can tell)."""
         return self.state is not ClockState.UNCONFIRMED and ms <= self.estimate_ms()

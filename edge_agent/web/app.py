@@ -69,6 +69,8 @@ class WebContext:
     https_port: int | None = None
     # Every configured device link that is not working, with why (StoreHealth.link_problems): in /healthz.
     device_problems: Callable[[], list[dict[str, str]]] | None = None
+    # The wall clock's state (AgentClock.describe): a clock not trusted is a problem in /healthz.
+    clock: Callable[[], dict[str, Any]] | None = None
 
 
 def create_app(ctx: WebContext) -> FastAPI:
@@ -106,6 +108,9 @@ def create_app(ctx: WebContext) -> FastAPI:
             problems.append("cloud unreachable with events waiting")
         devices = ctx.device_problems() if ctx.device_problems is not None else []
         problems += [f"{d['device'].replace('_', ' ')} {d['name']}: {d['reason']}" for d in devices]
+        clock = ctx.clock() if ctx.clock is not None else None
+        if clock is not None and clock["state"] != "ok":
+            problems.append(f"wall clock {clock['state']}: {clock['reason']} (pickup holds do not expire meanwhile)")
         body: dict[str, Any] = {
             "status": "degraded" if problems else "ok",
             "problems": problems,
@@ -121,6 +126,7 @@ def create_app(ctx: WebContext) -> FastAPI:
                 "last_ack_ms": ctx.session.last_ack_ms if ctx.session is not None else None,
             },
             "devices": devices,
+            "clock": clock,
             "outbox": {
                 "depth": stats.events,
                 "bytes": stats.bytes,
