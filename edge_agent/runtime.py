@@ -46,12 +46,13 @@ from devices.mqtt.registry import DeviceRegistry
 from devices.mqtt_gateway import MqttDeviceGateway
 from devices.scanners.serial_scanner import SerialScanner
 from edge_agent import __version__
-from edge_agent.commands_builtin import register_builtin_commands
-from edge_agent.commands_catalog import register_catalog_commands
-from edge_agent.commands_courier import register_courier_commands
-from edge_agent.commands_devices import register_device_commands
-from edge_agent.commands_lockers import register_locker_commands
-from edge_agent.commands_picking import register_picking_commands
+from edge_agent.commands.builtin import register_builtin_commands
+from edge_agent.commands.catalog import register_catalog_commands
+from edge_agent.commands.courier import register_courier_commands
+from edge_agent.commands.devices import register_device_commands
+from edge_agent.commands.labels import register_label_commands
+from edge_agent.commands.lockers import register_locker_commands
+from edge_agent.commands.picking import register_picking_commands
 from edge_agent.config import AgentConfig
 from edge_agent.event_loop import describe as describe_loop
 from edge_agent.metrics import AgentMetrics
@@ -67,7 +68,6 @@ from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord
 from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.doors import DoorOpener
 from edge_agent.services.kiosks import KioskHub, KioskSpec
-from edge_agent.services.labels import connect_catalog, label_settings, product_to_content, register_label_commands
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
 from edge_agent.services.orders import OrderService
@@ -84,6 +84,7 @@ from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.app import WebContext, create_app
 from edge_agent.web.kiosk_api import KioskApi
 from edge_agent.web.tls import CertificateError, ServerCertificate, ensure_certificate
+from edge_agent.wiring.labels import connect_catalog, label_settings, product_to_content
 from firmware_bridge.kerong_bus import KerongBus
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from cloud_link.commands import CommandIntake, CommandRegistry
 from cloud_link.contract import ContractError, validate, validate_command, validate_event
 from cloud_link.outbox import Outbox
 from cloud_link.topics import Topics
-from edge_agent.commands_catalog import (
+from edge_agent.commands.catalog import (
     MAX_PER_COMMAND,
     CatalogDeletePayload,
     CatalogUpsertPayload,

@@ -42,7 +42,7 @@ from cloud_link.outbox import Outbox, OutboxFullError, render_state
 from cloud_link.session import status_payload
 from cloud_link.topics import ID_RE, Topics
 from devices.mqtt_gateway import DEVICE_ID_RE, KIND_RE, MqttDeviceGateway
-from edge_agent.commands_builtin import ConfigGetPayload, PingPayload, register_builtin_commands
+from edge_agent.commands.builtin import ConfigGetPayload, PingPayload, register_builtin_commands
 from edge_agent.config import parse_config
 from edge_agent.storage import Database
 

@@ -21,7 +21,7 @@ from cloud_link.commands import CommandIntake, CommandRegistry
 from cloud_link.contract import ContractError, validate, validate_command
 from cloud_link.outbox import Outbox
 from cloud_link.topics import Topics
-from edge_agent.commands_courier import (
+from edge_agent.commands.courier import (
     COURIER_ID_PATTERN,
     CourierCodeCreatePayload,
     CourierCodeRevokePayload,

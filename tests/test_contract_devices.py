@@ -16,7 +16,7 @@ from cloud_link import contract
 from cloud_link.contract import ContractError, validate
 from cloud_link.events import EventClass, classify
 from devices.mqtt import messages
-from edge_agent.commands_devices import DEVICE_ID_PATTERN, DeviceTargetPayload, ShowMessagePayload
+from edge_agent.commands.devices import DEVICE_ID_PATTERN, DeviceTargetPayload, ShowMessagePayload
 from tests.test_contract_labels import _canon
 
 COMMAND_MODELS: dict[str, type[BaseModel]] = {

@@ -32,21 +32,20 @@ from cloud_link.topics import Topics
 from devices.labels.render import LabelContent
 from devices.labels.render_pool import RenderPool, RenderRequest, RenderResult
 from devices.labels.updates import LabelService, LabelSettings
-from edge_agent.config import ID_PATTERN
-from edge_agent.services import catalog as catalog_module
-from edge_agent.services.catalog import Product, ProductCatalog
-from edge_agent.services.labels import (
+from edge_agent.commands.labels import (
     COLOURS,
     TAG_ID_PATTERN,
     TagFlashPayload,
     TagPairing,
     TagPairPayload,
     TagRefreshPayload,
-    connect_catalog,
-    product_to_content,
     register_label_commands,
 )
+from edge_agent.config import ID_PATTERN
+from edge_agent.services import catalog as catalog_module
+from edge_agent.services.catalog import Product, ProductCatalog
 from edge_agent.storage import Database
+from edge_agent.wiring.labels import connect_catalog, product_to_content
 from firmware_bridge.base_station.client import BaseStationClient
 from firmware_bridge.base_station.messages import (
     ButtonPress,

@@ -31,7 +31,7 @@ from cloud_link.events import EventClass, classify, encode_payload, new_event_id
 from cloud_link.outbox import Outbox
 from cloud_link.topics import Topics
 from devices.lockers.kerong import KerongBoard
-from edge_agent.commands_lockers import (
+from edge_agent.commands.lockers import (
     ORDER_ID_PATTERN,
     PickupCancelPayload,
     PickupCreatePayload,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from cloud_link import contract
 from cloud_link.contract import ContractError, validate
 from cloud_link.events import EventClass, classify
-from edge_agent.commands_picking import PickCancelPayload, PickStartPayload
+from edge_agent.commands.picking import PickCancelPayload, PickStartPayload
 from tests.test_contract_labels import _canon
 
 COMMAND_MODELS: dict[str, type[BaseModel]] = {

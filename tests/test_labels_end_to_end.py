@@ -10,7 +10,7 @@ from pathlib import Path
 
 from devices.labels.render import render_label
 from edge_agent.services.catalog import Product
-from edge_agent.services.labels import product_to_content
+from edge_agent.wiring.labels import product_to_content
 from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
 from firmware_bridge.base_station.pty_line import PtyPort
 from firmware_bridge.picture import picture_hash

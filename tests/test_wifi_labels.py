@@ -35,8 +35,8 @@ from devices.labels.wifi import (
 )
 from devices.simulators.wifi_labels import WifiLabelSimulator, wifi_label_mix
 from edge_agent.services.catalog import Product, ProductCatalog
-from edge_agent.services.labels import connect_catalog, product_to_content
 from edge_agent.storage import Database
+from edge_agent.wiring.labels import connect_catalog, product_to_content
 from firmware_bridge.picture import Encoding, encode_picture, picture_hash
 from firmware_bridge.tag_types import TAG_TYPES_BY_NAME, tag_type
 from tests.conftest import wait_until

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_link.commands import CommandFailedError
 from devices.labels.updates import LabelService, type_name
-from edge_agent.services.labels import (
+from edge_agent.commands.labels import (
     TAG_ID_PATTERN,
     TagFlashPayload,
     TagPairing,

@@ -2,7 +2,7 @@
 
 The agent's own kiosk pages are told to reload or show a message through their live stream (KioskHub); MQTT
 devices get `reboot`, `reload` and `show_message` on their command topic exactly as the cloud's `device.*`
-commands send them (commands_devices.send_device_command): unknown, not adopted and offline devices are
+commands send them (commands/devices.send_device_command): unknown, not adopted and offline devices are
 refused without publishing anything.
 """
 
@@ -17,7 +17,7 @@ from cloud_link.commands import CommandFailedError
 from devices.lockers.gpio import GpioLockBoard
 from devices.lockers.signal import AlarmSignal
 from devices.mqtt.registry import DeviceRecord
-from edge_agent.commands_devices import DEVICE_ID_PATTERN, MESSAGE_TEXT_PATTERN, send_device_command
+from edge_agent.commands.devices import DEVICE_ID_PATTERN, MESSAGE_TEXT_PATTERN, send_device_command
 from edge_agent.services.kiosks import KioskHub
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
