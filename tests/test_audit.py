@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.cli.audit import audit_verify_main
 from edge_agent.services.audit import (
     GENESIS_HASH,
     AuditError,
     AuditLog,
-    audit_verify_main,
     canonical_json,
 )
 from edge_agent.storage import Database

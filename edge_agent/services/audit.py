@@ -29,16 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, TextIO, get_args
+from typing import Any, Literal, get_args
 
 from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
-from edge_agent.storage.database import DB_FILENAME
-from edge_agent.storage.writer import open_connection
 
 # shelf_*: pickup shelves (edge_agent.services.pickup_shelves) have no door; a right code making a slot's label
 # flash, the staff handover and the staff retrieval are recorded in the same chain, `compartment` then the slot.
@@ -260,32 +256,3 @@ class AuditLog:
     def verify(self) -> AuditVerification:
         """Check the whole chain against the reader's snapshot (reads in chunks; long logs take a while)."""
         return self._db.read(verify_chain)
-
-
-def audit_verify_main(data_dir: Path, *, out: TextIO | None = None) -> int:
-    """`edge-agent audit verify`: 0 when the chain is intact, 1 when broken (first bad seq printed), 2 on error.
-
-    Opens the database read-only, so it neither migrates nor takes the writer: safe while the agent runs.
-    """
-    stream = sys.stdout if out is None else out
-    path = Path(data_dir) / DB_FILENAME
-    if not path.is_file():
-        print(f"audit verify: no database at {path}", file=stream)
-        return 2
-    try:
-        conn = open_connection(path, readonly=True)
-        try:
-            result = verify_chain(conn)
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        print(f"audit verify: cannot read {path}: {exc}", file=stream)
-        return 2
-    if result.ok:
-        print(f"audit log intact: {result.rows} rows", file=stream)
-        return 0
-    print(
-        f"audit log BROKEN at seq {result.first_bad_seq}: {result.reason} ({result.rows} rows before it verified)",
-        file=stream,
-    )
-    return 1

@@ -5,6 +5,7 @@ For the demo and for technicians checking a store's uplink with the cloud's own 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import signal
@@ -14,6 +15,19 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+
+def add_parsers(sub: Any) -> None:
+    watch = sub.add_parser("cloud-watch", help="print what arrives on a (cloud) MQTT broker")
+    watch.add_argument("--host", default="127.0.0.1")
+    watch.add_argument("--port", type=int, default=1883)
+    watch.add_argument("--topic", default="retail/#")
+    watch.add_argument("--ca-file", default=None, help="use TLS with this CA bundle")
+    watch.set_defaults(handler=_watch)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    return run_cloud_watch(args.host, args.port, args.topic, args.ca_file)
 
 
 def describe(topic: str, payload: bytes) -> str:
