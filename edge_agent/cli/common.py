@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edge_agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
@@ -65,6 +66,31 @@ def open_store(name: str, data_dir: Path) -> Iterator[Database]:
 def streams(out: TextIO | None) -> tuple[TextIO, TextIO]:
     """(output, errors): stdout and stderr, or both `out` (tests read one stream)."""
     return (sys.stdout, sys.stderr) if out is None else (out, out)
+
+
+StoreJob = Callable[["Database", TextIO, TextIO], Coroutine[Any, Any, int]]
+
+
+def run_on_store(
+    name: str, args: argparse.Namespace, job: StoreJob, *, refused: tuple[type[Exception], ...],
+    out: TextIO | None = None,
+) -> int:
+    """Run `job(db, output, errors)` on the agent's database: the exit status, or 1 with one line saying why
+    (`refused`: the errors that are the user's, printed as `name: message`; a cancelled prompt changes nothing)."""
+    stream, errors = streams(out)
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_BAD_CONFIG
+    try:
+        with open_store(name, data_dir) as db:
+            return asyncio.run(job(db, stream, errors))
+    except StoreUnavailableError as exc:
+        print(exc, file=errors)
+    except refused as exc:
+        print(f"{name}: {exc}", file=errors)
+    except (EOFError, KeyboardInterrupt):
+        print(f"{name}: cancelled; nothing changed", file=errors)
+    return EXIT_FAILURE
 
 
 def iso(ms: int | None) -> str:

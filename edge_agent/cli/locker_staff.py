@@ -10,23 +10,12 @@ it would land in the shell history and in `ps`. Courier codes need the store key
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import getpass
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from edge_agent.cli.common import (
-    EXIT_BAD_CONFIG,
-    EXIT_FAILURE,
-    EXIT_OK,
-    StoreUnavailableError,
-    data_dir_of,
-    iso,
-    open_store,
-    streams,
-    where_parser,
-)
+from edge_agent.cli.common import EXIT_OK, iso, run_on_store, where_parser
 
 if TYPE_CHECKING:
     from edge_agent.storage import Database
@@ -97,17 +86,7 @@ def locker_staff_main(args: argparse.Namespace, *, out: TextIO | None = None, st
     from edge_agent.services.locker_staff import StaffError  # noqa: PLC0415 - see above
     from edge_agent.services.pickup_codes import StoreKeyError  # noqa: PLC0415
 
-    stream, errors = streams(out)
-    data_dir = data_dir_of(args)
-    if data_dir is None:
-        return EXIT_BAD_CONFIG
-    try:
-        with open_store("locker-staff", data_dir) as db:
-            return asyncio.run(_run(args, db, stream, sys.stdin if stdin is None else stdin))
-    except StoreUnavailableError as exc:
-        print(exc, file=errors)
-    except (StaffError, StoreKeyError) as exc:
-        print(f"locker-staff: {exc}", file=errors)
-    except (EOFError, KeyboardInterrupt):
-        print("locker-staff: cancelled; nothing changed", file=errors)
-    return EXIT_FAILURE
+    async def staff(db: Database, stream: TextIO, errors: TextIO) -> int:
+        return await _run(args, db, stream, sys.stdin if stdin is None else stdin)
+
+    return run_on_store("locker-staff", args, staff, refused=(StaffError, StoreKeyError), out=out)

@@ -10,22 +10,11 @@ and in `ps`. A new password or a removal ends the user's web sessions.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from edge_agent.cli.common import (
-    EXIT_BAD_CONFIG,
-    EXIT_FAILURE,
-    EXIT_OK,
-    StoreUnavailableError,
-    data_dir_of,
-    iso,
-    open_store,
-    streams,
-    where_parser,
-)
+from edge_agent.cli.common import EXIT_FAILURE, EXIT_OK, iso, run_on_store, where_parser
 
 if TYPE_CHECKING:
     from edge_agent.storage import Database
@@ -110,20 +99,10 @@ async def _setup_token(db: Database, out: TextIO, errors: TextIO) -> int:
 def web_users_main(args: argparse.Namespace, *, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
     from edge_agent.services.web_users import UserError  # noqa: PLC0415 - see above
 
-    name = "setup-token" if args.command == "setup-token" else "user"
-    stream, errors = streams(out)
-    data_dir = data_dir_of(args)
-    if data_dir is None:
-        return EXIT_BAD_CONFIG
-    try:
-        with open_store(name, data_dir) as db:
-            if args.command == "setup-token":
-                return asyncio.run(_setup_token(db, stream, errors))
-            return asyncio.run(_user(args, db, stream, sys.stdin if stdin is None else stdin))
-    except StoreUnavailableError as exc:
-        print(exc, file=errors)
-    except UserError as exc:
-        print(f"{name}: {exc}", file=errors)
-    except (EOFError, KeyboardInterrupt):
-        print(f"{name}: cancelled; nothing changed", file=errors)
-    return EXIT_FAILURE
+    if args.command == "setup-token":
+        return run_on_store("setup-token", args, _setup_token, refused=(UserError,), out=out)
+
+    async def user(db: Database, stream: TextIO, errors: TextIO) -> int:
+        return await _user(args, db, stream, sys.stdin if stdin is None else stdin)
+
+    return run_on_store("user", args, user, refused=(UserError,), out=out)
