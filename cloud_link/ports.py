@@ -7,9 +7,23 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class EventSink(Protocol):
+    """Where a feature's events go: the agent's event bus (cloud_link.bus), which has made each event durable in
+    the outbox when the call returns. The one interface every producer is given (lockers, kiosks, orders,
+    picking, labels, the in-store device relay)."""
+
+    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> Any: ...
+
+
+class StateSink(EventSink, Protocol):
+    """An event sink that also keeps each device's latest state (retained at the cloud, one row per device)."""
+
+    async def put_state(self, device_id: str, state: dict[str, Any]) -> Any: ...
 
 
 class DurableStore(Protocol):

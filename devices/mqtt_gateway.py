@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from cloud_link.intake import IntakeFlow
 from cloud_link.mqtt_driver import Endpoint, Message, MqttConnection, MqttError, Will
 from cloud_link.mqtt_driver import Protocol as MqttProtocol
+from cloud_link.ports import StateSink
 from cloud_link.session import backoff_delay
 from devices.mqtt.broker_drops import SYS_DROPPED_TOPIC, BrokerDrops, parse_count
 from devices.mqtt.coalesce import StateCoalescer
@@ -87,10 +88,9 @@ ScanHandler = Callable[[str, str, str], Awaitable[object]]
 StaffScanHandler = Callable[[str, str], Awaitable[bool]]
 
 
-class DeviceSink(Protocol):
-    """Where relayed device data goes (the agent's event bus)."""
-
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None: ...
+class DeviceSink(StateSink, Protocol):
+    """Where relayed device data goes (the agent's event bus): events, device state, and events made from an MQTT
+    message, stored with its dedup key."""
 
     async def publish_from_message(
         self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
@@ -98,8 +98,6 @@ class DeviceSink(Protocol):
         """Store an event made from an MQTT message with its stable key (the payload carries it as
         `msg_key`); False when the message was redelivered and its key is stored already."""
         ...
-
-    async def put_state(self, device_id: str, state: dict[str, Any]) -> None: ...
 
     def bad_input(self, source: str, reason: str) -> None: ...
 

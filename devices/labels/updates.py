@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cloud_link.ports import DurableStore
+from cloud_link.ports import DurableStore, StateSink
 from devices.labels.pages import TaskPage
 from devices.labels.registry import Checkin, TagRecord, TagRegistry, now_ms
 from devices.labels.render import LabelContent, picture_image
@@ -48,14 +48,6 @@ PRIORITY_TECHNICIAN = 0
 PRIORITY_PRICE = 1
 PRIORITY_COSMETIC = 2
 RENDER_SLICE = 64
-
-
-class LabelEvents(Protocol):
-    """Where label events and tag state go (the agent's event bus)."""
-
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None: ...
-
-    async def put_state(self, device_id: str, state: dict[str, Any]) -> None: ...
 
 
 ContentSource = Callable[[str], LabelContent | None]
@@ -183,7 +175,7 @@ class LabelService:
         store: DurableStore,
         *,
         content: ContentSource,
-        events: LabelEvents,
+        events: StateSink,
         renderer: RenderPool,
         settings: LabelSettings | None = None,
     ) -> None:

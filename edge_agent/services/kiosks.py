@@ -23,9 +23,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from cloud_link.events import now_ms
+from cloud_link.ports import StateSink
 from devices.labels.registry import TagRegistry
 from edge_agent.services.catalog import BARCODE_RE, Product, ProductCatalog, gtin_check_digit_ok
 
@@ -39,12 +40,6 @@ MAX_CODE = 512
 STREAM_QUEUE = 256
 MAX_STREAMS_PER_KIOSK = 8
 SCAN_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class EventSink(Protocol):
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> Any: ...
-
-    async def put_state(self, device_id: str, state: dict[str, Any]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -116,7 +111,7 @@ class KioskHub:
         self,
         catalog: ProductCatalog,
         tags: TagRegistry,
-        events: EventSink,
+        events: StateSink,
         kiosks: Sequence[KioskSpec],
         *,
         public_base_url: str,

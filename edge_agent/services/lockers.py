@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud_link.events import now_ms
-from cloud_link.ports import DurableStore
+from cloud_link.ports import DurableStore, EventSink
 from devices.lockers.board import LockBoard, LockBoardError, LockState, UnlockResult
 from devices.lockers.shared_reads import SharedReads
 from edge_agent.services.doors import Compartment as DoorCompartment
@@ -69,10 +69,6 @@ MSG_UNAVAILABLE = "This door cannot be opened right now. Please ask a member of 
 
 class LockerError(Exception):
     """A locker request could not be carried out; the message says why (never contains a code)."""
-
-
-class EventSink(Protocol):
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> Any: ...
 
 
 class UncommandedAudit(Protocol):

@@ -33,12 +33,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import uuid_utils
 
 from cloud_link.outbox import OutboxFullError
-from cloud_link.ports import DurableStore
+from cloud_link.ports import DurableStore, EventSink
 from edge_agent.services.catalog import SKU_RE, ProductCatalog, canonical_decimal, decimal_text
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,6 @@ class OrderError(Exception):
 
 class OrderUnavailableError(OrderError):
     """The order could not be recorded right now (the outbox is full); the shopper should order at the counter."""
-
-
-class EventSink(Protocol):
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> Any: ...
 
 
 @dataclass(frozen=True)

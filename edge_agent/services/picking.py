@@ -31,10 +31,10 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from cloud_link.events import now_ms
-from cloud_link.ports import DurableStore
+from cloud_link.ports import DurableStore, EventSink
 from devices.labels.pages import PICKER_COLOURS, PickEntry, PickPage
 from devices.labels.registry import TagRecord
 from devices.labels.updates import PRIORITY_TECHNICIAN, LabelService
@@ -54,10 +54,6 @@ class PickingError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class EventSink(Protocol):
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> Any: ...
 
 
 @dataclass(frozen=True)

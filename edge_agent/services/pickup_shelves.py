@@ -39,11 +39,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud_link.events import now_ms
-from cloud_link.ports import DurableStore
+from cloud_link.ports import DurableStore, EventSink
 from devices.labels.pages import SlotPage, TaskPage
 from devices.labels.registry import TagRecord, TagRegistry
 from devices.labels.updates import PRIORITY_TECHNICIAN
-from edge_agent.services.lockers import CollectResult, CollectStatus, EventSink, LockerService, Pickup, place_fields
+from edge_agent.services.lockers import CollectResult, CollectStatus, LockerService, Pickup, place_fields
 
 log = logging.getLogger(__name__)
 
