@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from edge_agent.services.store_health import LiveClient, LiveHub, sse_frame
 from edge_agent.services.web_users import Role
 from edge_agent.web.auth import SESSION_COOKIE, WebAuth, require
+from edge_agent.web.responses import NO_STORE, event_stream
 
-NO_STORE = {"Cache-Control": "no-store"}
 # How often a quiet stream checks whether its client went away (the hub's pings come every 15 s).
 IDLE_CHECK_S = 1.0
 # How often an open stream checks that its session still holds (signed out, password or role changed, user
@@ -42,11 +42,7 @@ def dashboard_router(live: LiveHub) -> APIRouter:
             raise HTTPException(
                 status_code=429, detail={"error": "too_many_streams", "message": "too many live streams"}
             ) from None
-        return StreamingResponse(
-            _frames(live, client, request),
-            media_type="text/event-stream",
-            headers={**NO_STORE, "X-Accel-Buffering": "no"},
-        )
+        return event_stream(_frames(live, client, request))
 
     return router
 

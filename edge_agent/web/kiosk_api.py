@@ -14,7 +14,6 @@ Refusals are counted as bad input (`kiosk_api`) in the metrics.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -44,6 +43,8 @@ from edge_agent.services.orders import (
     OrderUnavailableError,
     PlacedOrder,
 )
+from edge_agent.services.store_health import sse_frame
+from edge_agent.web.responses import NO_STORE, collect_answer, event_stream
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ PAGE_DEFAULT = 24
 PAGE_MAX = 100
 OFFSET_MAX = 100_000
 PING_S = 15.0
-NO_STORE = {"Cache-Control": "no-store"}
 ORDER_NUMBER_RE = re.compile(r"^[KSD][0-9]{4}-[0-9]{4,6}$")
 RATE_WINDOW_S = 60.0
 RATE_CLIENTS_MAX = 4096
@@ -283,10 +283,6 @@ def qr_svg(data: str) -> str:
     )
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
-
-
 # -- the router -----------------------------------------------------------------------------------
 
 
@@ -420,20 +416,18 @@ def kiosk_api_router(api: KioskApi) -> APIRouter:
         texts = MESSAGES[spec.lang]
         # A bank no locker has: a locker order answers ELSEWHERE (its bank) and never opens a door from here.
         result = await api.lockers.collect(f"kiosk:{spec.id}", entry.code.strip(), bank=f"kiosk:{spec.id}")
-        status = result.status.value
+        status_code, headers, fields = collect_answer(result)
         if result.status is CollectStatus.SHELF and result.slot is not None:
             message = texts["pickup_shelf"].format(shelf=result.slot["shelf_name"], slot=result.slot["position"])
-            return answer({"status": status, "message": message, "slot": result.slot})
-        if result.status is CollectStatus.LOCKED_OUT:
-            seconds = max(1, result.seconds_left)
-            return answer({"status": status, "message": texts["pickup_locked_out"].format(seconds=seconds),
-                           "seconds_left": seconds}, 429, {"Retry-After": str(seconds)})
-        if result.status is CollectStatus.ELSEWHERE:
-            return answer({"status": status, "message": texts["pickup_elsewhere"].format(bank=result.bank),
-                           "bank": result.bank}, 409)
-        if result.status is CollectStatus.WRONG:
-            return answer({"status": status, "message": texts["pickup_wrong"]})
-        return answer({"status": "unavailable", "message": texts["pickup_unavailable"]}, 503)
+        elif result.status is CollectStatus.LOCKED_OUT:
+            message = texts["pickup_locked_out"].format(seconds=fields["seconds_left"])
+        elif result.status is CollectStatus.ELSEWHERE:
+            message = texts["pickup_elsewhere"].format(bank=result.bank)
+        elif result.status is CollectStatus.WRONG:
+            message = texts["pickup_wrong"]
+        else:  # nothing opens from a kiosk: any other outcome is "unavailable" here
+            return answer({"status": "unavailable", "message": texts["pickup_unavailable"]}, 503)
+        return answer({**fields, "message": message}, status_code, headers)
 
     @router.post("/orders")
     async def place_order(kiosk_id: str, request: Request) -> JSONResponse:
@@ -477,11 +471,7 @@ def kiosk_api_router(api: KioskApi) -> APIRouter:
         if not api.hub.stream_slots(spec.id):
             api.bad("too_many_streams")
             raise HTTPException(status_code=429, detail="too many live streams for this kiosk")
-        return StreamingResponse(
-            _events(api, spec, request),
-            media_type="text/event-stream",
-            headers={**NO_STORE, "X-Accel-Buffering": "no"},
-        )
+        return event_stream(_events(api, spec, request))
 
     return router
 
@@ -489,7 +479,7 @@ def kiosk_api_router(api: KioskApi) -> APIRouter:
 async def _events(api: KioskApi, spec: KioskSpec, request: Request) -> AsyncIterator[bytes]:
     try:
         async with api.hub.stream(spec.id) as stream:
-            yield b"retry: 2000\n\n" + sse("hello", {"kiosk_id": spec.id})
+            yield b"retry: 2000\n\n" + sse_frame("hello", {"kiosk_id": spec.id})
             while not stream.closed:
                 event = await stream.get(PING_S)
                 if event is None:
@@ -504,9 +494,9 @@ async def _events(api: KioskApi, spec: KioskSpec, request: Request) -> AsyncIter
 
 def _render(api: KioskApi, spec: KioskSpec, event: LiveEvent) -> bytes:
     if event.kind == "price" and event.product is not None:
-        return sse("price", api.one_product_json(event.product))
+        return sse_frame("price", api.one_product_json(event.product))
     if event.kind == "scan":
         if event.product is None:
-            return sse("scan", {"status": "unknown", "message": MESSAGES[spec.lang]["unknown"]})
-        return sse("scan", {"status": "ok", "product": api.one_product_json(event.product)})
-    return sse(event.kind, event.data)
+            return sse_frame("scan", {"status": "unknown", "message": MESSAGES[spec.lang]["unknown"]})
+        return sse_frame("scan", {"status": "ok", "product": api.one_product_json(event.product)})
+    return sse_frame(event.kind, event.data)

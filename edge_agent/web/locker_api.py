@@ -15,7 +15,8 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.services.lockers import CollectStatus, LockerService
+from edge_agent.services.lockers import LockerService
+from edge_agent.web.responses import collect_answer
 
 BANK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -48,24 +49,9 @@ def locker_router(lockers: LockerService) -> APIRouter:
     async def collect(bank_id: str, entry: CodeEntry) -> JSONResponse:
         check_bank(lockers, bank_id)
         result = await lockers.collect(_terminal(bank_id), entry.code.strip(), bank=bank_id)
-        body: dict[str, Any] = {"status": result.status.value, "message": result.message}
-        if result.status is CollectStatus.OK:
-            body["compartment"] = result.compartment
-            body["door"] = result.door
-            return JSONResponse(body)
-        if result.status is CollectStatus.LOCKED_OUT:
-            body["seconds_left"] = result.seconds_left
-            return JSONResponse(body, status_code=429, headers={"Retry-After": str(max(1, result.seconds_left))})
-        if result.status is CollectStatus.UNAVAILABLE:
-            return JSONResponse(body, status_code=503)
-        if result.status is CollectStatus.ELSEWHERE:
-            body["bank"] = result.bank
-            return JSONResponse(body, status_code=409)
-        if result.status is CollectStatus.SHELF:
-            # An order on a pickup shelf: its slot's label flashes; the screen says which (in its language).
-            body["slot"] = result.slot
-            return JSONResponse(body)
-        return JSONResponse(body, status_code=200)
+        status_code, headers, fields = collect_answer(result)
+        # The screen shows the service's message (a shelf order: the screen says which slot, in its language).
+        return JSONResponse({**fields, "message": result.message}, status_code=status_code, headers=headers)
 
     @router.get("/status")
     async def status(bank_id: str) -> dict[str, Any]:

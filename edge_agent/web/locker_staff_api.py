@@ -26,11 +26,11 @@ from edge_agent.services.locker_sessions import Session
 from edge_agent.services.locker_staff import LockerStaff, SignInStatus
 from edge_agent.services.lockers import LockerError, LockerService
 from edge_agent.web.locker_api import check_bank
+from edge_agent.web.responses import NO_STORE
 
 MSG_WRONG = "Sign-in failed. Please check and try again."
 MSG_SIGNED_OUT = "Please sign in again."
 MSG_FORBIDDEN = "Only store staff can do this. Please ask a member of staff."
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 class StaffSignIn(BaseModel):
