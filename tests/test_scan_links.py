@@ -20,9 +20,9 @@ import pytest
 from devices.labels.registry import SCAN_ALPHABET, SCAN_CODE_LEN, TagRegistry, new_scan_code
 from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
+from edge_agent.services.rate_limits import TokenBucket
 from edge_agent.services.scan_links import (
     FormTokens,
-    RateLimiter,
     client_type,
     is_preview_fetch,
     normalise_code,
@@ -147,7 +147,7 @@ def test_scan_codes_are_random_and_checked_before_any_lookup() -> None:
 
 def test_rate_limiter_bucket_and_bound() -> None:
     now = [0.0]
-    limiter = RateLimiter(60, 3, max_clients=100, clock=lambda: now[0])
+    limiter = TokenBucket(60, 3, max_clients=100, clock=lambda: now[0])
     assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert limiter.take("a") == pytest.approx(1.0)
     assert limiter.take("b") == 0.0  # per client

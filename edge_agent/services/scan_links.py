@@ -11,8 +11,8 @@ product, and a coarse client type read from the User-Agent (`client_type`), neve
 User-Agent itself or a cookie. Requests that are not a shopper scanning (HEAD, link-preview fetchers and
 crawlers, `is_preview_fetch`) are answered the same but not recorded.
 
-The pieces that hold state are bounded: the rate limiter tracks at most `MAX_TRACKED_CLIENTS` addresses
-and the order-form tokens at most `MAX_USED_TOKENS` used ones.
+The pieces that hold state are bounded: the rate limiter (services/rate_limits.TokenBucket) tracks at most
+`MAX_TRACKED_CLIENTS` addresses and the order-form tokens at most `MAX_USED_TOKENS` used ones.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from cloud_link.ports import DurableStore
 from edge_agent.config import ScanLinksSection
 from edge_agent.services.catalog import Product, ProductCatalog
 from edge_agent.services.orders import OrderService, PlacedOrder
+from edge_agent.services.rate_limits import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,6 @@ _PREVIEW_RE = re.compile(
     re.I,
 )
 
-MAX_TRACKED_CLIENTS = 10_000
 # Codes -> tags remembered (a store has a few thousand tags); emptied when full and on any pairing change.
 MAX_CACHED_TARGETS = 50_000
 FORM_TOKEN_TTL_S = 30 * 60
@@ -106,51 +106,6 @@ def normalise_code(raw: str) -> str | None:
         return None
     code = raw.lower()
     return code if SCAN_CODE_RE.fullmatch(code) else None
-
-
-# -- rate limit -----------------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """A token bucket per client address, in memory, bounded.
-
-    At most `max_clients` addresses are tracked; the one seen longest ago is forgotten first (and starts
-    again with a full bucket). So memory stays bounded under an address-spraying flood, at the price that
-    such a flood is not limited per address, only by what the agent can serve.
-    """
-
-    def __init__(
-        self,
-        per_minute: int,
-        burst: int,
-        *,
-        max_clients: int = MAX_TRACKED_CLIENTS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
-        self.max_clients = max_clients
-        self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, at)
-
-    def take(self, client: str) -> float:
-        """0.0 when the request may go ahead, else the seconds until it may be retried."""
-        now = self._clock()
-        found = self._buckets.pop(client, None)
-        if found is None:
-            tokens = self.burst
-            if len(self._buckets) >= self.max_clients:
-                self._buckets.popitem(last=False)
-        else:
-            tokens = min(self.burst, found[0] + (now - found[1]) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[client] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[client] = (tokens, now)
-        return (1.0 - tokens) / self.rate
-
-    def __len__(self) -> int:
-        return len(self._buckets)
 
 
 # -- order-form tokens ----------------------------------------------------------------------------
@@ -263,7 +218,7 @@ class ScanLinkService:
         self._cloud_up = cloud_up
         # Asked at each use: the order service (shared with the kiosks) is built after this one.
         self._orders = orders
-        self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.limiter = TokenBucket(settings.rate_limit_per_minute, settings.rate_limit_burst)
         # Form tokens age on the agent's steady clock when given one: a wall clock stepped while a shopper fills
         # in the form neither expires the form nor keeps it alive.
         self.tokens = FormTokens(form_secret) if clock is None else FormTokens(form_secret, clock=clock)

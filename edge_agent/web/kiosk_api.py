@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,6 +41,7 @@ from edge_agent.services.orders import (
     OrderUnavailableError,
     PlacedOrder,
 )
+from edge_agent.services.rate_limits import SlidingWindow
 from edge_agent.services.store_health import sse_frame
 from edge_agent.web.responses import NO_STORE, collect_answer, event_stream
 
@@ -57,8 +56,6 @@ PAGE_MAX = 100
 OFFSET_MAX = 100_000
 PING_S = 15.0
 ORDER_NUMBER_RE = re.compile(r"^[KSD][0-9]{4}-[0-9]{4,6}$")
-RATE_WINDOW_S = 60.0
-RATE_CLIENTS_MAX = 4096
 
 MESSAGES = {
     "zh-CN": {
@@ -118,32 +115,6 @@ class HeartbeatIn(_Body):
 B = TypeVar("B", bound=_Body)
 
 
-# -- the rate limit -------------------------------------------------------------------------------
-
-
-class RateLimit:
-    """At most `per_minute` events per key in any 60 s; keys beyond RATE_CLIENTS_MAX forget the oldest."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def check(self, key: str) -> float:
-        """0 if allowed (and counted), else the seconds until it would be."""
-        now = self._clock()
-        times = self._seen.pop(key, None) or deque()
-        while times and now - times[0] >= RATE_WINDOW_S:
-            times.popleft()
-        self._seen[key] = times
-        while len(self._seen) > RATE_CLIENTS_MAX:
-            self._seen.popitem(last=False)
-        if len(times) >= self.per_minute:
-            return RATE_WINDOW_S - (now - times[0])
-        times.append(now)
-        return 0.0
-
-
 # -- the context ----------------------------------------------------------------------------------
 
 
@@ -169,7 +140,7 @@ class KioskApi:
     lockers: LockerService | None = None
 
     def __post_init__(self) -> None:
-        self.rate = RateLimit(self.orders_per_minute)
+        self.rate = SlidingWindow(self.orders_per_minute)
         self.public_base_url = self.public_base_url.rstrip("/")
 
     # -- rendering --------------------------------------------------------------------------
