@@ -16,13 +16,11 @@ import functools
 import logging
 import signal
 import socket
-import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import uvicorn
 
@@ -39,8 +37,7 @@ from devices.labels.render_pool import RenderPool
 from devices.labels.updates import LabelService
 from devices.labels.wifi import add_wifi_labels
 from devices.lockers.board import LockBoard
-from devices.lockers.gpio import GpioLockBoard, GpioLockPins
-from devices.lockers.kerong import KerongBoard
+from devices.lockers.gpio import GpioLockBoard
 from devices.lockers.signal import AlarmSignal
 from devices.mqtt.registry import DeviceRegistry
 from devices.mqtt_gateway import MqttDeviceGateway
@@ -48,10 +45,8 @@ from devices.scanners.serial_scanner import SerialScanner
 from edge_agent import __version__
 from edge_agent.commands.builtin import register_builtin_commands
 from edge_agent.commands.catalog import register_catalog_commands
-from edge_agent.commands.courier import register_courier_commands
 from edge_agent.commands.devices import register_device_commands
 from edge_agent.commands.labels import register_label_commands
-from edge_agent.commands.lockers import register_locker_commands
 from edge_agent.commands.picking import register_picking_commands
 from edge_agent.config import AgentConfig
 from edge_agent.event_loop import describe as describe_loop
@@ -63,16 +58,15 @@ from edge_agent.secrets import (
     missing_secrets,
     read_secret,
 )
-from edge_agent.services.agent_clock import AgentClock, ClockReport, ClockState
-from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord
+from edge_agent.services.agent_clock import AgentClock, ClockReport
+from edge_agent.services.audit import AuditLog
 from edge_agent.services.catalog import ProductCatalog
-from edge_agent.services.doors import DoorOpener
 from edge_agent.services.kiosks import KioskHub, KioskSpec
 from edge_agent.services.locker_staff import LockerStaff
-from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
+from edge_agent.services.lockers import LockerService
 from edge_agent.services.orders import OrderService
 from edge_agent.services.picking import PickingService, PickingSettings
-from edge_agent.services.pickup_codes import PickupCodes, StoreKeyError, store_key
+from edge_agent.services.pickup_codes import StoreKeyError
 from edge_agent.services.pickup_shelves import PickupShelves
 from edge_agent.services.scan_links import ScanLinkService, form_key
 from edge_agent.services.store_health import LiveHub, StoreHealth
@@ -84,21 +78,18 @@ from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.app import WebContext, create_app
 from edge_agent.web.kiosk_api import KioskApi
 from edge_agent.web.tls import CertificateError, ServerCertificate, ensure_certificate
+from edge_agent.wiring.context import BusSink, StartupError, WiringContext
 from edge_agent.wiring.labels import connect_catalog, label_settings, product_to_content
+from edge_agent.wiring.lockers import AuditToCloud, Lockers, build_lockers, run_lockers
 from firmware_bridge.kerong_bus import KerongBus
+
+# StartupError is raised by the wiring; the CLI and tests catch it here.
+__all__ = ["Agent", "StartupError"]
 
 log = logging.getLogger(__name__)
 
 ExtraTask = Callable[["Agent"], Coroutine[Any, Any, Any]]
 CERTIFICATE_CHECK_S = 24 * 3600.0  # how often the web UI's HTTPS certificate is checked for renewal
-
-
-class StartupError(Exception):
-    """The agent cannot start as configured; `problems` lists why, by key path."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -107,80 +98,6 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-@dataclass
-class _DeviceSink:
-    """Connects the devices layer to the event bus and the metrics."""
-
-    bus: EventBus
-    metrics: AgentMetrics
-
-    async def publish_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        await self.bus.publish(event_type, payload)
-
-    async def publish_from_message(
-        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
-    ) -> bool:
-        return await self.bus.publish_from_message(event_type, payload, key, redelivered=redelivered) is not None
-
-    async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
-        await self.bus.outbox.put_state(device_id, state)
-
-    def bad_input(self, source: str, reason: str) -> None:
-        self.metrics.bad_input(source, reason)
-
-
-@dataclass
-class _AuditToCloud:
-    """Every door opening: into the local hash-chained audit log, then to the cloud as audit.door_opened."""
-
-    audit: AuditLog
-    bus: EventBus
-
-    async def append(
-        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any],
-        also: Callable[[sqlite3.Connection], None] | None = None,
-    ) -> AuditRecord:
-        record = await self.audit.append(
-            cast(AuditKind, kind), compartment=compartment, actor=actor, order_id=order_id, detail=detail, also=also
-        )
-        await self._publish(record)
-        return record
-
-    async def _publish(self, record: AuditRecord) -> None:
-        try:
-            await self.bus.publish("audit.door_opened", record.as_payload())
-        except OutboxFullError:
-            # The row is in the local chain; the full outbox already raised its alarm; the next start tries again.
-            log.error("audit record %d kept locally only: the outbox is full", record.seq)
-            return
-        # Not awaited: bookkeeping only. Lost in a crash, the record is published once more at the next
-        # start (the cloud deduplicates audit.door_opened on the record's seq and hash).
-        task = asyncio.get_running_loop().create_task(self.audit.mark_published(record.seq), name="audit-published")
-        task.add_done_callback(_log_task_failure)
-
-    async def publish_unsent(self) -> int:
-        """At start-up: audit rows whose audit.door_opened never reached the outbox (a crash in between, or
-        a full outbox) are published now, oldest first."""
-        records = self.audit.unpublished()
-        for record in records:
-            log.warning("audit record %d had not gone to the cloud: publishing it now", record.seq)
-            await self._publish(record)
-        return len(records)
-
-
-def _log_task_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s failed: %s", task.get_name(), task.exception())
-
-
-def _signal_all(signals: list[AlarmSignal]) -> Callable[[bool], None]:
-    def set_all(on: bool) -> None:
-        for alarm in signals:
-            alarm.set(on)
-
-    return set_all
 
 
 class Agent:
@@ -222,7 +139,9 @@ class Agent:
         self.renderer: RenderPool | None = None
         self.lockers: LockerService | None = None
         self.shelves: PickupShelves | None = None  # pickup shelves: the lockers' pickups in labelled slots
-        self._audit_sink: _AuditToCloud | None = None
+        self._audit_sink: AuditToCloud | None = None
+        self._lockers_built: Lockers | None = None
+        self._ctx: WiringContext
         self.locker_staff: LockerStaff | None = None
         self.scan_links: ScanLinkService | None = None
         self.orders: OrderService | None = None
@@ -299,9 +218,11 @@ class Agent:
             register_builtin_commands(registry, cfg, lambda: outbox.boot)
             self.catalog = catalog = ProductCatalog(db)
             register_catalog_commands(registry, catalog)
-            sink = _DeviceSink(self.bus, self.metrics)
+            assert self.clock is not None
+            ctx = self._ctx = WiringContext(cfg, db, self.bus, self.metrics, registry, self.clock, env=self._env)
+            sink = ctx.sink
             if cfg.lockers.enabled:
-                await self._build_lockers(db, registry, sink)
+                self._adopt_lockers(await build_lockers(ctx))
             if cfg.base_stations or cfg.labels.wifi_labels:
                 self.renderer = RenderPool(cfg.labels.render_workers or None)
                 await self.renderer.warm_up()
@@ -488,7 +409,8 @@ class Agent:
             if self.shelves is not None:
                 background.append(tg.create_task(self.shelves.run(), name="pickup-shelves"))
             if self.lockers is not None:
-                background.append(tg.create_task(self._run_lockers(), name="lockers"))
+                assert self._lockers_built is not None and self.clock is not None
+                background.append(tg.create_task(run_lockers(self._lockers_built, self.clock), name="lockers"))
             if self.orders is not None:
                 background.append(tg.create_task(self.orders.purge_loop(), name="orders-purge"))
             if self.kiosk_hub is not None:
@@ -624,44 +546,14 @@ class Agent:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
-    async def _build_lockers(self, db: Database, registry: CommandRegistry, sink: _DeviceSink) -> None:
-        cfg = self.config.lockers
-        assert self.bus is not None
-        self.audit = AuditLog(db)
-        audit = self._audit_sink = _AuditToCloud(self.audit, self.bus)
-        self.locker_buses = {b.name: KerongBus(b.url, baudrate=b.baudrate) for b in cfg.buses}
-        self.metrics.watch_lock_buses(self.locker_buses)
-        boards: dict[str, LockBoard] = {
-            b.id: KerongBoard(self.locker_buses[b.bus], b.number, b.locks) for b in cfg.boards
-        }
-        signals = self._build_gpio(boards)
-        self.lock_boards = boards
-        assert self.clock is not None
-        clock = self.clock
-        codes = PickupCodes(db, store_key(self._env), steady=clock.steady_ms, is_past=clock.is_past)
-        self.lockers = LockerService(
-            db,
-            boards,
-            DoorOpener(db, boards, audit),
-            codes,
-            audit=audit,
-            events=sink,
-            timings=LockerTimings(door_open_alarm_s=cfg.door_open_alarm_s, jam_s=cfg.jam_s),
-            alarm_signal=_signal_all(signals) if signals else None,
-        )
-        await self.lockers.add_compartments(
-            [
-                CompartmentSpec(c.id, c.bank, c.board, c.lock, c.size, c.row, c.column)
-                for c in cfg.compartments
-            ]
-        )
-        register_locker_commands(registry, self.lockers, hold_days=cfg.hold_days, clock=clock)
-        # Staff and courier sign-in on the locker screens; a staff terminal locked out for guessing raises the
-        # pickup codes' alarm.code_guessing (the hook LockerService installed on `codes`).
-        self.locker_staff = LockerStaff(db, store_key(self._env), on_alarm=codes.on_alarm, steady=clock.steady_ms)
-        register_courier_commands(registry, self.locker_staff)
+    def _adopt_lockers(self, lockers: Lockers) -> None:
+        """The lockers feature's parts, as the web UI, the other features and the tests reach them."""
+        self._lockers_built = lockers
+        self.lockers, self.locker_staff, self.audit = lockers.service, lockers.staff, lockers.audit
+        self._audit_sink, self.locker_buses, self.lock_boards = lockers.audit_sink, lockers.buses, lockers.boards
+        self._gpio_devices = lockers.gpio_devices
 
-    def _build_shelves(self, db: Database, sink: _DeviceSink) -> None:
+    def _build_shelves(self, db: Database, sink: BusSink) -> None:
         """Pickup shelves: the lockers' pickups (codes, expiry, events) in slots with labels; no lock board needed.
         Without labels the shelves still load and hand over; their labels just show nothing."""
         assert self.lockers is not None and self._audit_sink is not None
@@ -680,7 +572,7 @@ class Agent:
         """Scan links of the shelf tags' QR codes (`/s/{code}`): record scan.tag, then redirect or the local page."""
         assert self.bus is not None
         try:
-            key: bytes | None = store_key(self._env)
+            key: bytes | None = self._ctx.store_key()
         except StoreKeyError:
             key = None  # order-form tokens then use a key drawn at start (a restart expires open forms)
         return ScanLinkService(
@@ -696,7 +588,7 @@ class Agent:
         )
 
     def _build_picking(
-        self, db: Database, labels: LabelService, catalog: ProductCatalog, sink: _DeviceSink
+        self, db: Database, labels: LabelService, catalog: ProductCatalog, sink: BusSink
     ) -> PickingService:
         """Pick-to-light: the tags' buttons and the staff scanners (MQTT handhelds, serial) confirm lines."""
         c = self.config.picking
@@ -734,7 +626,7 @@ class Agent:
         if self.picking is None or await self.picking.scanned(f"serial:{name}", code) is None:
             log.info("staff scanner %s: %r confirms no open pick line", name, code[:64])
 
-    def _build_kiosks(self, db: Database, catalog: ProductCatalog, sink: _DeviceSink) -> None:
+    def _build_kiosks(self, db: Database, catalog: ProductCatalog, sink: BusSink) -> None:
         """Orders (always: scan-link pages and devices order too), and the kiosks of [[kiosks]] with their scanners."""
         cfg = self.config
         self.orders = OrderService(
@@ -786,54 +678,7 @@ class Agent:
                     )
                 )
 
-    def _build_gpio(self, boards: dict[str, LockBoard]) -> list[AlarmSignal]:
-        """GPIO lock boards into `boards`; returns every alarm LED/buzzer (the boards' and the standalone one)."""
-        cfg = self.config.lockers
-        signals: list[AlarmSignal] = []
-        try:
-            for g in cfg.gpio_boards:
-                pins = [GpioLockPins(lock.lock_pin, lock.door_pin, lock.item_pin) for lock in g.locks]
-                board = GpioLockBoard(g.id, pins, pulse_s=g.pulse_s, confirm_s=g.confirm_s)
-                self._gpio_devices.append(board)
-                boards[g.id] = board
-            if cfg.alarm_led_pin is not None or cfg.alarm_buzzer_pin is not None:
-                alarm = AlarmSignal(cfg.alarm_led_pin, cfg.alarm_buzzer_pin)
-                self._gpio_devices.append(alarm)
-                signals.append(alarm)
-        except Exception as exc:  # gpiozero: no pin library, pin busy, not a Pi
-            raise StartupError(
-                [f"lockers: GPIO not usable here ({type(exc).__name__}: {exc}); GPIOZERO_PIN_FACTORY=mock simulates it"]
-            ) from None
-        return signals
-
-    async def _run_lockers(self) -> None:
-        """Buses, then the start-up reconciliation, then the alarm poll and the expiry clock."""
-        assert self.lockers is not None
-        lockers = self.lockers
-        async with asyncio.TaskGroup() as tg:
-            for name, bus in self.locker_buses.items():
-                tg.create_task(bus.run(), name=f"locker-bus-{name}")
-                tg.create_task(bus.report_line_errors(), name=f"locker-bus-{name}-errors")
-            for bus in self.locker_buses.values():
-                try:
-                    await bus.wait_connected(10.0)
-                except TimeoutError:
-                    log.error("locker bus %s is not reachable; lockers run without it until it is", bus.url)
-            await lockers.recover()
-            if self._audit_sink is not None:
-                await self._audit_sink.publish_unsent()
-            tg.create_task(lockers.run(), name="locker-poll")
-            try:
-                while True:
-                    # Holds end only on a wall clock the agent can vouch for (services/agent_clock).
-                    if self.clock is None or self.clock.check() is ClockState.OK:
-                        await lockers.tick()
-                    await asyncio.sleep(30.0)
-            finally:
-                for device in self._gpio_devices:
-                    device.close()  # pins released, LED and buzzer off
-
-    def _build_device_gateway(self, sink: _DeviceSink, boot: int) -> MqttDeviceGateway:
+    def _build_device_gateway(self, sink: BusSink, boot: int) -> MqttDeviceGateway:
         """Wi-Fi devices on the in-store broker. A scan of a device bound to a kiosk goes to
         `gateway.on_scan(kiosk_id, code, source)`, which the kiosks' wiring sets (KioskHub.scanned); until then
         such scans reach the cloud as scan.device."""

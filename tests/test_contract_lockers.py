@@ -2,7 +2,7 @@
 
 Events come out of a real LockerService on a real SQLite file, driving the Kerong emulator over a pty with
 scripted people (as tests/test_lockers.py does); door openings go through the real DoorOpener into the real
-hash-chained AuditLog and on to the cloud through the agent's own `_AuditToCloud`, so `audit.door_opened` is
+hash-chained AuditLog and on to the cloud through the agent's own `AuditToCloud`, so `audit.door_opened` is
 what the agent sends. Every payload is validated against its schema and, wrapped by the real envelope
 renderer, as a whole event. The two commands run through a real CommandIntake; their JSON Schemas are
 checked against the pydantic models, structurally and case by case.
@@ -38,12 +38,12 @@ from edge_agent.commands.lockers import (
     register_locker_commands,
 )
 from edge_agent.config import ID_PATTERN
-from edge_agent.runtime import _AuditToCloud
 from edge_agent.services.audit import AUDIT_KINDS, GENESIS_HASH, AuditLog, canonical_json, row_hash
 from edge_agent.services.doors import DoorOpener
 from edge_agent.services.lockers import DAY_MS, SIZES, CollectStatus, CompartmentSpec, LockerService
 from edge_agent.services.pickup_codes import PickupCodes
 from edge_agent.storage import Database
+from edge_agent.wiring.lockers import AuditToCloud
 from firmware_bridge.base_station.pty_line import PtyPort
 from firmware_bridge.kerong_bus import KerongBus
 from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, LockBoardEmulator, Person
@@ -205,7 +205,7 @@ def test_schema_patterns_are_the_codes_patterns() -> None:
 
 
 class _Sink:
-    """Both the locker service's event sink and the bus `_AuditToCloud` publishes to."""
+    """Both the locker service's event sink and the bus `AuditToCloud` publishes to."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
@@ -253,7 +253,7 @@ class _Rig:
 def _service(db: Database, bus: KerongBus, clock: Clock, sink: _Sink) -> tuple[LockerService, AuditLog]:
     boards = {"kerong-0": KerongBoard(bus, 0)}
     audit_log = AuditLog(db, clock=clock)
-    audit = _AuditToCloud(audit_log, cast(Any, sink))
+    audit = AuditToCloud(audit_log, cast(Any, sink))
     svc = LockerService(
         db, boards, DoorOpener(db, boards, audit), PickupCodes(db, KEY, clock=clock), audit=audit, events=sink,
         timings=FAST, clock=clock,

@@ -171,8 +171,8 @@ async def test_audit_rows_that_never_reached_the_cloud_are_published_at_the_next
     from cloud_link.bus import EventBus
     from cloud_link.outbox import Outbox
     from cloud_link.topics import Topics
-    from edge_agent.runtime import _AuditToCloud
     from edge_agent.services.audit import AuditLog
+    from edge_agent.wiring.lockers import AuditToCloud
 
     db = Database(tmp_path)
     outbox = Outbox(db, Topics("retail/v1", "s1"), max_bytes=1 << 20)
@@ -180,7 +180,7 @@ async def test_audit_rows_that_never_reached_the_cloud_are_published_at_the_next
     log = AuditLog(db)
     # What a crash between the audit row and its event leaves: the row, no event, not marked published.
     await log.append("code", compartment="A-01", actor="terminal-A", order_id="o-1", detail={"op_id": "x"})
-    to_cloud = _AuditToCloud(log, EventBus(outbox))
+    to_cloud = AuditToCloud(log, EventBus(outbox))
     assert await to_cloud.publish_unsent() == 1
     await asyncio.sleep(0.05)  # the mark is written behind
     assert await to_cloud.publish_unsent() == 0
