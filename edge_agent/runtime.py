@@ -32,10 +32,8 @@ from cloud_link.outbox import Outbox, OutboxFullError
 from cloud_link.session import CloudSession, SessionSettings
 from cloud_link.topics import Topics
 from devices.labels.registry import TagRegistry
-from devices.labels.render import LabelContent
 from devices.labels.render_pool import RenderPool
 from devices.labels.updates import LabelService
-from devices.labels.wifi import add_wifi_labels
 from devices.lockers.board import LockBoard
 from devices.lockers.gpio import GpioLockBoard
 from devices.lockers.signal import AlarmSignal
@@ -46,7 +44,6 @@ from edge_agent import __version__
 from edge_agent.commands.builtin import register_builtin_commands
 from edge_agent.commands.catalog import register_catalog_commands
 from edge_agent.commands.devices import register_device_commands
-from edge_agent.commands.labels import register_label_commands
 from edge_agent.commands.picking import register_picking_commands
 from edge_agent.config import AgentConfig
 from edge_agent.event_loop import describe as describe_loop
@@ -54,7 +51,6 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.secrets import (
     CLOUD_KEY_PASSPHRASE,
     CLOUD_PASSWORD,
-    LOCAL_BROKER_PASSWORD,
     missing_secrets,
     read_secret,
 )
@@ -79,7 +75,7 @@ from edge_agent.web.app import WebContext, create_app
 from edge_agent.web.kiosk_api import KioskApi
 from edge_agent.web.tls import CertificateError, ServerCertificate, ensure_certificate
 from edge_agent.wiring.context import BusSink, StartupError, WiringContext
-from edge_agent.wiring.labels import connect_catalog, label_settings, product_to_content
+from edge_agent.wiring.labels import build_labels
 from edge_agent.wiring.lockers import AuditToCloud, Lockers, build_lockers, run_lockers
 from firmware_bridge.kerong_bus import KerongBus
 
@@ -219,32 +215,15 @@ class Agent:
             self.catalog = catalog = ProductCatalog(db)
             register_catalog_commands(registry, catalog)
             assert self.clock is not None
-            ctx = self._ctx = WiringContext(cfg, db, self.bus, self.metrics, registry, self.clock, env=self._env)
+            ctx = self._ctx = WiringContext(
+                cfg, db, self.bus, self.metrics, registry, self.clock, catalog, env=self._env
+            )
             sink = ctx.sink
             if cfg.lockers.enabled:
                 self._adopt_lockers(await build_lockers(ctx))
             if cfg.base_stations or cfg.labels.wifi_labels:
-                self.renderer = RenderPool(cfg.labels.render_workers or None)
-                await self.renderer.warm_up()
-                self.labels = LabelService(
-                    db,
-                    content=self._label_content,
-                    events=sink,
-                    renderer=self.renderer,
-                    settings=label_settings(cfg),
-                )
-                for station in cfg.base_stations:
-                    self.labels.add_station(station.name, station.url, baudrate=station.baudrate)
-                if cfg.labels.wifi_labels:
-                    add_wifi_labels(
-                        self.labels,
-                        self._local_endpoint(f"edge-agent-{cfg.agent.store_id}-labels"),
-                        topic_prefix=cfg.local_broker.topic_prefix,
-                        on_bad_input=self.metrics.bad_input,
-                    )
-                connect_catalog(self.labels, catalog)
-                self.metrics.watch_labels(self.labels)
-                register_label_commands(registry, self.labels, catalog)
+                labels = await build_labels(ctx)
+                self.labels, self.renderer = labels.service, labels.renderer
                 if cfg.picking.enabled:
                     self.picking = self._build_picking(db, self.labels, catalog, sink)
                     register_picking_commands(registry, self.picking)
@@ -684,7 +663,7 @@ class Agent:
         such scans reach the cloud as scan.device."""
         lb = self.config.local_broker
         return MqttDeviceGateway(
-            self._local_endpoint(f"edge-agent-{self.config.agent.store_id}-devices"),
+            self._ctx.local_endpoint(f"edge-agent-{self.config.agent.store_id}-devices"),
             sink,
             topic_prefix=lb.topic_prefix,
             max_message_bytes=lb.max_message_bytes,
@@ -694,23 +673,6 @@ class Agent:
             coalesce_s=lb.state_coalesce_s,
             agent_state={"store_id": self.config.agent.store_id, "version": __version__, "boot": boot},
         )
-
-    def _local_endpoint(self, client_id: str) -> Endpoint:
-        lb = self.config.local_broker
-        return Endpoint(
-            host=lb.host,
-            port=lb.port,
-            client_id=client_id,
-            keepalive=30,
-            # Persistent: what devices publish while the agent restarts waits at the broker.
-            session_expiry=86400,
-            username=lb.username,
-            password=read_secret(LOCAL_BROKER_PASSWORD, self._env) if lb.username else None,
-        )
-
-    def _label_content(self, sku: str) -> LabelContent | None:
-        product = self.catalog.get(sku) if self.catalog is not None else None
-        return None if product is None else product_to_content(product, self.config.labels.locale)
 
     def _on_signal(self, sig: int) -> None:
         log.info("received %s", signal.Signals(sig).name)

@@ -9,9 +9,12 @@ from typing import Any
 
 from cloud_link.bus import EventBus
 from cloud_link.commands import CommandRegistry
+from cloud_link.mqtt_driver import Endpoint
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import AgentMetrics
+from edge_agent.secrets import LOCAL_BROKER_PASSWORD, read_secret
 from edge_agent.services.agent_clock import AgentClock
+from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.pickup_codes import StoreKeyError, store_key
 from edge_agent.storage import Database
 
@@ -55,6 +58,7 @@ class WiringContext:
     metrics: AgentMetrics
     registry: CommandRegistry
     clock: AgentClock
+    catalog: ProductCatalog
     env: dict[str, str] | None = None
     sink: BusSink = field(init=False)
 
@@ -67,6 +71,20 @@ class WiringContext:
             return store_key(self.env)
         except StoreKeyError as exc:
             return exc
+
+    def local_endpoint(self, client_id: str) -> Endpoint:
+        """A connection to the in-store broker (the device relay and the Wi-Fi labels each have one)."""
+        lb = self.config.local_broker
+        return Endpoint(
+            host=lb.host,
+            port=lb.port,
+            client_id=client_id,
+            keepalive=30,
+            # Persistent: what devices publish while the agent restarts waits at the broker.
+            session_expiry=86400,
+            username=lb.username,
+            password=read_secret(LOCAL_BROKER_PASSWORD, self.env) if lb.username else None,
+        )
 
     def store_key(self) -> bytes:
         """The store's HMAC key (pickup codes, courier codes, form tokens), read once; StoreKeyError when it is

@@ -1,14 +1,23 @@
-"""Wiring of the e-ink labels into the agent: catalog -> label content, the label settings from the configuration, and
-the catalog's changes -> re-rendered tags. The label commands are in edge_agent/commands/labels.py."""
+"""Wiring of the e-ink labels: the render pool, the label service with its stations (serial base stations, Wi-Fi
+labels on the in-store broker), its settings from the configuration, and its commands
+(edge_agent/commands/labels.py).
+
+Hooks made here: a product's content comes from the catalog; the catalog's price and pairing changes re-render
+exactly the tags that show them (connect_catalog)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from devices.labels.render import LabelContent
+from devices.labels.render_pool import RenderPool
 from devices.labels.updates import PRIORITY_TECHNICIAN, LabelService, LabelSettings
+from devices.labels.wifi import add_wifi_labels
+from edge_agent.commands.labels import register_label_commands
 from edge_agent.config import AgentConfig
 from edge_agent.services.catalog import Product, ProductCatalog
+from edge_agent.wiring.context import WiringContext
 
 
 def product_to_content(product: Product, default_locale: str) -> LabelContent:
@@ -59,3 +68,37 @@ def connect_catalog(labels: LabelService, catalog: ProductCatalog) -> None:
 
     catalog.on_change(products_changed)
     catalog.on_pairing_change(pairings_changed)
+
+
+@dataclass
+class Labels:
+    """The labels feature, built: the service other features use, and the render pool to close at stop."""
+
+    service: LabelService
+    renderer: RenderPool
+
+
+async def build_labels(ctx: WiringContext) -> Labels:
+    cfg = ctx.config
+    catalog = ctx.catalog
+    renderer = RenderPool(cfg.labels.render_workers or None)
+    await renderer.warm_up()
+
+    def content(sku: str) -> LabelContent | None:
+        product = catalog.get(sku)
+        return None if product is None else product_to_content(product, cfg.labels.locale)
+
+    service = LabelService(ctx.db, content=content, events=ctx.sink, renderer=renderer, settings=label_settings(cfg))
+    for station in cfg.base_stations:
+        service.add_station(station.name, station.url, baudrate=station.baudrate)
+    if cfg.labels.wifi_labels:
+        add_wifi_labels(
+            service,
+            ctx.local_endpoint(f"edge-agent-{cfg.agent.store_id}-labels"),
+            topic_prefix=cfg.local_broker.topic_prefix,
+            on_bad_input=ctx.metrics.bad_input,
+        )
+    connect_catalog(service, catalog)
+    ctx.metrics.watch_labels(service)
+    register_label_commands(ctx.registry, service, catalog)
+    return Labels(service, renderer)
