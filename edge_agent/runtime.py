@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import logging
 import signal
 import socket
@@ -37,14 +36,11 @@ from devices.labels.updates import LabelService
 from devices.lockers.board import LockBoard
 from devices.lockers.gpio import GpioLockBoard
 from devices.lockers.signal import AlarmSignal
-from devices.mqtt.registry import DeviceRegistry
 from devices.mqtt_gateway import MqttDeviceGateway
 from devices.scanners.serial_scanner import SerialScanner
 from edge_agent import __version__
 from edge_agent.commands.builtin import register_builtin_commands
 from edge_agent.commands.catalog import register_catalog_commands
-from edge_agent.commands.devices import register_device_commands
-from edge_agent.commands.picking import register_picking_commands
 from edge_agent.config import AgentConfig
 from edge_agent.event_loop import describe as describe_loop
 from edge_agent.metrics import AgentMetrics
@@ -57,14 +53,13 @@ from edge_agent.secrets import (
 from edge_agent.services.agent_clock import AgentClock, ClockReport
 from edge_agent.services.audit import AuditLog
 from edge_agent.services.catalog import ProductCatalog
-from edge_agent.services.kiosks import KioskHub, KioskSpec
+from edge_agent.services.kiosks import KioskHub
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import LockerService
 from edge_agent.services.orders import OrderService
-from edge_agent.services.picking import PickingService, PickingSettings
-from edge_agent.services.pickup_codes import StoreKeyError
+from edge_agent.services.picking import PickingService
 from edge_agent.services.pickup_shelves import PickupShelves
-from edge_agent.services.scan_links import ScanLinkService, form_key
+from edge_agent.services.scan_links import ScanLinkService
 from edge_agent.services.store_health import LiveHub, StoreHealth
 from edge_agent.services.web_sessions import WebSessions
 from edge_agent.services.web_users import WebUsers
@@ -74,9 +69,14 @@ from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.app import WebContext, create_app
 from edge_agent.web.kiosk_api import KioskApi
 from edge_agent.web.tls import CertificateError, ServerCertificate, ensure_certificate
-from edge_agent.wiring.context import BusSink, StartupError, WiringContext
+from edge_agent.wiring.context import StartupError, WiringContext
+from edge_agent.wiring.kiosks import build_kiosks, build_orders
 from edge_agent.wiring.labels import build_labels
+from edge_agent.wiring.links import build_device_gateway
 from edge_agent.wiring.lockers import AuditToCloud, Lockers, build_lockers, run_lockers
+from edge_agent.wiring.picking import build_picking
+from edge_agent.wiring.scan_links import build_scan_links
+from edge_agent.wiring.shelves import build_shelves
 from firmware_bridge.kerong_bus import KerongBus
 
 # StartupError is raised by the wiring; the CLI and tests catch it here.
@@ -215,25 +215,9 @@ class Agent:
             self.catalog = catalog = ProductCatalog(db)
             register_catalog_commands(registry, catalog)
             assert self.clock is not None
-            ctx = self._ctx = WiringContext(
-                cfg, db, self.bus, self.metrics, registry, self.clock, catalog, env=self._env
-            )
-            sink = ctx.sink
-            if cfg.lockers.enabled:
-                self._adopt_lockers(await build_lockers(ctx))
-            if cfg.base_stations or cfg.labels.wifi_labels:
-                labels = await build_labels(ctx)
-                self.labels, self.renderer = labels.service, labels.renderer
-                if cfg.picking.enabled:
-                    self.picking = self._build_picking(db, self.labels, catalog, sink)
-                    register_picking_commands(registry, self.picking)
-            if self.lockers is not None:
-                self._build_shelves(db, sink)
-            self.scan_links = self._build_scan_links(db, catalog)
-            self._build_kiosks(db, catalog, sink)
-            assert self.orders is not None
-            await self.orders.recover()  # orders stored but not yet announced when the agent last stopped
-            intake = CommandIntake(
+            # The command intake and the cloud session first: the features register their commands into the
+            # registry the intake already holds, and the scan links ask the session whether the cloud is up.
+            intake = self.commands = CommandIntake(
                 db,
                 outbox,
                 registry,
@@ -242,19 +226,14 @@ class Agent:
                 observer=self.metrics,
                 on_cloud_time=self.clock.observe_cloud_time,
             )
-            self.commands = intake
-            if cfg.cloud.enabled:
-                self.session = CloudSession(
-                    self._session_settings(), outbox, on_command=intake.submit, observer=self.metrics
-                )
-            if cfg.local_broker.enabled:
-                self.gateway = self._build_device_gateway(sink, boot)
-                register_device_commands(registry, self.gateway)
-                if self.kiosk_hub is not None:
-                    self.gateway.on_scan = self.kiosk_hub.scanned  # handhelds bound to a kiosk fill its cart
-                if self.picking is not None:
-                    self.gateway.on_staff_scan = self._staff_scan
-                    self.gateway.staff_scanners = frozenset(cfg.picking.scanners)
+            session = self.session = (
+                CloudSession(self._session_settings(), outbox, on_command=intake.submit, observer=self.metrics)
+                if cfg.cloud.enabled else None
+            )
+            ctx = self._ctx = WiringContext(
+                cfg, db, self.bus, self.metrics, registry, self.clock, catalog, env=self._env
+            )
+            await self._build_features(ctx, boot, cloud_up=lambda: session is not None and session.connected)
             if cfg.web.enabled:
                 await self._open_web_accounts(db)
             if https_socket is not None:
@@ -400,6 +379,7 @@ class Agent:
                 background.append(tg.create_task(extra(self), name=f"extra-{i}"))
             if web_socket is not None:
                 self.live_hub = self._build_live_hub()
+                self._ctx.live.attach(self.live_hub)
                 background.append(tg.create_task(self.live_hub.run(), name="web-live"))
                 app = create_app(
                     WebContext(
@@ -532,147 +512,29 @@ class Agent:
         self._audit_sink, self.locker_buses, self.lock_boards = lockers.audit_sink, lockers.buses, lockers.boards
         self._gpio_devices = lockers.gpio_devices
 
-    def _build_shelves(self, db: Database, sink: BusSink) -> None:
-        """Pickup shelves: the lockers' pickups (codes, expiry, events) in slots with labels; no lock board needed.
-        Without labels the shelves still load and hand over; their labels just show nothing."""
-        assert self.lockers is not None and self._audit_sink is not None
-        self.shelves = PickupShelves(
-            db, self.lockers, self.labels, audit=self._audit_sink, events=sink, locale=self.config.labels.locale,
-            registry=TagRegistry(db),
-        )
-
-        def live(change: dict[str, Any]) -> None:
-            if self.live_hub is not None:
-                self.live_hub.broadcast("shelf", change)
-
-        self.shelves.add_listener(live)
-
-    def _build_scan_links(self, db: Database, catalog: ProductCatalog) -> ScanLinkService:
-        """Scan links of the shelf tags' QR codes (`/s/{code}`): record scan.tag, then redirect or the local page."""
-        assert self.bus is not None
-        try:
-            key: bytes | None = self._ctx.store_key()
-        except StoreKeyError:
-            key = None  # order-form tokens then use a key drawn at start (a restart expires open forms)
-        return ScanLinkService(
-            db,
-            catalog,
-            self.bus.publish,
-            self.config.scan_links,
-            store_id=self.config.agent.store_id,
-            cloud_up=lambda: self.session is not None and self.session.connected,
-            form_secret=form_key(key),
-            orders=lambda: self.orders,
-            clock=None if self.clock is None else self.clock.steady_s,
-        )
-
-    def _build_picking(
-        self, db: Database, labels: LabelService, catalog: ProductCatalog, sink: BusSink
-    ) -> PickingService:
-        """Pick-to-light: the tags' buttons and the staff scanners (MQTT handhelds, serial) confirm lines."""
-        c = self.config.picking
-        picking = PickingService(
-            db,
-            labels,
-            catalog,
-            sink,
-            settings=PickingSettings(led_renew_s=c.led_renew_s, fast_s=c.fast_s, zone_linger_s=c.zone_linger_s),
-            locale=self.config.labels.locale,
-        )
-
-        async def button(tag_id: str, _button: int) -> bool:
-            return await picking.button(tag_id) is not None
-
-        labels.button_handlers.append(button)
-        picking.add_listener(lambda change: self.live_hub.broadcast("picking", change) if self.live_hub else None)
-        for n, url in enumerate(c.serial_scanners, 1):
-            name = f"picking-{n}"
-            self.scanners.append(
-                SerialScanner(
-                    name,
-                    url,
-                    functools.partial(self._serial_staff_scan, name),
-                    on_bad_input=self.metrics.bad_input,
-                )
-            )
-        return picking
-
-    async def _staff_scan(self, device_id: str, code: str) -> bool:
-        """An MQTT staff scanner's scan: a pick line's product confirms it; anything else is relayed as before."""
-        return self.picking is not None and await self.picking.scanned(f"device:{device_id}", code) is not None
-
-    async def _serial_staff_scan(self, name: str, code: str) -> None:
-        if self.picking is None or await self.picking.scanned(f"serial:{name}", code) is None:
-            log.info("staff scanner %s: %r confirms no open pick line", name, code[:64])
-
-    def _build_kiosks(self, db: Database, catalog: ProductCatalog, sink: BusSink) -> None:
-        """Orders (always: scan-link pages and devices order too), and the kiosks of [[kiosks]] with their scanners."""
+    async def _build_features(self, ctx: WiringContext, boot: int, *, cloud_up: Callable[[], bool]) -> None:
+        """Every configured feature, each through its wiring module, in an order where each gets what it uses."""
         cfg = self.config
-        self.orders = OrderService(
-            db,
-            catalog,
-            sink,
-            store_id=cfg.agent.store_id,
-            fulfilments=cfg.kiosk.fulfilments,
-            checkout_url_template=cfg.kiosk.checkout_url_template,
-        )
-        if not cfg.kiosks:
-            return
-        tags = TagRegistry(db)
-        hub = KioskHub(
-            catalog,
-            tags,
-            sink,
-            [KioskSpec(k.id, k.name, k.lang, k.orientation) for k in cfg.kiosks],
-            public_base_url=cfg.labels.public_base_url,
-            heartbeat_s=cfg.kiosk.heartbeat_s,
-        )
-        self.kiosk_hub = hub
-        self.kiosk_api = KioskApi(
-            hub=hub,
-            catalog=catalog,
-            orders=self.orders,
-            tags=tags,
-            store_id=cfg.agent.store_id,
-            currency=cfg.kiosk.currency,
-            price_locale=cfg.labels.locale,
-            public_base_url=cfg.labels.public_base_url,
-            idle_s=cfg.kiosk.idle_s,
-            warning_s=cfg.kiosk.warning_s,
-            product_url_template=cfg.scan_links.product_url_template,
-            checkout_url_template=cfg.kiosk.checkout_url_template,
-            orders_per_minute=cfg.kiosk.orders_per_minute,
-            on_bad_input=self.metrics.bad_input,
-            lockers=self.lockers,
-        )
-        for k in cfg.kiosks:
-            if k.scanner_url is not None:
-                self.scanners.append(
-                    SerialScanner(
-                        k.id,
-                        k.scanner_url,
-                        functools.partial(hub.scanned, k.id, source="serial"),
-                        baudrate=k.scanner_baudrate,
-                        on_bad_input=self.metrics.bad_input,
-                    )
-                )
-
-    def _build_device_gateway(self, sink: BusSink, boot: int) -> MqttDeviceGateway:
-        """Wi-Fi devices on the in-store broker. A scan of a device bound to a kiosk goes to
-        `gateway.on_scan(kiosk_id, code, source)`, which the kiosks' wiring sets (KioskHub.scanned); until then
-        such scans reach the cloud as scan.device."""
-        lb = self.config.local_broker
-        return MqttDeviceGateway(
-            self._ctx.local_endpoint(f"edge-agent-{self.config.agent.store_id}-devices"),
-            sink,
-            topic_prefix=lb.topic_prefix,
-            max_message_bytes=lb.max_message_bytes,
-            backoff_min=min(0.2, lb.reconnect_max_s),
-            backoff_max=lb.reconnect_max_s,
-            registry=DeviceRegistry.build(lb.adopt, lb.allowed_devices, lb.device_kiosks, store=self.db),
-            coalesce_s=lb.state_coalesce_s,
-            agent_state={"store_id": self.config.agent.store_id, "version": __version__, "boot": boot},
-        )
+        if cfg.lockers.enabled:
+            self._adopt_lockers(await build_lockers(ctx))
+        if cfg.base_stations or cfg.labels.wifi_labels:
+            labels = await build_labels(ctx)
+            self.labels, self.renderer = labels.service, labels.renderer
+        picking = build_picking(ctx, self.labels) if cfg.picking.enabled and self.labels is not None else None
+        if picking is not None:
+            self.picking = picking.service
+            self.scanners.extend(picking.scanners)
+        if self._lockers_built is not None:
+            self.shelves = build_shelves(ctx, self._lockers_built, self.labels)
+        self.orders = orders = build_orders(ctx)
+        self.scan_links = build_scan_links(ctx, orders, cloud_up)
+        kiosks = build_kiosks(ctx, orders, self.lockers)
+        if kiosks is not None:
+            self.kiosk_hub, self.kiosk_api = kiosks.hub, kiosks.api
+            self.scanners.extend(kiosks.scanners)
+        await orders.recover()  # orders stored but not yet announced when the agent last stopped
+        if cfg.local_broker.enabled:
+            self.gateway = build_device_gateway(ctx, boot, kiosks, picking)
 
     def _on_signal(self, sig: int) -> None:
         log.info("received %s", signal.Signals(sig).name)

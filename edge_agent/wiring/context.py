@@ -50,6 +50,22 @@ class BusSink:
         self.metrics.bad_input(source, reason)
 
 
+class LiveRelay:
+    """The web UI's live stream as the features see it: `broadcast(event, data)`. The web UI's wiring attaches its
+    hub once the hub exists (it needs the links the features build); before that, and without a web UI,
+    broadcasts go nowhere: nobody is watching."""
+
+    def __init__(self) -> None:
+        self._hub: Any = None
+
+    def attach(self, hub: Any) -> None:
+        self._hub = hub
+
+    def broadcast(self, event: str, data: Any) -> None:
+        if self._hub is not None:
+            self._hub.broadcast(event, data)
+
+
 @dataclass
 class WiringContext:
     config: AgentConfig
@@ -61,9 +77,11 @@ class WiringContext:
     catalog: ProductCatalog
     env: dict[str, str] | None = None
     sink: BusSink = field(init=False)
+    live: LiveRelay = field(init=False)
 
     def __post_init__(self) -> None:
         self.sink = BusSink(self.bus, self.metrics)
+        self.live = LiveRelay()
 
     @functools.cached_property
     def _store_key(self) -> bytes | StoreKeyError:
