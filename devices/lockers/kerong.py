@@ -11,6 +11,9 @@ from devices.lockers.board import LockBoardError, LockState, UnlockOutcome, Unlo
 from firmware_bridge.kerong import BOARDS, LOCKS_PER_BOARD, StatusReply
 from firmware_bridge.kerong_bus import KerongBus, KerongBusError
 
+# The bus and the board limits are re-exported: the rest of the agent reaches the lock boards' lower layer here.
+__all__ = ["BOARDS", "LOCKS_PER_BOARD", "KerongBoard", "KerongBus", "KerongBusError"]
+
 
 class KerongBoard:
     def __init__(self, bus: KerongBus, board_number: int, lock_count: int = LOCKS_PER_BOARD) -> None:

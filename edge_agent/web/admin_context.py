@@ -16,6 +16,7 @@ from cloud_link.events import Event
 from devices.labels.registry import TagRegistry
 from devices.labels.updates import LabelService
 from devices.lockers.board import LockBoard
+from devices.lockers.kerong import KerongBus
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent.config import AgentConfig
 from edge_agent.services.audit import AuditLog
@@ -26,7 +27,6 @@ from edge_agent.services.picking import PickingService
 from edge_agent.services.pickup_shelves import PickupShelves
 from edge_agent.services.store_health import LiveHub
 from edge_agent.storage import Database
-from firmware_bridge.kerong_bus import KerongBus
 
 
 @dataclass

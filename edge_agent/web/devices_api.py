@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_link.commands import CommandFailedError
+from devices.labels.stations import TAG_TYPES, BaseStationClient, BaseStationError
 from devices.labels.updates import LabelService, type_name
 from edge_agent.commands.labels import (
     TAG_ID_PATTERN,
@@ -34,8 +35,6 @@ from edge_agent.web.api_errors import api_error, refuse
 from edge_agent.web.auth import require
 from edge_agent.web.devices_api_kiosks import kiosks_router
 from edge_agent.web.devices_api_lockers import lockers_router
-from firmware_bridge.base_station.client import BaseStationClient, BaseStationError
-from firmware_bridge.tag_types import TAG_TYPES
 
 MAX_PAGE = 200
 # A cloud command's failure code -> the HTTP status the web API answers it with.

@@ -30,14 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud_link.events import now_ms
 from devices.labels.registry import TagRecord, TagRegistry
 from devices.labels.updates import PRIORITY_TECHNICIAN, type_name
+from devices.lockers.kerong import BOARDS, LOCKS_PER_BOARD, KerongBus
 from devices.mqtt.registry import DeviceRecord
 from edge_agent.services import config_store
 from edge_agent.services.web_sessions import WebSession
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.auth import require
-from firmware_bridge.kerong import BOARDS, LOCKS_PER_BOARD
-from firmware_bridge.kerong_bus import KerongBus
 
 log = logging.getLogger(__name__)
 
