@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import signal
 import socket
@@ -137,6 +138,8 @@ class Agent:
         self.shelves: PickupShelves | None = None  # pickup shelves: the lockers' pickups in labelled slots
         self._audit_sink: AuditToCloud | None = None
         self._lockers_built: Lockers | None = None
+        # (task name, what to run) of every feature built: started by _run_tasks, in the order they were built.
+        self._feature_tasks: list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]] = []
         self._ctx: WiringContext
         self.locker_staff: LockerStaff | None = None
         self.scan_links: ScanLinkService | None = None
@@ -358,23 +361,8 @@ class Agent:
             session_task = (
                 tg.create_task(self.session.run(), name="cloud-session") if self.session is not None else None
             )
-            if self.gateway is not None:
-                background.append(tg.create_task(self.gateway.run(), name="device-gateway"))
-            if self.labels is not None:
-                background.append(tg.create_task(self.labels.run(), name="labels"))
-            if self.picking is not None:
-                background.append(tg.create_task(self.picking.run(), name="picking"))
-            if self.shelves is not None:
-                background.append(tg.create_task(self.shelves.run(), name="pickup-shelves"))
-            if self.lockers is not None:
-                assert self._lockers_built is not None and self.clock is not None
-                background.append(tg.create_task(run_lockers(self._lockers_built, self.clock), name="lockers"))
-            if self.orders is not None:
-                background.append(tg.create_task(self.orders.purge_loop(), name="orders-purge"))
-            if self.kiosk_hub is not None:
-                background.append(tg.create_task(self.kiosk_hub.run(), name="kiosks"))
-            for scanner in self.scanners:
-                background.append(tg.create_task(scanner.run(), name=f"scanner-{scanner.name}"))
+            for name, task in self._feature_tasks:
+                background.append(tg.create_task(task(), name=name))
             for i, extra in enumerate(self._extra):
                 background.append(tg.create_task(extra(self), name=f"extra-{i}"))
             if web_socket is not None:
@@ -513,28 +501,40 @@ class Agent:
         self._gpio_devices = lockers.gpio_devices
 
     async def _build_features(self, ctx: WiringContext, boot: int, *, cloud_up: Callable[[], bool]) -> None:
-        """Every configured feature, each through its wiring module, in an order where each gets what it uses."""
+        """Every configured feature, each through its wiring module, in an order where each gets what it uses;
+        what each runs goes into `_feature_tasks` (started by _run_tasks, stopped with the others)."""
         cfg = self.config
+        tasks = self._feature_tasks
         if cfg.lockers.enabled:
-            self._adopt_lockers(await build_lockers(ctx))
+            lockers = await build_lockers(ctx)
+            self._adopt_lockers(lockers)
+            tasks.append(("lockers", functools.partial(run_lockers, lockers, ctx.clock)))
         if cfg.base_stations or cfg.labels.wifi_labels:
             labels = await build_labels(ctx)
             self.labels, self.renderer = labels.service, labels.renderer
+            tasks.append(("labels", labels.service.run))
         picking = build_picking(ctx, self.labels) if cfg.picking.enabled and self.labels is not None else None
         if picking is not None:
             self.picking = picking.service
+            tasks.append(("picking", picking.service.run))
             self.scanners.extend(picking.scanners)
+            tasks.extend((f"scanner-{s.name}", s.run) for s in picking.scanners)
         if self._lockers_built is not None:
             self.shelves = build_shelves(ctx, self._lockers_built, self.labels)
+            tasks.append(("pickup-shelves", self.shelves.run))
         self.orders = orders = build_orders(ctx)
+        tasks.append(("orders-purge", orders.purge_loop))
         self.scan_links = build_scan_links(ctx, orders, cloud_up)
         kiosks = build_kiosks(ctx, orders, self.lockers)
         if kiosks is not None:
             self.kiosk_hub, self.kiosk_api = kiosks.hub, kiosks.api
+            tasks.append(("kiosks", kiosks.hub.run))
             self.scanners.extend(kiosks.scanners)
+            tasks.extend((f"scanner-{s.name}", s.run) for s in kiosks.scanners)
         await orders.recover()  # orders stored but not yet announced when the agent last stopped
         if cfg.local_broker.enabled:
             self.gateway = build_device_gateway(ctx, boot, kiosks, picking)
+            tasks.append(("device-gateway", self.gateway.run))
 
     def _on_signal(self, sig: int) -> None:
         log.info("received %s", signal.Signals(sig).name)
