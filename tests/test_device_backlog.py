@@ -158,10 +158,11 @@ def test_a_backlog_published_while_the_agent_was_killed_reaches_the_cloud_whole_
     assert log.count("in-store broker connected") == 1, log[-3000:]
 
 
-class _SlowSink:
+class _SlowSink(RecordingDeviceSink):
     """Storage that takes 2 ms a message and can be told to refuse (an outbox full)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.stored: list[int] = []
         self.refusing = False
         self.refused = 0
@@ -172,18 +173,6 @@ class _SlowSink:
             self.refused += 1
             raise RuntimeError("outbox full")
         self.stored.append(payload["data"]["seq"])
-
-    async def publish_from_message(
-        self, event_type: str, payload: dict[str, Any], key: str, *, redelivered: bool
-    ) -> bool:
-        await self.publish_event(event_type, payload)
-        return True
-
-    async def put_state(self, device_id: str, state: dict[str, Any]) -> None:
-        return None
-
-    def bad_input(self, source: str, reason: str) -> None:
-        return None
 
 
 def _gateway(broker: Broker, sink: _SlowSink) -> MqttDeviceGateway:
