@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from firmware_bridge.picture import picture_hash
 from firmware_bridge.tag_types import TAG_TYPES_BY_NAME
 

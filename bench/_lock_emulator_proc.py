@@ -10,9 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong import Command
-from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, Compartment, LockBoardEmulator
+from firmware_bridge.emulators.kerong import DEFAULT_LINE_RATE, Compartment, LockBoardEmulator
+from firmware_bridge.emulators.pty_line import PtyPort
+from firmware_bridge.kerong.frames import Command
 
 
 class ReportingEmulator(LockBoardEmulator):

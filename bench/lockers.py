@@ -47,7 +47,7 @@ from bench.tags import TAG, content, seed_store
 from edge_agent.config import parse_config
 from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
-from firmware_bridge.base_station.emulator import mixed
+from firmware_bridge.emulators.base_station import mixed
 from tests.support.broker import Broker
 
 BANKS = tuple("ABCDEFGHIJKLMNOP")

@@ -92,7 +92,7 @@ from bench.kiosk import load
 from bench.lockers import BANKS, BANKS_PER_BUS, BUSES, UnlockWatch, lockers_section, start_process
 from bench.tags import TAG, content, seed_store
 from edge_agent.config import AgentConfig, parse_config
-from firmware_bridge.base_station.emulator import mixed
+from firmware_bridge.emulators.base_station import mixed
 from tests.support.agent_process import to_toml
 from tests.support.broker import Broker, free_port
 

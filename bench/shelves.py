@@ -56,8 +56,8 @@ from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
 from edge_agent.storage import migrate
 from edge_agent.wiring.labels import product_to_content
-from firmware_bridge.base_station.emulator import DEFAULT_AIR_RATE, DEFAULT_CHECKIN_S, BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import DEFAULT_AIR_RATE, DEFAULT_CHECKIN_S, BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.support.broker import Broker
 
 STORE = "bench-store"

@@ -44,9 +44,9 @@ from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
 from edge_agent.storage import migrate
 from firmware_bridge.base_station.client import BaseStationClient
-from firmware_bridge.base_station.emulator import mixed
 from firmware_bridge.base_station.frames import BULK, DataFrame, to_wire
 from firmware_bridge.base_station.messages import CHUNK_OVERHEAD, DeltaBegin, PushChunk, PushEnd
+from firmware_bridge.emulators.base_station import mixed
 from firmware_bridge.picture import encode_picture, picture_hash
 from firmware_bridge.tag_types import TAG_TYPES_BY_NAME
 

@@ -78,7 +78,7 @@ from edge_agent.wiring.lockers import AuditToCloud, Lockers, build_lockers, run_
 from edge_agent.wiring.picking import build_picking
 from edge_agent.wiring.scan_links import build_scan_links
 from edge_agent.wiring.shelves import build_shelves
-from firmware_bridge.kerong_bus import KerongBus
+from firmware_bridge.kerong.bus import KerongBus
 
 # StartupError is raised by the wiring; the CLI and tests catch it here.
 __all__ = ["Agent", "StartupError"]

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config
 from tests.support.agent_process import wait_http, write_config
 from tests.support.broker import Broker, free_port

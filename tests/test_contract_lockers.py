@@ -44,9 +44,9 @@ from edge_agent.services.lockers import DAY_MS, SIZES, CollectStatus, Compartmen
 from edge_agent.services.pickup_codes import PickupCodes
 from edge_agent.storage import Database
 from edge_agent.wiring.lockers import AuditToCloud
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong_bus import KerongBus
-from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, LockBoardEmulator, Person
+from firmware_bridge.emulators.kerong import DEFAULT_LINE_RATE, LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import PtyPort
+from firmware_bridge.kerong.bus import KerongBus
 from tests.test_contract_labels import _canon
 from tests.test_lockers import FAST, KEY, LOCK, LOOK, PLACE, SPECS, T0, TAKE, Clock, alarm_loop
 

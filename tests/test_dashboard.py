@@ -26,8 +26,8 @@ from edge_agent.services.store_health import LiveHub, StoreHealth, stable
 from edge_agent.services.web_users import Role
 from edge_agent.storage import Database
 from edge_agent.web import dashboard_api
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.browser import chromium

@@ -17,10 +17,10 @@ from devices.simulators.mqtt_device import SimulatedScanner
 from edge_agent.config import load_config
 from edge_agent.services.catalog import Product
 from edge_agent.services.web_users import Role
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong_bus import KerongBus
-from firmware_bridge.kerong_emulator import LockBoardEmulator, Person
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.kerong import LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import PtyPort
+from firmware_bridge.kerong.bus import KerongBus
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.web import signed_in

@@ -22,14 +22,6 @@ from typing import Any
 import pytest
 import serial
 
-from firmware_bridge.base_station.emulator import (
-    LOW_BATTERY_MV,
-    RADIO_RETRIES,
-    BaseStationEmulator,
-    ControlServer,
-    TagSpec,
-    mixed,
-)
 from firmware_bridge.base_station.frames import BULK, PROTOCOL_VERSION, URGENT
 from firmware_bridge.base_station.link import Link, LinkClosedError
 from firmware_bridge.base_station.messages import (
@@ -57,7 +49,15 @@ from firmware_bridge.base_station.messages import (
     TransferStored,
     decode_message,
 )
-from firmware_bridge.base_station.pty_line import (
+from firmware_bridge.emulators.base_station import (
+    LOW_BATTERY_MV,
+    RADIO_RETRIES,
+    BaseStationEmulator,
+    ControlServer,
+    TagSpec,
+    mixed,
+)
+from firmware_bridge.emulators.pty_line import (
     LineFaults,
     PtyPort,
     StaticPort,
@@ -828,7 +828,7 @@ def emulator_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], di
     args = [
         sys.executable,
         "-m",
-        "firmware_bridge.base_station.emulator",
+        "firmware_bridge.emulators.base_station",
         "--pty",
         str(tmp_path / "bs0"),
         "--tags",

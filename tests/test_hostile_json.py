@@ -142,7 +142,7 @@ async def test_any_body_to_the_locker_screens_public_endpoints_is_answered_witho
 ) -> None:
     """The locker screen's collect and staff sign-in parse their bodies with FastAPI: hostile JSON gets a
     4xx there too (the agent in-process; Hypothesis drives a client from a thread so the loop stays free)."""
-    from firmware_bridge.base_station.pty_line import PtyPort
+    from firmware_bridge.emulators.pty_line import PtyPort
     from tests.conftest import agent_config, running_agent
     from tests.support.lockers import compartment, idle_emulator, one_board
 

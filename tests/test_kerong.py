@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 
 from devices.lockers.board import LockBoardError, LockState, UnlockOutcome, UnlockResult
 from devices.lockers.kerong import KerongBoard
-from firmware_bridge.base_station.pty_line import LineFaults, PtyPort, TcpPort
-from firmware_bridge.kerong import (
+from firmware_bridge.emulators.kerong import DEFAULT_LINE_RATE, Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import LineFaults, PtyPort, TcpPort
+from firmware_bridge.kerong.bus import KerongBus, KerongBusError
+from firmware_bridge.kerong.frames import (
     MAX_BUFFER,
     Command,
     FrameDecoder,
@@ -35,8 +37,6 @@ from firmware_bridge.kerong import (
     masks,
     parse_reply,
 )
-from firmware_bridge.kerong_bus import KerongBus, KerongBusError
-from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, Action, LockBoardEmulator, Person
 
 # -- byte vectors (docs/lock-boards.md) -----------------------------------------------------------
 
@@ -431,7 +431,7 @@ async def control(path: Path, line: str) -> str:
 async def test_the_emulator_as_its_own_process_with_its_control_socket(tmp_path: Path) -> None:
     pty_path, socket_path = tmp_path / "lockers0", tmp_path / "control"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "firmware_bridge.kerong_emulator", "--pty", str(pty_path), "--boards", "2",
+        sys.executable, "-m", "firmware_bridge.emulators.kerong", "--pty", str(pty_path), "--boards", "2",
         "--control-socket", str(socket_path), "--open-after", "0.2", "--hold", "0.4",
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -17,7 +17,7 @@ import httpx
 from cloud_link.contract import validate
 from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.proxy import FaultProxy

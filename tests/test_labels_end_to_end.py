@@ -11,8 +11,8 @@ from pathlib import Path
 from devices.labels.render import render_label
 from edge_agent.services.catalog import Product
 from edge_agent.wiring.labels import product_to_content
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from firmware_bridge.picture import picture_hash
 from firmware_bridge.tag_types import tag_type
 from tests.conftest import agent_config, running_agent, wait_until
@@ -171,7 +171,7 @@ async def test_a_price_changed_back_while_its_update_is_on_its_way_ends_on_the_p
 async def test_every_transfer_completes_pixel_exact_on_a_line_with_one_percent_faults(
     tmp_path: Path, cloud_broker: Broker, subscriber: CloudSubscriber
 ) -> None:
-    from firmware_bridge.base_station.pty_line import LineFaults
+    from firmware_bridge.emulators.pty_line import LineFaults
     from firmware_bridge.tag_types import TAG_TYPES_BY_NAME
 
     specs = mixed(3, seed=9, type=TAG_TYPES_BY_NAME["1.54-bw"])

@@ -18,8 +18,8 @@ from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
 from edge_agent.config import AgentConfig
 from edge_agent.runtime import Agent
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.kerong import Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.browser import LANDSCAPE, PORTRAIT, chromium

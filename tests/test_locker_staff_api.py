@@ -18,8 +18,8 @@ import httpx
 from edge_agent.runtime import Agent
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import LockerService
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.kerong import Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.lockers import compartment, idle_emulator, one_board

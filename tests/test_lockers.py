@@ -25,10 +25,10 @@ from edge_agent.services.lockers import (
 )
 from edge_agent.services.pickup_codes import PickupCodes
 from edge_agent.storage import Database
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong import Command
-from firmware_bridge.kerong_bus import KerongBus
-from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.kerong import DEFAULT_LINE_RATE, Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import PtyPort
+from firmware_bridge.kerong.bus import KerongBus
+from firmware_bridge.kerong.frames import Command
 
 KEY = b"k" * 32
 T0 = 1_800_000_000_000

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from edge_agent.services.lockers import CollectStatus
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.kerong import Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.lockers import compartment, idle_emulator, one_board

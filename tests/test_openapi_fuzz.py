@@ -29,8 +29,8 @@ from schemathesis.checks import not_a_server_error
 
 from edge_agent.services.catalog import Product
 from edge_agent.services.web_users import Role
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.agent_process import write_config
 from tests.support.broker import Broker

@@ -19,9 +19,9 @@ from devices.labels.render import picture_image
 from devices.simulators.mqtt_device import SimulatedScanner
 from edge_agent.services.catalog import Product
 from edge_agent.services.web_users import Role
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong_emulator import LockBoardEmulator, Person
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.kerong import LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import PtyPort
 from firmware_bridge.tag_types import tag_type
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker

@@ -16,8 +16,8 @@ import pytest
 from edge_agent.runtime import Agent
 from edge_agent.services.catalog import Product
 from edge_agent.services.picking import PickingError
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.mqtt_device import handheld as handheld_on

@@ -12,8 +12,8 @@ from typing import Any
 
 from devices.labels.pages import PickEntry, PickPage, render_page
 from edge_agent.runtime import Agent
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from firmware_bridge.tag_types import tag_type
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker

@@ -14,8 +14,8 @@ import httpx
 from devices.labels.pages import SlotPage, render_page
 from edge_agent.services.pickup_shelves import FLASH_COLOUR, HOLD_FAST_S, format_hold
 from edge_agent.services.web_users import Role
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from firmware_bridge.tag_types import tag_type
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker

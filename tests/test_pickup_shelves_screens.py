@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, expect
 from devices.labels.registry import TagRegistry
 from edge_agent.runtime import Agent
 from edge_agent.services.pickup_shelves import mask_customer
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent
 from tests.support.browser import PORTRAIT, chromium
 from tests.support.lockers import compartment, idle_emulator, one_board

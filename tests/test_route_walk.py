@@ -19,8 +19,8 @@ from edge_agent.storage import Database
 from edge_agent.web import app as app_module
 from edge_agent.web.app import WebContext, create_app
 from edge_agent.web.auth import is_public, require
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent
 from tests.support.broker import Broker
 from tests.support.lockers import compartment, idle_emulator, one_board

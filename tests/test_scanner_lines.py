@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.scanners.serial_scanner import SerialScanner
-from firmware_bridge.scanner_lines import LineDecoder
+from firmware_bridge.scanners.lines import LineDecoder
 
 CODES = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64)
 ENDINGS = st.sampled_from([b"\r", b"\n", b"\r\n"])

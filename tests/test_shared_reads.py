@@ -13,9 +13,9 @@ import pytest
 from devices.lockers.board import LockBoardError
 from devices.lockers.kerong import KerongBoard
 from devices.lockers.shared_reads import SharedReads
-from firmware_bridge.base_station.pty_line import PtyPort
-from firmware_bridge.kerong_bus import KerongBus
-from firmware_bridge.kerong_emulator import DEFAULT_LINE_RATE, LockBoardEmulator, Person
+from firmware_bridge.emulators.kerong import DEFAULT_LINE_RATE, LockBoardEmulator, Person
+from firmware_bridge.emulators.pty_line import PtyPort
+from firmware_bridge.kerong.bus import KerongBus
 
 
 @contextlib.asynccontextmanager

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from edge_agent.services.web_users import Role
-from firmware_bridge.base_station.emulator import BaseStationEmulator, mixed
-from firmware_bridge.base_station.pty_line import PtyPort
+from firmware_bridge.emulators.base_station import BaseStationEmulator, mixed
+from firmware_bridge.emulators.pty_line import PtyPort
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.browser import chromium
 from tests.support.web import PASSWORD, until

@@ -2,14 +2,14 @@
 
 Every read is a 0x32 status read of the whole board (one 9-byte answer carries all 16 locks, and its
 format is the one the vendor documents); an unlock is sent once and its outcome read from the status
-that follows it (firmware_bridge.kerong_bus).
+that follows it (firmware_bridge.kerong.bus).
 """
 
 from __future__ import annotations
 
 from devices.lockers.board import LockBoardError, LockState, UnlockOutcome, UnlockResult
-from firmware_bridge.kerong import BOARDS, LOCKS_PER_BOARD, StatusReply
-from firmware_bridge.kerong_bus import KerongBus, KerongBusError
+from firmware_bridge.kerong.bus import KerongBus, KerongBusError
+from firmware_bridge.kerong.frames import BOARDS, LOCKS_PER_BOARD, StatusReply
 
 # The bus and the board limits are re-exported: the rest of the agent reaches the lock boards' lower layer here.
 __all__ = ["BOARDS", "LOCKS_PER_BOARD", "KerongBoard", "KerongBus", "KerongBusError"]

@@ -1,7 +1,7 @@
 """A serial barcode scanner of one kiosk: codes in, one callback per code; re-opened after any failure.
 
 The port is opened by pyserial URL (firmware_bridge.serial_port: exclusive, a reader thread bridged to
-asyncio), framed by firmware_bridge.scanner_lines (CR/LF-terminated, bounded, garbage dropped). A scanner
+asyncio), framed by firmware_bridge.scanners.lines (CR/LF-terminated, bounded, garbage dropped). A scanner
 unplugged (USB) or a port that cannot be opened is retried with a growing pause (0.5 s to 5 s); the agent
 carries on meanwhile. The callback's failures are logged and never end the reader.
 """
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from firmware_bridge.base_station.link import LinkClosedError
-from firmware_bridge.scanner_lines import DEFAULT_MAX_LEN, LineDecoder
+from firmware_bridge.scanners.lines import DEFAULT_MAX_LEN, LineDecoder
 from firmware_bridge.serial_port import SerialOpenError, SerialPort
 
 log = logging.getLogger(__name__)

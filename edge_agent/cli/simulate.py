@@ -24,17 +24,17 @@ def add_parsers(sub: Any) -> None:
     dev.add_argument("--kiosk-id", default=None, help="announce this kiosk: the scans go into its cart")
     dev.add_argument("--codes", default=None, help="comma-separated codes to scan in turn (default: sample EAN-13s)")
     dev.set_defaults(handler=_mqtt_device)
-    from firmware_bridge.base_station.emulator import add_arguments as add_base_station_arguments  # noqa: PLC0415
+    from firmware_bridge.emulators.base_station import add_arguments as add_base_station_arguments  # noqa: PLC0415
 
     bs = sim_sub.add_parser("base-station", help="a radio base station with simulated e-ink tags, on a pty or TCP")
     add_base_station_arguments(bs)
     bs.set_defaults(handler=_base_station)
-    from firmware_bridge.kerong_emulator import add_arguments as add_lock_board_arguments  # noqa: PLC0415
+    from firmware_bridge.emulators.kerong import add_arguments as add_lock_board_arguments  # noqa: PLC0415
 
     lb = sim_sub.add_parser("lock-board", help="Kerong RS485 lock boards with simulated people, on a pty or TCP")
     add_lock_board_arguments(lb)
     lb.set_defaults(handler=_lock_board)
-    from firmware_bridge.scanner_emulator import add_arguments as add_scanner_arguments  # noqa: PLC0415
+    from firmware_bridge.emulators.scanner import add_arguments as add_scanner_arguments  # noqa: PLC0415
 
     scanner = sim_sub.add_parser("serial-scanner", help="a serial barcode scanner, on a pty or TCP")
     add_scanner_arguments(scanner)
@@ -51,21 +51,21 @@ def add_parsers(sub: Any) -> None:
 
 def _base_station(args: argparse.Namespace) -> int:
     setup_logging("INFO")
-    from firmware_bridge.base_station.emulator import run_base_station  # noqa: PLC0415
+    from firmware_bridge.emulators.base_station import run_base_station  # noqa: PLC0415
 
     return run_base_station(args)
 
 
 def _lock_board(args: argparse.Namespace) -> int:
     setup_logging("INFO")
-    from firmware_bridge.kerong_emulator import run_lock_board  # noqa: PLC0415
+    from firmware_bridge.emulators.kerong import run_lock_board  # noqa: PLC0415
 
     return run_lock_board(args)
 
 
 def _serial_scanner(args: argparse.Namespace) -> int:
     setup_logging("INFO")
-    from firmware_bridge.scanner_emulator import run_scanner  # noqa: PLC0415
+    from firmware_bridge.emulators.scanner import run_scanner  # noqa: PLC0415
 
     return run_scanner(args)
 

@@ -31,7 +31,7 @@ from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
 from edge_agent.services.pickup_codes import PickupCodes
 from edge_agent.wiring.context import StartupError, WiringContext
-from firmware_bridge.kerong_bus import KerongBus
+from firmware_bridge.kerong.bus import KerongBus
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from demo_seed import NAMES, ean13  # scripts/lib, this script's folder, is firs
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_link.events import format_ts, now_ms
-from firmware_bridge.base_station.emulator import mixed
+from firmware_bridge.emulators.base_station import mixed
 
 PICKER = "demo-picker-1"  # the handheld's device id is its picker id: its scans confirm its own list first
 STEP_S = 5.0

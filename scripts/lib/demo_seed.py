@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_link.events import format_ts, now_ms
-from firmware_bridge.base_station.emulator import mixed
+from firmware_bridge.emulators.base_station import mixed
 
 NAMES = [
     ("有机纯牛奶 250ml", "内蒙古"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from firmware_bridge.base_station.link import LinkClosedError
-from firmware_bridge.base_station.pty_line import LineFaults
+from firmware_bridge.emulators.pty_line import LineFaults
 
 
 class _Direction:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from firmware_bridge.kerong_emulator import LockBoardEmulator, Person
+from firmware_bridge.emulators.kerong import LockBoardEmulator, Person
 
 
 def idle_emulator(boards: int = 1) -> LockBoardEmulator:

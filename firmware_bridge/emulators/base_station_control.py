@@ -21,11 +21,11 @@ import os
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from firmware_bridge.base_station.sim_tags import EmulatorError
-from firmware_bridge.emulator_support import LineControlServer, on_off, seconds
+from firmware_bridge.emulators.sim_tags import EmulatorError
+from firmware_bridge.emulators.support import LineControlServer, on_off, seconds
 
 if TYPE_CHECKING:
-    from firmware_bridge.base_station.emulator import BaseStationEmulator
+    from firmware_bridge.emulators.base_station import BaseStationEmulator
 
 CONTROL_HELP = (
     "commands: reset | unplug SECONDS | out-of-range TAG on|off | battery TAG MV | button TAG N"

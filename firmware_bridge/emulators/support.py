@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from firmware_bridge.base_station.pty_line import LineError, LinePort, PtyPort, TcpPort
+from firmware_bridge.emulators.pty_line import LineError, LinePort, PtyPort, TcpPort
 
 
 class LineControlServer:

@@ -38,14 +38,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from firmware_bridge.base_station.link import LinkClosedError
-from firmware_bridge.base_station.pty_line import (
+from firmware_bridge.emulators.pty_line import (
     FaultyTransport,
     LineFaults,
     LinePort,
     cancel_and_wait,
 )
-from firmware_bridge.emulator_support import host_port, open_port, positive, rate, run_emulator
-from firmware_bridge.kerong import (
+from firmware_bridge.emulators.support import host_port, open_port, positive, rate, run_emulator
+from firmware_bridge.kerong.frames import (
     BOARDS,
     LOCKS_PER_BOARD,
     STATE_HOOK,
@@ -382,7 +382,7 @@ class LockBoardEmulator:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `edge-agent simulate lock-board` (and of `python -m firmware_bridge.kerong_emulator`)."""
+    """The options of `edge-agent simulate lock-board` (and of `python -m firmware_bridge.emulators.kerong`)."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--pty", metavar="PATH", help="symlink to the emulator's pty (default /tmp/lockers0)")
     where.add_argument("--tcp", metavar="HOST:PORT", type=host_port, help="listen on TCP (agent: socket://HOST:PORT)")
@@ -437,7 +437,7 @@ def run_lock_board(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # The control server imports this module (Person, Action): imported here, not at the top.
-    from firmware_bridge.kerong_control import LockControlServer  # noqa: PLC0415
+    from firmware_bridge.emulators.kerong_control import LockControlServer  # noqa: PLC0415
 
     port = open_port(args, "/tmp/lockers0")  # noqa: S108 - a well-known demo path
     control = LockControlServer(emulator, args.control_socket) if args.control_socket else None

@@ -22,8 +22,8 @@ import json
 import os
 from dataclasses import asdict
 
-from firmware_bridge.emulator_support import LineControlServer, on_off, seconds
-from firmware_bridge.kerong_emulator import Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.kerong import Action, LockBoardEmulator, Person
+from firmware_bridge.emulators.support import LineControlServer, on_off, seconds
 
 CONTROL_HELP = (
     "commands: state B L | force B L [SECONDS] | close B L | item B L on|off | jam B L on|off"

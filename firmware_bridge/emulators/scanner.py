@@ -16,8 +16,8 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 
 from firmware_bridge.base_station.link import LinkClosedError
-from firmware_bridge.base_station.pty_line import LinePort
-from firmware_bridge.emulator_support import host_port, open_port, positive, run_emulator
+from firmware_bridge.emulators.pty_line import LinePort
+from firmware_bridge.emulators.support import host_port, open_port, positive, run_emulator
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from firmware_bridge.base_station.link import LinkClosedError
-from firmware_bridge.kerong import Command, FrameDecoder, LockReply, Request, StatusReply
+from firmware_bridge.kerong.frames import Command, FrameDecoder, LockReply, Request, StatusReply
 from firmware_bridge.serial_port import SerialOpenError, SerialPort
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,6 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from firmware_bridge.base_station.emulator_control import ControlServer
 from firmware_bridge.base_station.frames import BULK, MAX_PAYLOAD, PROTOCOL_VERSION, URGENT
 from firmware_bridge.base_station.link import Link, LinkClosedError, LinkStats
 from firmware_bridge.base_station.messages import (
@@ -79,14 +78,15 @@ from firmware_bridge.base_station.messages import (
     TransferStored,
     decode_message,
 )
-from firmware_bridge.base_station.pty_line import (
+from firmware_bridge.emulators.base_station_control import ControlServer
+from firmware_bridge.emulators.pty_line import (
     DEFAULT_LINE_RATE,
     FaultyTransport,
     LineFaults,
     LinePort,
     cancel_and_wait,
 )
-from firmware_bridge.base_station.sim_tags import (
+from firmware_bridge.emulators.sim_tags import (
     MAX_TAGS,
     EmulatorError,
     LedFlashRecord,
@@ -94,7 +94,7 @@ from firmware_bridge.base_station.sim_tags import (
     TagSpec,
     mixed,
 )
-from firmware_bridge.emulator_support import host_port, open_port, positive, rate, run_emulator
+from firmware_bridge.emulators.support import host_port, open_port, positive, rate, run_emulator
 from firmware_bridge.picture import PictureError, decode_picture, picture_hash
 from firmware_bridge.tag_types import TagType
 
