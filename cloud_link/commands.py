@@ -29,11 +29,11 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cloud_link.events import EventError, encode_payload, now_ms
-from cloud_link.intake import IntakeFlow
-from cloud_link.mqtt_driver import Message
 from cloud_link.outbox import Outbox, OutboxFullError
 from cloud_link.ports import DurableStore
-from cloud_link.strict_json import StrictJsonError, loads_strict
+from mqtt_io.driver import Message
+from mqtt_io.flow import IntakeFlow
+from mqtt_io.strict_json import StrictJsonError, loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class CommandIntake:
         self.max_payload_bytes = max_payload_bytes
         self.retention_ms = retention_days * 86_400_000
         # Unbounded, yet short: at `queue_size` waiting commands the cloud connection is not read until a
-        # quarter are left (cloud_link.intake). Dropping one instead would leave it unacknowledged and in
+        # quarter are left (mqtt_io.flow). Dropping one instead would leave it unacknowledged and in
         # flight at the broker, which sends it again only on the next connection.
         self._queue: asyncio.Queue[tuple[Message, Callable[[], None]]] = asyncio.Queue()
         self._flow = IntakeFlow("command intake", queue_size, queue_size // 4)

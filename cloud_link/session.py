@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
 
 from cloud_link.events import format_ts, now_ms
-from cloud_link.mqtt_driver import (
+from cloud_link.outbox import Outbox
+from cloud_link.topics import Topics
+from mqtt_io.driver import (
     ConnectRefusedError,
     Endpoint,
     Message,
@@ -33,8 +35,6 @@ from cloud_link.mqtt_driver import (
     Protocol,
     Will,
 )
-from cloud_link.outbox import Outbox
-from cloud_link.topics import Topics
 
 log = logging.getLogger(__name__)
 

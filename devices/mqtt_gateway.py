@@ -41,9 +41,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cloud_link.intake import IntakeFlow
-from cloud_link.mqtt_driver import Endpoint, Message, MqttConnection, MqttError, Will
-from cloud_link.mqtt_driver import Protocol as MqttProtocol
 from cloud_link.ports import StateSink
 from cloud_link.session import backoff_delay
 from devices.mqtt.broker_drops import SYS_DROPPED_TOPIC, BrokerDrops, parse_count
@@ -62,6 +59,9 @@ from devices.mqtt.messages import (
 )
 from devices.mqtt.ratelog import RateLimitedLog
 from devices.mqtt.registry import DeviceRecord, DeviceRegistry
+from mqtt_io.driver import Endpoint, Message, MqttConnection, MqttError, Will
+from mqtt_io.driver import Protocol as MqttProtocol
+from mqtt_io.flow import IntakeFlow
 
 __all__ = [
     "BAD_INPUT_SOURCE",

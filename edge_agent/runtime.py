@@ -27,7 +27,6 @@ import uvicorn
 from cloud_link.bus import EventBus
 from cloud_link.commands import CommandIntake, CommandRegistry
 from cloud_link.events import Event, EventError
-from cloud_link.mqtt_driver import Endpoint, Protocol, TlsSettings
 from cloud_link.outbox import Outbox, OutboxFullError
 from cloud_link.session import CloudSession, SessionSettings
 from cloud_link.topics import Topics
@@ -79,6 +78,7 @@ from edge_agent.wiring.picking import build_picking
 from edge_agent.wiring.scan_links import build_scan_links
 from edge_agent.wiring.shelves import build_shelves
 from firmware_bridge.kerong.bus import KerongBus
+from mqtt_io.driver import Endpoint, Protocol, TlsSettings
 
 # StartupError is raised by the wiring; the CLI and tests catch it here.
 __all__ = ["Agent", "StartupError"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from cloud_link.mqtt_driver import MqttConnection
+from mqtt_io.driver import MqttConnection
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ from cloud_link.events import (
     now_ms,
     render_envelope,
 )
-from cloud_link.mqtt_driver import Endpoint
 from cloud_link.outbox import Outbox, OutboxFullError, render_state
 from cloud_link.session import status_payload
 from cloud_link.topics import ID_RE, Topics
@@ -45,6 +44,7 @@ from devices.mqtt_gateway import DEVICE_ID_RE, KIND_RE, MqttDeviceGateway
 from edge_agent.commands.builtin import ConfigGetPayload, PingPayload, register_builtin_commands
 from edge_agent.config import parse_config
 from edge_agent.storage import Database
+from mqtt_io.driver import Endpoint
 
 STORE = "sh-0042"
 TOPICS = Topics("retail/v1", STORE)

@@ -27,13 +27,13 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_link.mqtt_driver import Endpoint, Message
 from cloud_link.outbox import Outbox
 from cloud_link.topics import Topics
 from devices.mqtt.broker_drops import BrokerDrops, parse_count
 from devices.mqtt.registry import AdoptPolicy, DeviceRegistry
 from devices.mqtt_gateway import INTAKE_HIGH, MqttDeviceGateway
 from edge_agent.storage import Database
+from mqtt_io.driver import Endpoint, Message
 from tests.conftest import agent_config, wait_until
 from tests.support.agent_process import wait_http, write_config
 from tests.support.broker import Broker, free_port

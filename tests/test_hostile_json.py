@@ -22,15 +22,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel
 
 from cloud_link.commands import CommandIntake, CommandRegistry
-from cloud_link.mqtt_driver import Endpoint
 from cloud_link.outbox import Outbox
-from cloud_link.strict_json import StrictJsonError, loads_strict
 from cloud_link.topics import Topics
 from devices.mqtt.messages import DeviceMessageError, parse_device_message
 from devices.mqtt.registry import AdoptPolicy, DeviceRegistry
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent.storage import Database
 from edge_agent.web.validation_errors import install_validation_errors
+from mqtt_io.driver import Endpoint
+from mqtt_io.strict_json import StrictJsonError, loads_strict
 from tests.conftest import wait_until
 from tests.support.broker import Broker
 from tests.support.device_sink import RecordingDeviceSink

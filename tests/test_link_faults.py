@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from cloud_link.mqtt_driver import Protocol
 from cloud_link.session import backoff_delay
+from mqtt_io.driver import Protocol
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.proxy import FaultProxy
@@ -117,8 +117,8 @@ async def test_device_messages_refused_by_storage_are_delivered_again(tmp_path: 
     """Storage refuses once (as a full outbox would): the message is not lost, the broker redelivers it."""
     import json
 
-    from cloud_link.mqtt_driver import Endpoint
     from devices.mqtt_gateway import MqttDeviceGateway
+    from mqtt_io.driver import Endpoint
 
     stored: list[dict] = []
     failures = {"left": 1}

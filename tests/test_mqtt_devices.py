@@ -467,8 +467,8 @@ async def test_after_a_broker_restart_the_agent_is_back_announced_and_subscribed
 
 
 async def test_the_agents_last_will_says_offline_when_it_vanishes(tmp_path: Path, local_broker: Broker) -> None:
-    from cloud_link.mqtt_driver import Endpoint
     from devices.mqtt_gateway import MqttDeviceGateway
+    from mqtt_io.driver import Endpoint
 
     probe = CloudSubscriber(local_broker, f"{PREFIX}/agent/availability", client_id="probe-will").start()
     gateway = MqttDeviceGateway(Endpoint(local_broker.host, local_broker.port, "gw-will"), _BusSink(None))

@@ -18,7 +18,6 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_link.mqtt_driver import Endpoint
 from devices.labels.render import LabelContent, render_label
 from devices.labels.render_pool import RenderPool
 from devices.labels.updates import LabelService, LabelSettings
@@ -39,6 +38,7 @@ from edge_agent.storage import Database
 from edge_agent.wiring.labels import connect_catalog, product_to_content
 from firmware_bridge.picture import Encoding, encode_picture, picture_hash
 from firmware_bridge.tag_types import TAG_TYPES_BY_NAME, tag_type
+from mqtt_io.driver import Endpoint
 from tests.conftest import wait_until
 from tests.support.broker import Broker
 

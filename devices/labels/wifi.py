@@ -41,11 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud_link.mqtt_driver import Endpoint, MqttConnection, MqttError
-from cloud_link.mqtt_driver import Message as MqttMessage
-from cloud_link.mqtt_driver import Protocol as MqttProtocol
 from cloud_link.session import backoff_delay
-from cloud_link.strict_json import StrictJsonError, loads_strict
 from devices.labels.updates import LabelService
 from firmware_bridge.base_station.client import Transfer, TransferOutcome
 from firmware_bridge.base_station.messages import (
@@ -59,6 +55,10 @@ from firmware_bridge.base_station.messages import (
 )
 from firmware_bridge.picture import HASH_LEN, Encoding
 from firmware_bridge.tag_types import TAG_TYPES, TAG_TYPES_BY_NAME
+from mqtt_io.driver import Endpoint, MqttConnection, MqttError
+from mqtt_io.driver import Message as MqttMessage
+from mqtt_io.driver import Protocol as MqttProtocol
+from mqtt_io.strict_json import StrictJsonError, loads_strict
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from cloud_link.strict_json import StrictJsonError, loads_strict
+from mqtt_io.strict_json import StrictJsonError, loads_strict
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_.]{0,39}$")

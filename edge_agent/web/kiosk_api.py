@@ -26,7 +26,6 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cloud_link.strict_json import StrictJsonError, loads_strict
 from devices.labels.money import format_money, unit_price_text
 from devices.labels.qr import QRCodeError, qr_matrix
 from devices.labels.registry import TagRegistry
@@ -44,6 +43,7 @@ from edge_agent.services.orders import (
 from edge_agent.services.rate_limits import SlidingWindow
 from edge_agent.services.store_health import sse_frame
 from edge_agent.web.responses import NO_STORE, collect_answer, event_stream
+from mqtt_io.strict_json import StrictJsonError, loads_strict
 
 log = logging.getLogger(__name__)
 

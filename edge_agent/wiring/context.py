@@ -9,7 +9,6 @@ from typing import Any
 
 from cloud_link.bus import EventBus
 from cloud_link.commands import CommandRegistry
-from cloud_link.mqtt_driver import Endpoint
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import AgentMetrics
 from edge_agent.secrets import LOCAL_BROKER_PASSWORD, read_secret
@@ -17,6 +16,7 @@ from edge_agent.services.agent_clock import AgentClock
 from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.pickup_codes import StoreKeyError, store_key
 from edge_agent.storage import Database
+from mqtt_io.driver import Endpoint
 
 
 class StartupError(Exception):
