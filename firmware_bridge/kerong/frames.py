@@ -20,7 +20,7 @@ The vendor documentation we rely on gives the 9-byte status reply; it does not p
 0x30 and 0x31. Boards answer them in one of two forms, and the decoder takes both (their ETX and SUM tell
 them apart): 6 bytes with one STATE byte (bit 0 hook, bit 1 IR; what our emulator sends by default), or
 the 9-byte status form of the whole board with the command byte 0x30 or 0x31 (what other public drivers
-expect); from the latter the addressed lock's two bits become the same STATE. The driver (kerong_bus.py)
+expect); from the latter the addressed lock's two bits become the same STATE. The driver (kerong/bus.py)
 never depends on that byte: a single-lock read is a 0x32 status read, and an unlock reply only tells the
 driver that the board heard the command; the outcome always comes from a 0x32 status read.
 """
