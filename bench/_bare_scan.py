@@ -2,7 +2,7 @@
 
 python -m bench._bare_scan PORT CODES_FILE
 
-Same uvicorn settings as the agent's web server (edge_agent/runtime.py: default loop and HTTP
+Same uvicorn settings as the agent's web server (edge_agent/wiring/web.py: default loop and HTTP
 implementation, no access log), same route shape (`GET /s/{code}`), same redirect target (the product URL
 template filled from an in-memory table), and a 404 for an unknown code; no middleware, no session, no
 event, no database. What the agent serves against this is the share of a bare server's throughput it keeps

@@ -223,6 +223,7 @@ async def run(quick: bool) -> dict[str, Any]:
             finally:
                 await staff.aclose()
                 await technician.aclose()
+            assert agent.web_app is not None
             walk = await asyncio.to_thread(
                 unauthorized_routes, base_url, agent.web_app, {r: (u, PASSWORD) for r, u in accounts.items()}
             )

@@ -20,6 +20,7 @@ from edge_agent.config import ScanLinksSection
 from edge_agent.services.catalog import SKU_PATTERN, TAG_ID_PATTERN, Product, ProductCatalog
 from edge_agent.services.scan_links import CLIENT_TYPES, SCAN_EVENT, Answer, ScanLinkService, ScanTarget
 from edge_agent.storage import Database
+from edge_agent.wiring.scan_links import connect_scan_links
 
 SCHEMA = "payload.scan.tag.json"
 
@@ -51,6 +52,7 @@ async def test_recorded_scans_match_the_contract(tmp_path: Path) -> None:
             ScanLinksSection.model_validate({"product_url_template": "https://m.example.cn/p/{sku}?s={store_id}&t={tag_id}"}),
             store_id="sh-0042", cloud_up=lambda: True, form_secret=b"k" * 32,
         )
+        connect_scan_links(service, catalog)  # as wiring/scan_links.py does
         for code, client in ((paired.scan_code, "wechat"), (bare.scan_code, "other"), (paired.scan_code, "ios")):
             target = service.resolve(code)
             assert target is not None

@@ -1,4 +1,4 @@
-"""The agent's event loop (edge_agent/event_loop.py): uvloop by default, asyncio's own when asked or missing."""
+"""The agent's event loop (edge_agent/runtime.py): uvloop by default, asyncio's own when asked or missing."""
 
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from edge_agent import event_loop
 from edge_agent.config import ConfigError, load_config
+from edge_agent.runtime import describe_loop, run_on_loop
 
 
 async def _running_loop_name() -> str:
     await asyncio.sleep(0)
-    return event_loop.describe(asyncio.get_running_loop())
+    return describe_loop(asyncio.get_running_loop())
 
 
 def test_uvloop_is_what_runs_by_default_and_names_itself() -> None:
-    assert event_loop.run(_running_loop_name(), "uvloop") == f"uvloop {uvloop.__version__}"
+    assert run_on_loop(_running_loop_name(), "uvloop") == f"uvloop {uvloop.__version__}"
 
 
 def test_asyncio_when_asked() -> None:
-    assert event_loop.run(_running_loop_name(), "asyncio").startswith("asyncio (")
+    assert run_on_loop(_running_loop_name(), "asyncio").startswith("asyncio (")
 
 
 def test_run_returns_the_result_and_raises_what_the_coroutine_raised() -> None:
@@ -32,15 +32,15 @@ def test_run_returns_the_result_and_raises_what_the_coroutine_raised() -> None:
         raise KeyError("x")
 
     with pytest.raises(KeyError):
-        event_loop.run(boom(), "uvloop")
+        run_on_loop(boom(), "uvloop")
 
 
 def test_uvloop_missing_falls_back_to_asyncio_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` now raises ImportError
-    with caplog.at_level(logging.WARNING, logger="edge_agent.event_loop"):
-        name = event_loop.run(_running_loop_name(), "uvloop")
+    with caplog.at_level(logging.WARNING, logger="edge_agent.runtime"):
+        name = run_on_loop(_running_loop_name(), "uvloop")
     assert name.startswith("asyncio (")
     assert "uvloop is not installed" in caplog.text
 

@@ -17,6 +17,7 @@ from devices.labels.registry import TagRegistry
 from edge_agent.services.catalog import Product, ProductCatalog
 from edge_agent.services.kiosks import MAX_STREAMS_PER_KIOSK, STREAM_QUEUE, KioskHub, KioskSpec
 from edge_agent.storage import Database
+from edge_agent.wiring.kiosks import connect_kiosk_hub
 
 BASE = "https://s.example.cn"
 
@@ -71,8 +72,10 @@ async def hub(db: Database, outbox: Outbox, catalog: ProductCatalog) -> KioskHub
     tags = TagRegistry(db)
     await tags.ensure("0123456789abcdef", 3, "bs1")
     await catalog.pair_tags([("0123456789abcdef", "TEA")])
-    return KioskHub(catalog, tags, Sink(outbox), [KioskSpec("k1", "Entrance"), KioskSpec("k2", "Back", "en")],
-                    public_base_url=BASE + "/", heartbeat_s=30, grace_s=5, clock=Clock())
+    hub = KioskHub(catalog, tags, Sink(outbox), [KioskSpec("k1", "Entrance"), KioskSpec("k2", "Back", "en")],
+                   public_base_url=BASE + "/", heartbeat_s=30, grace_s=5, clock=Clock())
+    connect_kiosk_hub(hub, catalog)  # as wiring/kiosks.py does
+    return hub
 
 
 def events(db: Database, kind: str) -> list[dict[str, Any]]:

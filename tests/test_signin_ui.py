@@ -37,7 +37,7 @@ async def _screenshot(page: Page, name: str) -> None:
 
 
 async def test_first_run_setup_then_sign_out_and_in(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="edge_agent.runtime")
+    caplog.set_level(logging.WARNING, logger="edge_agent")
     config = agent_config(tmp_path / "data", None, agent={"store_id": "sh-0042"})
     async with running_agent(config) as agent, chromium() as browser:
         assert agent.users is not None

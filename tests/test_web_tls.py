@@ -98,7 +98,7 @@ def _tls_client(cert_file: Path, port: int) -> httpx.AsyncClient:
 
 
 async def test_the_agent_serves_https_with_a_secure_cookie(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="edge_agent.runtime")
+    caplog.set_level(logging.INFO, logger="edge_agent")
     config = agent_config(tmp_path / "data", None)
     async with running_agent(config) as agent:
         assert agent.users is not None and agent.certificate is not None and agent.https_port

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent import event_loop
 from edge_agent.cli.common import EXIT_BAD_CONFIG, EXIT_FAILURE, EXIT_OK
 from edge_agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from edge_agent.logging_setup import setup_logging
@@ -73,7 +72,7 @@ def run_agent(path: Path) -> int:
         log.error("refusing to start: %s is invalid", path)
         return EXIT_BAD_CONFIG
     setup_logging(config.agent.log_level)
-    from edge_agent.runtime import Agent, StartupError  # noqa: PLC0415 - keeps check-config fast and light
+    from edge_agent.runtime import Agent, StartupError, run_on_loop  # noqa: PLC0415 - keeps check-config fast and light
 
     try:
         agent = Agent(config, extra_tasks=(_freeze_start_up_objects,), config_path=path)
@@ -85,7 +84,7 @@ def run_agent(path: Path) -> int:
     from edge_agent.storage import StorageError  # noqa: PLC0415
 
     try:
-        event_loop.run(agent.run(), config.agent.event_loop)
+        run_on_loop(agent.run(), config.agent.event_loop)
     except StartupError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -131,7 +131,6 @@ class KioskHub:
         self._presence: dict[str, _Presence] = {k.id: _Presence() for k in kiosks}
         self._changed = asyncio.Event()
         self._stopping = False
-        self._unsubscribe = catalog.on_change(self._on_catalog_change)
 
     # -- registry -----------------------------------------------------------------------------
 
@@ -229,7 +228,7 @@ class KioskHub:
         for stream in self._streams.get(kiosk_id, []):
             stream.put(event)
 
-    def _on_catalog_change(self, skus: list[str]) -> None:
+    def catalog_changed(self, skus: list[str]) -> None:
         if not any(self._streams.values()):
             return
         if len(skus) >= STREAM_QUEUE:
@@ -330,10 +329,9 @@ class KioskHub:
             self.close()
 
     def close(self) -> None:
-        """End every live stream and stop listening to the catalog."""
+        """End every live stream."""
         self._stopping = True
         for streams in self._streams.values():
             for stream in streams:
                 stream.close()
-        self._unsubscribe()
 

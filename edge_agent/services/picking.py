@@ -160,7 +160,6 @@ class PickingService:
         self._lock = asyncio.Lock()  # one change at a time: a scan and a button press for the same line
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        labels.add_page_source(self.page_for)
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -207,7 +207,7 @@ class ScanLinkService:
         store_id: str,
         cloud_up: Callable[[], bool],
         form_secret: bytes,
-        orders: Callable[[], OrderService | None] = lambda: None,
+        orders: OrderService | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._db = db
@@ -216,8 +216,7 @@ class ScanLinkService:
         self.settings = settings
         self.store_id = store_id
         self._cloud_up = cloud_up
-        # Asked at each use: the order service (shared with the kiosks) is built after this one.
-        self._orders = orders
+        self._orders = orders  # the local order form's; None: the form is not offered
         self.limiter = TokenBucket(settings.rate_limit_per_minute, settings.rate_limit_burst)
         # Form tokens age on the agent's steady clock when given one: a wall clock stepped while a shopper fills
         # in the form neither expires the form nor keeps it alive.
@@ -228,11 +227,11 @@ class ScanLinkService:
         # GIL and waits to get it back from the writer thread): known codes are remembered. A code's tag never
         # changes; its sku changes only through pair_tags or a product's deletion, both of which announce
         # on_pairing_change, which empties the memory. Unknown codes are not remembered (a tag adopted later
-        # gets its code then), so guessing costs a read, at the rate limit's pace.
+        # gets its code then), so guessing costs a read, at the rate limit's pace. wiring/scan_links.py connects
+        # forget_targets to the catalog.
         self._targets: dict[str, ScanTarget] = {}
-        catalog.on_pairing_change(self._forget_targets)
 
-    def _forget_targets(self, tag_ids: list[str]) -> None:
+    def forget_targets(self, tag_ids: list[str]) -> None:
         self._targets.clear()
 
     def resolve(self, code: str) -> ScanTarget | None:
@@ -283,12 +282,12 @@ class ScanLinkService:
     @property
     def orders_enabled(self) -> bool:
         """Orders for pickup from the local page: an order service that offers pickup at the counter."""
-        orders = self._orders()
+        orders = self._orders
         return orders is not None and PICKUP_FULFILMENT in orders.fulfilments()
 
     async def place_order(self, target: ScanTarget, quantity: int) -> PlacedOrder:
         """Raises OrderError (refused: e.g. no longer available) or OrderUnavailableError (outbox full)."""
-        orders = self._orders()
+        orders = self._orders
         if orders is None or target.sku is None:
             raise RuntimeError("ordering is not available")
         return await orders.place(

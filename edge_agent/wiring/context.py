@@ -1,9 +1,12 @@
 """What every feature's wiring shares: the configuration, storage, the event bus, metrics, the command registry,
-the agent's clock, and the secrets, read once."""
+the agent's clock, the secrets, read once, and `Running`, where each feature registers what it runs and how it
+stops (as Home Assistant's `entry.async_on_unload`: the runtime knows no feature by name)."""
 
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +20,10 @@ from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.pickup_codes import StoreKeyError, store_key
 from edge_agent.storage import Database
 from mqtt_io.driver import Endpoint
+
+log = logging.getLogger(__name__)
+
+TaskFactory = Callable[[], Coroutine[Any, Any, Any]]
 
 
 class StartupError(Exception):
@@ -66,6 +73,59 @@ class LiveRelay:
             self._hub.broadcast(event, data)
 
 
+class Running:
+    """What the features built hand the runtime, in the order they registered it.
+
+    - `task(name, run)`: a background task, started once everything is built, cancelled when the agent stops.
+    - `serve(name, run)`: a task that ends by itself once its `on_stop` callback asked it to (the web servers:
+      cancelling one would cut its connections mid-answer).
+    - `on_stop(fn)`: called when the shutdown begins, after the background tasks were cancelled (end live streams,
+      ask servers to finish).
+    - `on_deadline(fn)`: called when the shutdown deadline has passed and something is still running (force it).
+    - `on_close(fn)`: called once every task has ended, in reverse order (release processes and pins).
+    Callbacks never raise into the shutdown: a failing one is logged and the next still runs.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, TaskFactory]] = []
+        self.servers: list[tuple[str, TaskFactory]] = []
+        self._stopping: list[Callable[[], None]] = []
+        self._late: list[Callable[[], None]] = []
+        self._closing: list[Callable[[], None]] = []
+
+    def task(self, name: str, run: TaskFactory) -> None:
+        self.tasks.append((name, run))
+
+    def serve(self, name: str, run: TaskFactory) -> None:
+        self.servers.append((name, run))
+
+    def on_stop(self, fn: Callable[[], None]) -> None:
+        self._stopping.append(fn)
+
+    def on_deadline(self, fn: Callable[[], None]) -> None:
+        self._late.append(fn)
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        self._closing.append(fn)
+
+    def stopping(self) -> None:
+        _call_each(self._stopping)
+
+    def deadline_passed(self) -> None:
+        _call_each(self._late)
+
+    def closed(self) -> None:
+        _call_each(list(reversed(self._closing)))
+
+
+def _call_each(callbacks: list[Callable[[], None]]) -> None:
+    for fn in callbacks:
+        try:
+            fn()
+        except Exception:
+            log.exception("stopping: %r failed", fn)
+
+
 @dataclass
 class WiringContext:
     config: AgentConfig
@@ -78,10 +138,12 @@ class WiringContext:
     env: dict[str, str] | None = None
     sink: BusSink = field(init=False)
     live: LiveRelay = field(init=False)
+    running: Running = field(init=False)
 
     def __post_init__(self) -> None:
         self.sink = BusSink(self.bus, self.metrics)
         self.live = LiveRelay()
+        self.running = Running()
 
     @functools.cached_property
     def _store_key(self) -> bytes | StoreKeyError:

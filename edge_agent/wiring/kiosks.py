@@ -1,18 +1,22 @@
 """Wiring of orders and kiosks: the order service (always: scan-link pages and devices order too), and the kiosks
 of [[kiosks]] with their JSON API and serial scanners.
 
-Hooks made here: a kiosk's serial scanner fills its cart (KioskHub.scanned); a pickup code typed at a kiosk is
-checked by the lockers (LockerService.collect), when the store has them. Handhelds on the in-store broker bound
-to a kiosk are connected in wiring/links.py.
+Hooks made here: a catalog change reaches the kiosks' pages (KioskHub.catalog_changed); a kiosk's serial scanner
+fills its cart (KioskHub.scanned); a pickup code typed at a kiosk is checked by the lockers (LockerService.collect),
+when the store has them. Handhelds on the in-store broker bound to a kiosk are connected in wiring/links.py.
+Tasks: the orders' purge, the kiosk hub, each serial scanner; at stop the hub ends the pages' live streams (or the
+web server would wait on them).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from devices.labels.registry import TagRegistry
 from devices.scanners.serial_scanner import SerialScanner
+from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.kiosks import KioskHub, KioskSpec
 from edge_agent.services.lockers import LockerService
 from edge_agent.services.orders import OrderService
@@ -29,7 +33,7 @@ class Kiosks:
 
 def build_orders(ctx: WiringContext) -> OrderService:
     cfg = ctx.config
-    return OrderService(
+    orders = OrderService(
         ctx.db,
         ctx.catalog,
         ctx.sink,
@@ -37,6 +41,13 @@ def build_orders(ctx: WiringContext) -> OrderService:
         fulfilments=cfg.kiosk.fulfilments,
         checkout_url_template=cfg.kiosk.checkout_url_template,
     )
+    ctx.running.task("orders-purge", orders.purge_loop)
+    return orders
+
+
+def connect_kiosk_hub(hub: KioskHub, catalog: ProductCatalog) -> Callable[[], None]:
+    """Price and product changes reach the kiosks' open pages; returns the unsubscribe."""
+    return catalog.on_change(hub.catalog_changed)
 
 
 def build_kiosks(ctx: WiringContext, orders: OrderService, lockers: LockerService | None) -> Kiosks | None:
@@ -80,4 +91,9 @@ def build_kiosks(ctx: WiringContext, orders: OrderService, lockers: LockerServic
         for k in cfg.kiosks
         if k.scanner_url is not None
     ]
+    ctx.running.on_close(connect_kiosk_hub(hub, ctx.catalog))
+    ctx.running.task("kiosks", hub.run)
+    ctx.running.on_stop(hub.close)
+    for scanner in scanners:
+        ctx.running.task(f"scanner-{scanner.name}", scanner.run)
     return Kiosks(hub, api, scanners)

@@ -3,7 +3,8 @@ labels on the in-store broker), its settings from the configuration, and its com
 (edge_agent/commands/labels.py).
 
 Hooks made here: a product's content comes from the catalog; the catalog's price and pairing changes re-render
-exactly the tags that show them (connect_catalog)."""
+exactly the tags that show them (connect_catalog). Tasks: the label service; once stopped, the render pool's
+processes are ended."""
 
 from __future__ import annotations
 
@@ -101,4 +102,6 @@ async def build_labels(ctx: WiringContext) -> Labels:
     connect_catalog(service, catalog)
     ctx.metrics.watch_labels(service)
     register_label_commands(ctx.registry, service, catalog)
+    ctx.running.task("labels", service.run)
+    ctx.running.on_close(renderer.close)
     return Labels(service, renderer)

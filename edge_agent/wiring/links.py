@@ -38,4 +38,5 @@ def build_device_gateway(
     if picking is not None:
         gateway.on_staff_scan = picking.staff_scan
         gateway.staff_scanners = frozenset(cfg.picking.scanners)
+    ctx.running.task("device-gateway", gateway.run)
     return gateway

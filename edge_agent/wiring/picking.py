@@ -1,7 +1,8 @@
 """Wiring of pick-to-light: the picking service on the labels, its commands, and what confirms a line.
 
-Hooks made here: a tag's button confirms its line (LabelService.button_handlers); the serial staff scanners of
-[picking] confirm lines; list changes go to the web UI's live stream. The in-store broker's staff handhelds are
+Hooks made here: the labels show the pick lines' pages (LabelService.add_page_source); a tag's button confirms its
+line (LabelService.button_handlers); the serial staff scanners of [picking] confirm lines; list changes go to the
+web UI's live stream. The in-store broker's staff handhelds are
 connected in wiring/links.py (`staff_scan`).
 """
 
@@ -49,6 +50,7 @@ def build_picking(ctx: WiringContext, labels: LabelService) -> Picking:
     async def button(tag_id: str, _button: int) -> bool:
         return await service.button(tag_id) is not None
 
+    labels.add_page_source(service.page_for)
     labels.button_handlers.append(button)
     service.add_listener(functools.partial(ctx.live.broadcast, "picking"))
     for n, url in enumerate(c.serial_scanners, 1):
@@ -58,4 +60,7 @@ def build_picking(ctx: WiringContext, labels: LabelService) -> Picking:
                           on_bad_input=ctx.metrics.bad_input)
         )
     register_picking_commands(ctx.registry, service)
+    ctx.running.task("picking", service.run)
+    for scanner in picking.scanners:
+        ctx.running.task(f"scanner-{scanner.name}", scanner.run)
     return picking
