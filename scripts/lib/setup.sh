@@ -90,13 +90,20 @@ ensure_venv() {
     fi
     local stamp="$VENV/.installed-$(lock_stamp "$lock")"
     if [ ! -f "$stamp" ]; then
-        say "installing the locked dependencies (requirements/dev.lock) and the project into .venv"
+        say "installing the locked dependencies (requirements/dev.lock) into .venv"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
-        # The project itself: no dependency resolution and no build environment of its own (setuptools comes
-        # from the lock too), so nothing outside the lock is installed.
+        touch "$stamp"
+    fi
+    # The project itself, editable, again whenever pyproject.toml changes: an editable install knows the top-level
+    # packages that existed when it was made, so a new one (mqtt_io, say) would be missing from `edge-agent`.
+    # No dependency resolution and no build environment of its own (setuptools comes from the lock too), so
+    # nothing outside the lock is installed.
+    local project="$VENV/.project-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-16)"
+    if [ ! -f "$project" ]; then
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
             -e "$REPO_ROOT"
-        touch "$stamp"
+        rm -f -- "$VENV"/.project-*
+        touch "$project"
     fi
 }
 
