@@ -43,7 +43,7 @@ from edge_agent.services.doors import DoorOpener
 from edge_agent.services.lockers import DAY_MS, SIZES, CollectStatus, CompartmentSpec, LockerService
 from edge_agent.services.pickup_codes import PickupCodes
 from edge_agent.storage import Database
-from edge_agent.wiring.lockers import AuditToCloud
+from edge_agent.wiring.lockers import AuditToCloud, assemble_locker_service
 from firmware_bridge.emulators.kerong import DEFAULT_LINE_RATE, LockBoardEmulator, Person
 from firmware_bridge.emulators.pty_line import PtyPort
 from firmware_bridge.kerong.bus import KerongBus
@@ -254,7 +254,7 @@ def _service(db: Database, bus: KerongBus, clock: Clock, sink: _Sink) -> tuple[L
     boards = {"kerong-0": KerongBoard(bus, 0)}
     audit_log = AuditLog(db, clock=clock)
     audit = AuditToCloud(audit_log, cast(Any, sink))
-    svc = LockerService(
+    svc = assemble_locker_service(
         db, boards, DoorOpener(db, boards, audit), PickupCodes(db, KEY, clock=clock), audit=audit, events=sink,
         timings=FAST, clock=clock,
     )

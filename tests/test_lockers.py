@@ -25,6 +25,7 @@ from edge_agent.services.lockers import (
 )
 from edge_agent.services.pickup_codes import PickupCodes
 from edge_agent.storage import Database
+from edge_agent.wiring.lockers import assemble_locker_service
 from firmware_bridge.emulators.kerong import DEFAULT_LINE_RATE, Action, LockBoardEmulator, Person
 from firmware_bridge.emulators.pty_line import PtyPort
 from firmware_bridge.kerong.bus import KerongBus
@@ -119,7 +120,7 @@ def build_service(
 ) -> LockerService:
     boards = {"kerong-0": KerongBoard(bus, 0)}
     codes = PickupCodes(db, KEY, clock=clock)
-    svc = LockerService(
+    svc = assemble_locker_service(
         db, boards, DoorOpener(db, boards, audit), codes, audit=audit, events=sink, timings=FAST, clock=clock
     )
     sink.service = svc
@@ -586,8 +587,9 @@ async def test_retrieval_tasks_and_open_alarms_per_bank(rig: Rig) -> None:
 async def test_the_led_and_buzzer_signal_while_an_alarm_is_open(rig: Rig) -> None:
     r = rig
     signal = AlarmSignal(led_pin=13, buzzer_pin=19, pin_factory=MockFactory())
-    svc = LockerService(
-        r.db, r.svc._boards, DoorOpener(r.db, r.svc._boards, r.audit), PickupCodes(r.db, KEY, clock=r.clock),
+    boards = {"kerong-0": KerongBoard(r.bus, 0)}
+    svc = assemble_locker_service(
+        r.db, boards, DoorOpener(r.db, boards, r.audit), PickupCodes(r.db, KEY, clock=r.clock),
         audit=r.audit, events=r.sink, timings=FAST, clock=r.clock, alarm_signal=signal.set,
     )
     try:

@@ -29,6 +29,8 @@ from edge_agent.services.pickup_shelves import (
 )
 from edge_agent.storage import Database
 from edge_agent.web.locker_api import locker_router
+from edge_agent.wiring.lockers import assemble_locker_service
+from edge_agent.wiring.shelves import assemble_shelves
 
 KEY = b"s" * 32
 T0 = 1_800_000_000_000
@@ -73,11 +75,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         audit = AuditLog(db, clock=clock)
         codes = PickupCodes(db, KEY, clock=clock, policy=ThrottlePolicy())
         doors = DoorOpener(db, {}, cast(Any, audit))  # no board: never opens anything here
-        lockers = LockerService(db, {}, doors, codes, audit=audit, events=sink, clock=clock)
+        lockers = assemble_locker_service(db, {}, doors, codes, audit=audit, events=sink, clock=clock)
         registry = TagRegistry(db)
         for t in TAGS:
             await registry.ensure(t, 2, "bs1")
-        shelves = PickupShelves(db, lockers, None, audit=audit, events=sink, clock=clock, registry=registry)
+        shelves = assemble_shelves(db, lockers.pickups, lockers, None, audit=audit, events=sink, clock=clock, registry=registry)
         changes: list[dict[str, Any]] = []
         shelves.add_listener(changes.append)
         yield Rig(db, clock, sink, audit, lockers, shelves, changes)

@@ -176,3 +176,14 @@ class DoorOpener:
                 )
             ]
         )
+
+    def code_opened(self, order_id: str) -> bool:
+        """Whether a customer's code opened (or may have opened) this order's door."""
+        row = self._store.read(
+            lambda c: c.execute(
+                "SELECT 1 FROM door_ops WHERE order_id = ? AND purpose = 'code' AND state IN ('opened', 'unknown') "
+                "LIMIT 1",
+                (order_id,),
+            ).fetchone()
+        )
+        return row is not None

@@ -5,7 +5,7 @@ order (tag id, the tag's scan code, or its scan-link URL `.../s/<code>`), slots 
 "<shelf_id>-<n>". While a tag is a slot label its picture is the slot's page, never a product's price label
 (the page source registered with LabelService wins over the price label).
 
-The pickups themselves are the locker service's (`LockerService`, table `pickups`): created by the cloud's
+The pickups themselves are shared with the locker service (`PickupStore`, table `pickups`): created by the cloud's
 `pickup.create`, with the same codes, the same one code check (`LockerService.collect`: throttle per terminal,
 lockouts, `alarm.code_guessing`), the same expiry clock (`tick`) and cancel, the same `pickup.*` events; an
 order on a shelf has `slot` set instead of `compartment`. What this service adds:
@@ -22,6 +22,8 @@ order on a shelf has `slot` set instead of `compartment`. What this service adds
 - expiry and cancel come from the locker service (a loaded slot goes to `retrieval`): the label then says
   the order must be taken back; a staff scan retrieves it -> `pickup.retrieved`, audit `shelf_retrieval`.
 Nothing here needs a lock board: a store with shelves only runs the locker service with no boards.
+The hooks (the locker service dispatching a shelf order's code here, the labels asking `page_for`) are made in
+edge_agent/wiring/shelves.py, which also calls `reload` once before use; the constructor only stores its arguments.
 
 Customers' names: the agent keeps only the masked form (`mask_customer`), never the full name or phone.
 """
@@ -44,6 +46,7 @@ from devices.labels.pages import SlotPage, TaskPage
 from devices.labels.registry import TagRecord, TagRegistry
 from devices.labels.updates import PRIORITY_TECHNICIAN
 from edge_agent.services.lockers import CollectResult, CollectStatus, LockerService, Pickup, place_fields
+from edge_agent.services.pickups import PickupState, PickupStore, SlotHolding
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,6 @@ class Labels(Protocol):
 
     @property
     def registry(self) -> TagRegistry: ...
-
-    def add_page_source(self, source: Callable[[TagRecord], TaskPage | None]) -> None: ...
 
     async def request_update(self, tag_ids: Iterable[str], priority: int, reason: str) -> int: ...
 
@@ -216,6 +217,7 @@ class PickupShelves:
     def __init__(
         self,
         db: DurableStore,
+        pickups: PickupStore,
         lockers: LockerService,
         labels: Labels | None,
         *,
@@ -226,6 +228,7 @@ class PickupShelves:
         registry: TagRegistry | None = None,
     ) -> None:
         self._db = db
+        self._pickups = pickups
         self._lockers = lockers
         self._labels = labels
         self._registry = registry if registry is not None else (labels.registry if labels is not None else None)
@@ -237,10 +240,6 @@ class PickupShelves:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._by_tag: dict[str, _Slot] = {}
         self._by_id: dict[str, _Slot] = {}
-        self._reload()
-        lockers.attach_shelves(self)
-        if labels is not None:
-            labels.add_page_source(self.page_for)
 
     # -- listeners --------------------------------------------------------------------------
 
@@ -258,7 +257,8 @@ class PickupShelves:
 
     # -- shelves ----------------------------------------------------------------------------
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
+        """The shelves and slots from the database into memory: once before use (wiring), then after each change."""
         rows = self._db.read(
             lambda c: c.execute(
                 "SELECT s.slot_id, s.shelf_id, h.name, s.position, s.tag_id FROM shelf_slots s "
@@ -319,7 +319,7 @@ class PickupShelves:
                     # Scanned into a shelf by a technician: the label is the store's now (as adopting it on the
                     # discovery page); a discovered tag is never drawn on.
                     await self._registry.adopt(rec.tag_id)
-        self._reload()
+        self.reload()
         await self._show(tags, "shelf defined")
         self._changed("defined", shelf_id)
         view = self.shelf(shelf_id)
@@ -331,20 +331,16 @@ class PickupShelves:
         def job(conn: sqlite3.Connection) -> list[str]:
             if not conn.execute("SELECT 1 FROM shelves WHERE shelf_id = ?", (shelf_id,)).fetchone():
                 raise ShelfError("unknown_shelf", f"no shelf {shelf_id}")
-            held = conn.execute(
-                "SELECT p.order_id FROM pickups p JOIN shelf_slots s ON s.slot_id = p.slot "
-                "WHERE s.shelf_id = ? AND p.state IN ('ready', 'retrieval') LIMIT 1",
-                (shelf_id,),
-            ).fetchone()
+            held = PickupStore.order_on_shelf(conn, shelf_id)
             if held is not None:
-                raise ShelfError("shelf_in_use", f"shelf {shelf_id} still holds order {held[0]}")
+                raise ShelfError("shelf_in_use", f"shelf {shelf_id} still holds order {held}")
             tags = [str(r[0]) for r in conn.execute("SELECT tag_id FROM shelf_slots WHERE shelf_id = ?", (shelf_id,))]
             conn.execute("DELETE FROM shelf_slots WHERE shelf_id = ?", (shelf_id,))
             conn.execute("DELETE FROM shelves WHERE shelf_id = ?", (shelf_id,))
             return tags
 
         tags = await self._db.write(job)
-        self._reload()
+        self.reload()
         await self._show(tags, "shelf removed")
         self._changed("removed", shelf_id)
 
@@ -373,31 +369,24 @@ class PickupShelves:
             return None
         return self._view(slot, self._held(slot.slot_id).get(slot.slot_id))
 
-    def _held(self, slot_id: str | None = None) -> dict[str, tuple[Any, ...]]:
-        """The order in each taken slot: (order_id, state, customer, hold_until_ms, released_ms, released_by)."""
-        rows = self._db.read(
-            lambda c: c.execute(
-                "SELECT slot, order_id, state, customer, hold_until_ms, released_ms, released_by FROM pickups "
-                "WHERE slot IS NOT NULL AND state IN ('ready', 'retrieval') AND (? IS NULL OR slot = ?)",
-                (slot_id, slot_id),
-            ).fetchall()
-        )
-        return {str(r[0]): tuple(r[1:]) for r in rows}
+    def _held(self, slot_id: str | None = None) -> dict[str, SlotHolding]:
+        """The order in each taken slot (or only in `slot_id`), by slot."""
+        return self._pickups.slot_holdings(slot_id)
 
-    def _view(self, slot: _Slot, held: tuple[Any, ...] | None) -> SlotView:
+    def _view(self, slot: _Slot, held: SlotHolding | None) -> SlotView:
         if held is None:
             return SlotView(slot.slot_id, slot.shelf_id, slot.position, slot.tag_id, "empty")
-        order_id, state, customer, hold_until, released_ms, released_by = held
-        shown = "retrieval" if state == "retrieval" else ("released" if self._recent(released_ms) else "ready")
+        state = held.state
+        shown = "retrieval" if state is PickupState.RETRIEVAL else (
+            "released" if self._recent(held.released_ms) else "ready"
+        )
         return SlotView(
-            slot.slot_id, slot.shelf_id, slot.position, slot.tag_id, shown, str(order_id),
-            None if customer is None else str(customer), int(hold_until),
-            None if released_ms is None else int(released_ms), None if released_by is None else str(released_by),
-            str(state),
+            slot.slot_id, slot.shelf_id, slot.position, slot.tag_id, shown, held.order_id, held.customer,
+            held.hold_until_ms, held.released_ms, held.released_by, state.value,
         )
 
-    def _recent(self, released_ms: Any) -> bool:
-        return released_ms is not None and self._clock() - int(released_ms) <= RELEASE_VALID_MS
+    def _recent(self, released_ms: int | None) -> bool:
+        return released_ms is not None and self._clock() - released_ms <= RELEASE_VALID_MS
 
     # -- the labels -------------------------------------------------------------------------
 
@@ -455,8 +444,11 @@ class PickupShelves:
     async def keep_fast(self) -> None:
         if self._labels is None:
             return
-        tags = [self._by_id[slot].tag_id for slot, held in self._held().items() if held[1] == "ready" and slot in
-                self._by_id]
+        tags = [
+            self._by_id[slot].tag_id
+            for slot, held in self._held().items()
+            if held.state is PickupState.READY and slot in self._by_id
+        ]
         if tags:
             await self._labels.set_fast(tags, HOLD_FAST_S)
 
@@ -486,27 +478,13 @@ class PickupShelves:
         if slot_view is None:
             raise ShelfError("unknown_slot", "neither code is a slot's label")
         slot = self._by_id[slot_view.slot_id]
-        now = self._clock()
-
-        def job(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT state FROM pickups WHERE order_id = ?", (order_id,)).fetchone()
-            if row is None:
-                raise ShelfError("unknown_order", f"no pickup order {order_id[:64]}")
-            if row[0] != "created":
-                raise ShelfError("not_created", f"order {order_id} is {row[0]}; only a new order can be loaded")
-            taken = conn.execute(
-                "SELECT order_id FROM pickups WHERE slot = ? AND state IN ('ready', 'retrieval') LIMIT 1",
-                (slot.slot_id,),
-            ).fetchone()
-            if taken is not None:
-                raise ShelfError("slot_taken", f"slot {slot.slot_id} already holds order {taken[0]}")
-            conn.execute(
-                "UPDATE pickups SET state = 'ready', slot = ?, compartment = NULL, released_ms = NULL, "
-                "released_by = NULL, updated_ms = ? WHERE order_id = ? AND state = 'created'",
-                (slot.slot_id, now, order_id),
-            )
-
-        await self._db.write(job)
+        claim = await self._pickups.load_into_slot(order_id, slot.slot_id, now=self._clock())
+        if claim.state is None:
+            raise ShelfError("unknown_order", f"no pickup order {order_id[:64]}")
+        if claim.state is not PickupState.CREATED:
+            raise ShelfError("not_created", f"order {order_id} is {claim.state}; only a new order can be loaded")
+        if claim.taken_by is not None:
+            raise ShelfError("slot_taken", f"slot {slot.slot_id} already holds order {claim.taken_by}")
         log.info("pickup shelf: order %s loaded into %s by %s", order_id, slot.slot_id, actor)
         await self._lockers.announce_ready(order_id)  # stored first, then announced, as for lockers
         await self._show([slot.tag_id], "pickup loaded")
@@ -527,14 +505,7 @@ class PickupShelves:
             return CollectResult(
                 CollectStatus.UNAVAILABLE, "This order cannot be found right now. Please ask a member of staff."
             )
-        now = self._clock()
-        await self._db.write(
-            lambda c: c.execute(
-                "UPDATE pickups SET released_ms = ?, released_by = ?, updated_ms = ? WHERE order_id = ? "
-                "AND state = 'ready'",
-                (now, terminal[:64], now, pickup.order_id),
-            )
-        )
+        await self._pickups.mark_released(pickup.order_id, terminal[:64], now=self._clock())
         await self._audit.append(
             "shelf_release", compartment=slot.slot_id, actor=terminal[:200], order_id=pickup.order_id,
             detail={"shelf": slot.shelf_id, "position": slot.position, "tag": slot.tag_id},
@@ -569,7 +540,7 @@ class PickupShelves:
         if view is not None and order_id is None:
             raise ShelfError("slot_empty", f"slot {view.slot_id} holds no order")
         assert order_id is not None
-        pickup = self._lockers.pickup(order_id)
+        pickup = self._pickups.get(order_id)
         if pickup is None or pickup.slot is None or pickup.slot not in self._by_id:
             raise ShelfError("unknown_order", f"no order {order_id[:64]} on a pickup shelf")
         return pickup, self._by_id[pickup.slot]
@@ -577,45 +548,38 @@ class PickupShelves:
     async def handover(self, code: str, *, actor: str) -> SlotDone:
         """Staff scanned the order or its slot's label and handed it over: collected, the code dead for good."""
         pickup, slot = self._pickup_for(code)
-        if pickup.state != "ready":
+        if pickup.state is not PickupState.READY:
             raise ShelfError("not_ready", f"order {pickup.order_id} is {pickup.state}; it cannot be handed over")
-        released = self._db.read(
-            lambda c: c.execute("SELECT released_ms FROM pickups WHERE order_id = ?", (pickup.order_id,)).fetchone()
-        )
-        if released is None or not self._recent(released[0]):
+        if not self._recent(self._pickups.released_ms(pickup.order_id)):
             raise ShelfError(
                 "not_released", "the customer has not typed their code yet: ask them to type it at a screen"
             )
         await self._lockers.codes.consume(pickup.order_id)  # dead for good before anyone hears of the handover
-        await self._finish(pickup, slot, "collected", actor=actor, audit_kind="shelf_handover",
+        await self._finish(pickup, slot, PickupState.COLLECTED, actor=actor, audit_kind="shelf_handover",
                            event="pickup.collected", action="handed_over", doing="handed over")
         return SlotDone(pickup.order_id, "collected", self._view(slot, None))
 
     async def retrieve(self, code: str, *, actor: str) -> SlotDone:
         """Staff took an expired or cancelled order off its slot: `pickup.retrieved`, the slot is free."""
         pickup, slot = self._pickup_for(code)
-        if pickup.state != "retrieval":
+        if pickup.state is not PickupState.RETRIEVAL:
             raise ShelfError(
                 "not_retrieval", f"order {pickup.order_id} is {pickup.state}, not waiting to be taken back"
             )
-        final = "expired" if pickup.hold_until_ms <= self._clock() else "cancelled"
+        final = PickupState.EXPIRED if pickup.hold_until_ms <= self._clock() else PickupState.CANCELLED
         await self._finish(pickup, slot, final, actor=actor, audit_kind="shelf_retrieval",
                            event="pickup.retrieved", action="retrieved", doing="taken back")
         return SlotDone(pickup.order_id, final, self._view(slot, None))
 
     async def _finish(
-        self, pickup: Pickup, slot: _Slot, final: str, *, actor: str, audit_kind: str, event: str, action: str,
+        self, pickup: Pickup, slot: _Slot, final: PickupState, *, actor: str, audit_kind: str, event: str, action: str,
         doing: str,
     ) -> None:
         """An order leaves its slot for good (handed over or taken back): its final state, only from the state it
         was checked in; then the audit record, the event, and the slot's label empty again."""
-        now = self._clock()
-        done = await self._db.write(
-            lambda c: c.execute(
-                "UPDATE pickups SET state = ?, updated_ms = ? WHERE order_id = ? AND state = ?",
-                (final, now, pickup.order_id, pickup.state),
-            ).rowcount
-            == 1
+        # A shelf order never holds a compartment: the one it keeps is None.
+        done = await self._pickups.transition(
+            pickup.order_id, final, only_from=pickup.state, compartment=pickup.compartment, now=self._clock()
         )
         if not done:
             raise ShelfError(f"not_{pickup.state}", f"order {pickup.order_id} changed while it was being {doing}")

@@ -1,9 +1,12 @@
 """Wiring of the pickup lockers: RS485 buses and Kerong boards, GPIO boards and the alarm signal, the door audit
-(local hash chain, then the cloud), pickup codes, the locker service, staff and courier sign-in, their cloud
-commands, and the task that runs them (buses, start-up reconciliation, alarm poll, expiry clock).
+(local hash chain, then the cloud), pickup codes, the pickups' store, the locker service and its parts (compartments,
+door watching, alarm poll, start-up reconciliation), staff and courier sign-in, their cloud commands, and the task
+that runs them (buses, start-up reconciliation, alarm poll, expiry clock).
 
-Hooks made here: a staff terminal locked out for guessing raises the pickup codes' alarm.code_guessing (the
-hook LockerService installs on the codes); every door opening goes to the cloud as audit.door_opened.
+Hooks made here: the pickup codes' store-wide guessing alarm raises alarm.code_guessing (`assemble_locker_service`);
+a staff terminal locked out for guessing raises the same alarm; every door opening goes to the cloud as
+audit.door_opened (`AuditToCloud`). The pickups' store built here is the one the pickup shelves share
+(`Lockers.pickups`, wiring/shelves.py).
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from cloud_link.bus import EventBus
+from cloud_link.events import now_ms
 from cloud_link.outbox import OutboxFullError
+from cloud_link.ports import DurableStore, EventSink
 from devices.lockers.board import LockBoard
 from devices.lockers.gpio import GpioLockBoard, GpioLockPins
 from devices.lockers.kerong import KerongBoard
+from devices.lockers.shared_reads import SharedReads
 from devices.lockers.signal import AlarmSignal
 from edge_agent.commands.courier import register_courier_commands
 from edge_agent.commands.lockers import register_locker_commands
@@ -27,9 +33,14 @@ from edge_agent.config import AgentConfig
 from edge_agent.services.agent_clock import AgentClock, ClockState
 from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord
 from edge_agent.services.doors import DoorOpener
+from edge_agent.services.locker_alarms import LockerAlarms, UncommandedAudit
+from edge_agent.services.locker_compartments import CompartmentStore
+from edge_agent.services.locker_doors import DoorWatch
+from edge_agent.services.locker_recovery import LockerRecovery
 from edge_agent.services.locker_staff import LockerStaff
 from edge_agent.services.lockers import CompartmentSpec, LockerService, LockerTimings
 from edge_agent.services.pickup_codes import PickupCodes
+from edge_agent.services.pickups import PickupStore
 from edge_agent.wiring.context import StartupError, WiringContext
 from firmware_bridge.kerong.bus import KerongBus
 
@@ -93,6 +104,7 @@ class Lockers:
     audit_sink: AuditToCloud
     buses: dict[str, KerongBus]
     boards: dict[str, LockBoard]
+    pickups: PickupStore  # the service's, shared with the pickup shelves
     gpio_devices: list[GpioLockBoard | AlarmSignal] = field(default_factory=list)
 
 
@@ -126,6 +138,38 @@ def _build_gpio(config: AgentConfig, boards: dict[str, LockBoard],
     return signals
 
 
+def assemble_locker_service(
+    db: DurableStore,
+    boards: Mapping[str, LockBoard],
+    doors: DoorOpener,
+    codes: PickupCodes,
+    *,
+    audit: UncommandedAudit,
+    events: EventSink,
+    timings: LockerTimings | None = None,
+    clock: Callable[[], int] = now_ms,
+    alarm_signal: Callable[[bool], None] | None = None,
+) -> LockerService:
+    """The locker service and its parts, connected (`build_lockers`, and the tests that build a locker service)."""
+    timings = timings or LockerTimings()
+    # Door watchers and the alarm poll share one read per board per poll period (devices/lockers/shared_reads).
+    reads = {board_id: SharedReads(board) for board_id, board in boards.items()}
+    compartments = CompartmentStore(db)
+    pickups = PickupStore(db)
+    watch = DoorWatch(doors, reads, timings)
+    alarms = LockerAlarms(
+        compartments, reads, watch, pickups, codes, audit=audit, events=events, timings=timings, clock=clock,
+        alarm_signal=alarm_signal,
+    )
+    recovery = LockerRecovery(compartments, boards, doors, watch, pickups, events=events)
+    # Hook: unusually many wrong pickup codes store-wide raise alarm.code_guessing (unless the caller set its own).
+    if codes.on_alarm is None:
+        codes.on_alarm = alarms.code_guessing
+    return LockerService(
+        compartments, pickups, watch, alarms, recovery, codes=codes, events=events, timings=timings, clock=clock
+    )
+
+
 async def build_lockers(ctx: WiringContext) -> Lockers:
     cfg = ctx.config.lockers
     audit = AuditLog(ctx.db)
@@ -137,7 +181,7 @@ async def build_lockers(ctx: WiringContext) -> Lockers:
     signals = _build_gpio(ctx.config, boards, gpio_devices)
     clock = ctx.clock
     codes = PickupCodes(ctx.db, ctx.store_key(), steady=clock.steady_ms, is_past=clock.is_past)
-    service = LockerService(
+    service = assemble_locker_service(
         ctx.db,
         boards,
         DoorOpener(ctx.db, boards, audit_sink),
@@ -151,11 +195,11 @@ async def build_lockers(ctx: WiringContext) -> Lockers:
         [CompartmentSpec(c.id, c.bank, c.board, c.lock, c.size, c.row, c.column) for c in cfg.compartments]
     )
     register_locker_commands(ctx.registry, service, hold_days=cfg.hold_days, clock=clock)
-    # Staff and courier sign-in on the locker screens; a staff terminal locked out for guessing raises the
-    # pickup codes' alarm.code_guessing (the hook LockerService installed on `codes`).
+    # Staff and courier sign-in on the locker screens. Hook: a staff terminal locked out for guessing raises the
+    # pickup codes' alarm.code_guessing (installed on `codes` by assemble_locker_service).
     staff = LockerStaff(ctx.db, ctx.store_key(), on_alarm=codes.on_alarm, steady=clock.steady_ms)
     register_courier_commands(ctx.registry, staff)
-    return Lockers(service, staff, audit, audit_sink, buses, boards, gpio_devices)
+    return Lockers(service, staff, audit, audit_sink, buses, boards, service.pickups, gpio_devices)
 
 
 async def run_lockers(lockers: Lockers, clock: AgentClock) -> None:
