@@ -1,7 +1,7 @@
 """The MQTT session to the cloud: connect, resend, publish in order, reconnect forever.
 
-- A supervisor loop connects with full-jitter backoff (1 s growing to 60 s), MQTT 5 first and 3.1.1
-  when the broker rejects 5 (with `protocol = "auto"`).
+- The reconnect loop (mqtt_io.reconnect) connects with full-jitter backoff (1 s growing to 60 s), MQTT 5
+  first and 3.1.1 when the broker rejects 5 (with `protocol = "auto"`).
 - On connect: retained `online` status (the Last Will says `offline`), subscribe to commands, then the
   publisher sends the outbox from its oldest event, QoS 1, strictly in `seq` order, at most
   `inflight_window` unacknowledged. An event leaves the outbox only on a successful PUBACK.
@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from mqtt_io.driver import (
     Protocol,
     Will,
 )
+from mqtt_io.reconnect import keep_connected
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,6 @@ class _NullLinkObserver:
 
     def acknowledged(self, count: int) -> None:
         pass
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)], at least base/2."""
-    ceiling = min(cap, base * (2 ** min(attempt, 30)))
-    return max(base / 2, random.uniform(0, ceiling))
 
 
 def status_payload(status: str, topics: Topics, boot: int, version: str, reason: str | None = None) -> bytes:
@@ -114,6 +108,8 @@ class CloudSession:
         self._acked: list[int] = []
         self._ack_flushes: set[asyncio.Task[int]] = set()
         self._status_acks: dict[int, asyncio.Future[bool]] = {}
+        # What the next connection speaks: MQTT 5 first with "auto", until the broker rejects it.
+        self._protocol = Protocol.V5 if settings.protocol is Protocol.AUTO else settings.protocol
         self.protocol_in_use: Protocol | None = None
         self.last_ack_ms: int | None = None
         self.connects = 0
@@ -128,35 +124,34 @@ class CloudSession:
 
     async def run(self) -> None:
         """Keep a connection up until `request_stop()`; never raises for network trouble."""
-        attempt = 0
-        protocol = Protocol.V5 if self.settings.protocol is Protocol.AUTO else self.settings.protocol
-        while not self._stopping.is_set():
-            conn = self._new_connection(protocol)
+        await keep_connected(
+            self._open,
+            self._serve,
+            backoff_min=self.settings.backoff_min,
+            backoff_max=self.settings.backoff_max,
+            what="cloud broker",
+            logger=log,
+            stopping=self._stopping,
+            # A remote broker (or the network to it) that just dropped us gets one backoff before we try again.
+            backoff_after_loss=True,
+        )
+        await self._drain_ack_flushes()
+
+    async def _open(self) -> MqttConnection:
+        """A connected connection: MQTT 5 first with `protocol = "auto"`, and 3.1.1 at once (no backoff) when
+        the broker rejects 5; the fallback holds for the rest of this session."""
+        while True:
+            conn = self._new_connection(self._protocol)
             try:
                 await conn.connect()
             except ConnectRefusedError as exc:
-                if exc.protocol_rejected and self.settings.protocol is Protocol.AUTO and protocol is Protocol.V5:
+                if (exc.protocol_rejected and self.settings.protocol is Protocol.AUTO
+                        and self._protocol is Protocol.V5 and not self._stopping.is_set()):
                     log.warning("cloud broker rejected MQTT 5 (%s): falling back to MQTT 3.1.1", exc.reason)
-                    protocol = Protocol.V311
+                    self._protocol = Protocol.V311
                     continue
-                log.warning("cloud broker refused the connection: %s", exc.reason)
-            except MqttError as exc:
-                log.warning("cloud link down: %s", exc)
-            else:
-                attempt = 0
-                await self._serve(conn)
-                if self._stopping.is_set():
-                    break
-            if self._stopping.is_set():
-                conn.abort("stopping")
-                break
-            delay = backoff_delay(attempt, self.settings.backoff_min, self.settings.backoff_max)
-            attempt += 1
-            log.info("reconnecting to the cloud broker in %.1f s", delay)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):  # not wait_for: see link.py (gh-86296)
-                    await self._stopping.wait()
-        await self._drain_ack_flushes()
+                raise
+            return conn
 
     def _new_connection(self, protocol: Protocol) -> MqttConnection:
         ep = self.settings.endpoint

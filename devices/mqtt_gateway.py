@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud_link.ports import StateSink
-from cloud_link.session import backoff_delay
 from devices.mqtt.broker_drops import SYS_DROPPED_TOPIC, BrokerDrops, parse_count
 from devices.mqtt.coalesce import StateCoalescer
 from devices.mqtt.messages import (
@@ -62,6 +61,7 @@ from devices.mqtt.registry import DeviceRecord, DeviceRegistry
 from mqtt_io.driver import Endpoint, Message, MqttConnection, MqttError, Will
 from mqtt_io.driver import Protocol as MqttProtocol
 from mqtt_io.flow import IntakeFlow
+from mqtt_io.reconnect import keep_connected
 
 __all__ = [
     "BAD_INPUT_SOURCE",
@@ -194,51 +194,61 @@ class MqttDeviceGateway:
         saver = asyncio.create_task(self._save_registry(), name="device-registry")
         drops = asyncio.create_task(self._report_drops(), name="broker-drops")
         try:
-            attempt = 0
-            while True:
-                conn = MqttConnection(
-                    self.endpoint, MqttProtocol.V311, on_message=self._enqueue, on_ack=self._on_ack, max_inflight=20
-                )
-                try:
-                    await conn.connect()
-                    await conn.subscribe(f"{self.prefix}/devices/+/+", qos=1)
-                    await self._watch_broker_drops(conn)
-                    self._publish_agent(conn, online=True)
-                except (MqttError, TimeoutError) as exc:  # TimeoutError: no SUBACK in time
-                    conn.abort("connect failed")
-                    # A short cap (local_broker.reconnect_max_s): the broker is on this box, and after it
-                    # restarts the agent must be back, announced, within seconds.
-                    delay = backoff_delay(attempt, self.backoff_min, self.backoff_max)
-                    attempt += 1
-                    log.warning("in-store broker unavailable (%s); retrying in %.1f s", exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                attempt = 0
-                self._conn = conn
-                self.connected = True
-                self.down_since = None
-                self.connections += 1
-                log.info("in-store broker connected at %s:%d", self.endpoint.host, self.endpoint.port)
-                try:
-                    reason = await asyncio.shield(conn.closed)
-                    log.warning("in-store broker connection lost: %s", reason)
-                finally:
-                    self.connected = False
-                    self.down_since = time.monotonic()
-                    self._conn = None
-                    self._flow.forget()
-                    self._fail_acks(f"connection lost: {conn.closed.result() if conn.closed.done() else 'stopping'}")
-                    if not conn.closed.done():
-                        await self._say_goodbye(conn)
-                    conn.abort("gateway stopping")
-                if self._pause_s:
-                    await asyncio.sleep(self._pause_s)
-                    self._pause_s = 0.0
+            # A short backoff cap (local_broker.reconnect_max_s): the broker is on this box, and after it
+            # restarts the agent must be back, announced, within seconds.
+            await keep_connected(
+                self._open,
+                self._serve,
+                backoff_min=self.backoff_min,
+                backoff_max=self.backoff_max,
+                what="in-store broker",
+                logger=log,
+                failures=(MqttError, TimeoutError),  # TimeoutError: no SUBACK in time
+            )
         finally:
             for task in (worker, states, saver, drops):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _open(self) -> MqttConnection:
+        """A new connection, connected, subscribed and announced (the agent's retained availability)."""
+        conn = MqttConnection(
+            self.endpoint, MqttProtocol.V311, on_message=self._enqueue, on_ack=self._on_ack, max_inflight=20
+        )
+        try:
+            await conn.connect()
+            await conn.subscribe(f"{self.prefix}/devices/+/+", qos=1)
+            await self._watch_broker_drops(conn)
+            self._publish_agent(conn, online=True)
+        except (MqttError, TimeoutError):
+            conn.abort("connect failed")
+            raise
+        return conn
+
+    async def _serve(self, conn: MqttConnection) -> None:
+        """Relay while `conn` is up; once lost, fail what waits for its PUBACKs, and once cancelled say goodbye.
+        After storage refused a message, wait `_pause_s` before the broker is asked to deliver it again."""
+        self._conn = conn
+        self.connected = True
+        self.down_since = None
+        self.connections += 1
+        log.info("in-store broker connected at %s:%d", self.endpoint.host, self.endpoint.port)
+        try:
+            reason = await asyncio.shield(conn.closed)
+            log.warning("in-store broker connection lost: %s", reason)
+        finally:
+            self.connected = False
+            self.down_since = time.monotonic()
+            self._conn = None
+            self._flow.forget()
+            self._fail_acks(f"connection lost: {conn.closed.result() if conn.closed.done() else 'stopping'}")
+            if not conn.closed.done():
+                await self._say_goodbye(conn)
+            conn.abort("gateway stopping")
+        if self._pause_s:
+            await asyncio.sleep(self._pause_s)
+            self._pause_s = 0.0
 
     async def _save_registry(self) -> None:
         """The registry to SQLite, written behind (devices.mqtt.registry); once more when stopping."""

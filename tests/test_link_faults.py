@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from cloud_link.session import backoff_delay
 from mqtt_io.driver import Protocol
+from mqtt_io.reconnect import backoff_delay
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
 from tests.support.proxy import FaultProxy

@@ -41,7 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud_link.session import backoff_delay
 from devices.labels.updates import LabelService
 from firmware_bridge.base_station.client import Transfer, TransferOutcome
 from firmware_bridge.base_station.messages import (
@@ -58,6 +57,7 @@ from firmware_bridge.tag_types import TAG_TYPES, TAG_TYPES_BY_NAME
 from mqtt_io.driver import Endpoint, MqttConnection, MqttError
 from mqtt_io.driver import Message as MqttMessage
 from mqtt_io.driver import Protocol as MqttProtocol
+from mqtt_io.reconnect import keep_connected
 from mqtt_io.strict_json import StrictJsonError, loads_strict
 
 log = logging.getLogger(__name__)
@@ -447,47 +447,54 @@ class MqttLabelStation:
 
     async def run(self) -> None:
         """Stay connected to the in-store broker until cancelled (reconnecting with backoff)."""
-        attempt = 0
-        while True:
-            self._generation += 1
-            conn = MqttConnection(
-                self.endpoint,
-                MqttProtocol.V311,
-                on_message=self._on_message,
-                on_ack=functools.partial(self._on_ack, self._generation),
-                max_inflight=100,
-            )
-            try:
-                await conn.connect()
-                self._conn = conn
-                for channel in INBOUND_CHANNELS:
-                    await conn.subscribe(f"{self.prefix}/labels/+/{channel}", qos=1)
-            except asyncio.CancelledError:
-                self._lost(conn, "wifi label station stopping")
-                raise
-            except MqttError as exc:
-                self._lost(conn, "connect failed")
-                self.stats.last_error = str(exc)
-                delay = backoff_delay(attempt, self.backoff_min, self.backoff_max)
-                attempt += 1
-                log.warning("wifi labels %s: in-store broker unavailable (%s); retrying in %.1f s",
-                            self.name, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            attempt = 0
-            self.stats.connects += 1
-            if self.stats.connects > 1:
-                self.stats.reconnects += 1
-            self._session += 1
-            self._after_connect(conn)
-            self._ready.set()
-            log.info("wifi labels %s: connected to %s:%d", self.name, self.endpoint.host, self.endpoint.port)
-            try:
-                reason = await asyncio.shield(conn.closed)
-                self.stats.last_error = reason
-                log.warning("wifi labels %s: in-store broker connection lost: %s", self.name, reason)
-            finally:
-                self._lost(conn, "wifi label station stopping")
+        await keep_connected(
+            self._open,
+            self._serve,
+            backoff_min=self.backoff_min,
+            backoff_max=self.backoff_max,
+            what=f"wifi labels {self.name}: in-store broker",
+            logger=log,
+        )
+
+    async def _open(self) -> MqttConnection:
+        """A new connection, connected and subscribed to what labels send; a failed one is cleaned up."""
+        self._generation += 1
+        conn = MqttConnection(
+            self.endpoint,
+            MqttProtocol.V311,
+            on_message=self._on_message,
+            on_ack=functools.partial(self._on_ack, self._generation),
+            max_inflight=100,
+        )
+        try:
+            await conn.connect()
+            self._conn = conn
+            for channel in INBOUND_CHANNELS:
+                await conn.subscribe(f"{self.prefix}/labels/+/{channel}", qos=1)
+        except asyncio.CancelledError:
+            self._lost(conn, "wifi label station stopping")
+            raise
+        except MqttError as exc:
+            self._lost(conn, "connect failed")
+            self.stats.last_error = str(exc)
+            raise
+        return conn
+
+    async def _serve(self, conn: MqttConnection) -> None:
+        """Ready while `conn` is up: pictures not yet confirmed go out again, the scheduler syncs again."""
+        self.stats.connects += 1
+        if self.stats.connects > 1:
+            self.stats.reconnects += 1
+        self._session += 1
+        self._after_connect(conn)
+        self._ready.set()
+        log.info("wifi labels %s: connected to %s:%d", self.name, self.endpoint.host, self.endpoint.port)
+        try:
+            reason = await asyncio.shield(conn.closed)
+            self.stats.last_error = reason
+            log.warning("wifi labels %s: in-store broker connection lost: %s", self.name, reason)
+        finally:
+            self._lost(conn, "wifi label station stopping")
 
     def _after_connect(self, conn: MqttConnection) -> None:
         """Clear what should be cleared, and publish every picture not yet confirmed again (idempotent)."""
