@@ -1,7 +1,9 @@
 """What the technician web UI's routers reach: the agent's running parts, passed in by the composition root.
 
 Each field is the running service itself (not a copy); None when the store has no such part (no lockers, no
-in-store broker). The routers read through the services' own methods and never write their tables directly.
+in-store broker). The routers read through the services' own methods and never write their tables directly:
+no module of edge_agent/web runs SQL (tests/test_architecture.py keeps it so); a table a page shows has a service
+here that reads it (`tag_listing`, `board_finds`, the outbox's and the audit log's own read methods).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from devices.lockers.kerong import KerongBus
 from devices.mqtt_gateway import MqttDeviceGateway
 from edge_agent.config import AgentConfig
 from edge_agent.services.audit import AuditLog
+from edge_agent.services.board_finds import BoardFinds
 from edge_agent.services.catalog import ProductCatalog
 from edge_agent.services.kiosks import KioskHub
 from edge_agent.services.lockers import LockerService
 from edge_agent.services.picking import PickingService
 from edge_agent.services.pickup_shelves import PickupShelves
 from edge_agent.services.store_health import LiveHub
+from edge_agent.services.tag_listing import TagListing
 from edge_agent.storage import Database
 
 
@@ -40,6 +44,10 @@ class AdminServices:
     tags: TagRegistry
     # publish(event_type, payload): into the outbox (returns once durable), as every producer does.
     publish: Callable[[str, dict[str, Any]], Awaitable[Event]]
+    # The devices page's tags with their product and update job (read-only).
+    tag_listing: TagListing
+    # Lock boards found by bus scans and their adoption (the discovery page).
+    board_finds: BoardFinds
     labels: LabelService | None = None
     lockers: LockerService | None = None
     lock_boards: dict[str, LockBoard] = field(default_factory=dict)

@@ -9,7 +9,6 @@ Actions go through the same service calls as the cloud's commands (`tag.flash`, 
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -29,6 +28,7 @@ from edge_agent.commands.labels import (
     pair_tags,
     refresh_tags,
 )
+from edge_agent.services.tag_listing import ListedTag
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.api_errors import api_error, refuse
@@ -62,47 +62,31 @@ class FlashBody(BaseModel):
     count: int = Field(5, ge=1, le=60, description="Flashes.")
 
 
-_TAG_COLUMNS = (
-    "t.tag_id, t.type_code, t.base_station, t.sku, p.name, t.scan_code, t.battery_mv, t.rssi, t.lqi, "
-    "t.last_seen_ms, t.current_hash, t.adopted, j.state, j.reason, j.attempts, j.error, j.updated_ms, j.target_hash, "
-    "t.temperature_c, t.fw_version, t.rotation, t.template"
-)
-_TAG_FROM = (
-    "FROM tags t LEFT JOIN products p ON p.sku = t.sku LEFT JOIN tag_jobs j ON j.tag_id = t.tag_id "
-)
-
-
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _tag_json(row: tuple[Any, ...], *, detail: bool = False) -> dict[str, Any]:
-    (tag_id, type_code, station, sku, name, scan_code, battery, rssi, lqi, seen, shown, adopted, job_state,
-     job_reason, job_attempts, job_error, job_updated, job_target, temperature, fw, rotation, template) = row
-    info = TAG_TYPES.get(type_code)
-    pending = job_state is not None and job_state != "confirmed"
+def _tag_json(tag: ListedTag, *, detail: bool = False) -> dict[str, Any]:
+    info = TAG_TYPES.get(tag.type_code)
+    pending = tag.update_pending
     out: dict[str, Any] = {
-        "tag_id": tag_id,
-        "type": type_name(type_code),
+        "tag_id": tag.tag_id,
+        "type": type_name(tag.type_code),
         "size": None if info is None else {"diagonal_in": info.diagonal_in, "width": info.width, "height": info.height},
-        "base_station": station,
-        "product": None if sku is None else {"sku": sku, "name": name},
-        "battery_mv": battery,
-        "rssi": rssi,
-        "lqi": lqi,
-        "last_seen_ms": seen,
-        "scan_code": scan_code,
-        "adopted": bool(adopted),
-        "shows_picture": shown is not None,
+        "base_station": tag.base_station,
+        "product": None if tag.sku is None else {"sku": tag.sku, "name": tag.product_name},
+        "battery_mv": tag.battery_mv,
+        "rssi": tag.rssi,
+        "lqi": tag.lqi,
+        "last_seen_ms": tag.last_seen_ms,
+        "scan_code": tag.scan_code,
+        "adopted": bool(tag.adopted),
+        "shows_picture": tag.shown_hash is not None,
         "job": None if not pending else {
-            "state": job_state, "reason": job_reason, "attempts": job_attempts, "error": job_error,
-            "updated_ms": job_updated,
+            "state": tag.job_state, "reason": tag.job_reason, "attempts": tag.job_attempts, "error": tag.job_error,
+            "updated_ms": tag.job_updated_ms,
         },
     }
     if detail:
         out.update(
-            temperature_c=temperature, fw_version=fw, rotation=rotation, template=template, shown_hash=shown,
-            pending_hash=job_target if pending else None,
+            temperature_c=tag.temperature_c, fw_version=tag.fw_version, rotation=tag.rotation, template=tag.template,
+            shown_hash=tag.shown_hash, pending_hash=tag.job_target_hash if pending else None,
         )
     return out
 
@@ -134,13 +118,11 @@ def devices_router(admin: AdminServices) -> APIRouter:
             raise api_error(404, "no_labels", "this store has no base stations or Wi-Fi labels")
         return admin.labels
 
-    def tag_row(tag_id: str) -> tuple[Any, ...]:
-        row = admin.db.read(
-            lambda c: c.execute(f"SELECT {_TAG_COLUMNS} {_TAG_FROM} WHERE t.tag_id = ?", (tag_id,)).fetchone()
-        )
+    def tag_row(tag_id: str) -> ListedTag:
+        row = admin.tag_listing.get(tag_id)
         if row is None:
             raise api_error(404, "unknown_tag", f"no tag {tag_id}")
-        return tuple(row)
+        return row
 
     @router.get("/base-stations", dependencies=technician)
     def base_stations() -> dict[str, Any]:
@@ -148,13 +130,7 @@ def devices_router(admin: AdminServices) -> APIRouter:
         labels = admin.labels
         if labels is None:
             return {"base_stations": [], "progress": None}
-        counts = dict(
-            admin.db.read(
-                lambda c: c.execute(
-                    "SELECT base_station, COUNT(*) FROM tags WHERE base_station IS NOT NULL GROUP BY base_station"
-                ).fetchall()
-            )
-        )
+        counts = admin.tag_listing.counts_by_station()
         stations = [station_json(n, s, counts) for n, s in sorted(labels.stations.items())]
         stats = labels.stats
         return {
@@ -176,34 +152,10 @@ def devices_router(admin: AdminServices) -> APIRouter:
         paired: Annotated[bool | None, Query()] = None,
     ) -> dict[str, Any]:
         """Tags, one page at a time (by tag id), with their product, telemetry and pending update job."""
-        where: list[str] = []
-        args: list[Any] = []
-        if station:
-            where.append("t.base_station = ?")
-            args.append(station)
-        if paired is not None:
-            where.append("t.sku IS NOT NULL" if paired else "t.sku IS NULL")
-        text = (q or "").strip()
-        if text:
-            like = _like(text.lower())
-            where.append(
-                "(t.tag_id LIKE ? ESCAPE '\\' OR lower(t.sku) LIKE ? ESCAPE '\\' OR t.scan_code LIKE ? ESCAPE '\\' "
-                "OR lower(p.name) LIKE ? ESCAPE '\\')"
-            )
-            args += [like] * 4
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-
-        def page(c: sqlite3.Connection) -> tuple[int, list[Any]]:
-            # Only the filters' own text is formatted in; values are bound.
-            total = c.execute(f"SELECT COUNT(*) {_TAG_FROM} {clause}", args).fetchone()[0]
-            rows = c.execute(
-                f"SELECT {_TAG_COLUMNS} {_TAG_FROM} {clause} ORDER BY t.tag_id LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            ).fetchall()
-            return int(total), rows
-
-        total, rows = admin.db.read(page)
-        return {"total": total, "limit": limit, "offset": offset, "tags": [_tag_json(tuple(r)) for r in rows]}
+        total, rows = admin.tag_listing.page(
+            limit=limit, offset=offset, text=(q or "").strip(), station=station, paired=paired
+        )
+        return {"total": total, "limit": limit, "offset": offset, "tags": [_tag_json(r) for r in rows]}
 
     @router.get("/tags/{tag_id}", dependencies=technician)
     def tag(tag_id: TagId) -> dict[str, Any]:
@@ -228,7 +180,7 @@ def devices_router(admin: AdminServices) -> APIRouter:
     ) -> Response:
         labels = labels_or_404()
         row = tag_row(tag_id)
-        target = row[17] if picture == "pending" and row[12] not in (None, "confirmed") else None
+        target = row.job_target_hash if picture == "pending" and row.update_pending else None
         if picture == "pending" and target is None:
             raise api_error(404, "no_picture", f"tag {tag_id} has no update waiting")
         png = labels.preview_png(tag_id, scale=2, picture_hash=target)

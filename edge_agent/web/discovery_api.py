@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
@@ -33,6 +31,7 @@ from devices.labels.updates import PRIORITY_TECHNICIAN, type_name
 from devices.lockers.kerong import BOARDS, LOCKS_PER_BOARD, KerongBus
 from devices.mqtt.registry import DeviceRecord
 from edge_agent.services import config_store
+from edge_agent.services.board_finds import BoardFind
 from edge_agent.services.web_sessions import WebSession
 from edge_agent.services.web_users import Role
 from edge_agent.web.admin_context import AdminServices
@@ -99,49 +98,24 @@ def device_json(rec: DeviceRecord) -> dict[str, Any]:
     }
 
 
-@dataclass
-class BoardFind:
-    bus: str
-    number: int
-    first_seen_ms: int
-    last_answer_ms: int
-    adopted_ms: int | None
-    adopted_by: str | None
-    board_id: str | None
-
-    @property
-    def key(self) -> str:
-        return f"{self.bus}:{self.number}"
-
-    def snippet(self, board_id: str) -> str:
-        return (f'[[lockers.boards]]\nid = "{board_id}"\nbus = "{self.bus}"\nnumber = {self.number}\n'
-                f"locks = {LOCKS_PER_BOARD}\n")
-
-    def as_dict(self, configured: bool, suggested_id: str) -> dict[str, Any]:
-        board_id = self.board_id or suggested_id
-        return {
-            "id": self.key,
-            "bus": self.bus,
-            "number": self.number,
-            "first_seen_ms": self.first_seen_ms,
-            "last_answer_ms": self.last_answer_ms,
-            "adopted": self.adopted_ms is not None,
-            "adopted_ms": self.adopted_ms,
-            "adopted_by": self.adopted_by,
-            "board_id": board_id,
-            # The KR-CU16 status answer carries 16 locks' bits whatever is wired: the protocol does not say.
-            "locks": None,
-            "max_locks": LOCKS_PER_BOARD,
-            "configured": configured,
-            "snippet": self.snippet(board_id),
-        }
-
-
-_SELECT_FINDS = (
-    "SELECT bus, number, first_seen_ms, last_answer_ms, adopted_ms, adopted_by, board_id FROM lock_board_finds"
-)
-_ALL_FINDS = _SELECT_FINDS + " ORDER BY bus, number"
-_ONE_FIND = _SELECT_FINDS + " WHERE bus = ? AND number = ?"
+def board_find_json(find: BoardFind, configured: bool, suggested_id: str) -> dict[str, Any]:
+    board_id = find.board_id or suggested_id
+    return {
+        "id": find.key,
+        "bus": find.bus,
+        "number": find.number,
+        "first_seen_ms": find.first_seen_ms,
+        "last_answer_ms": find.last_answer_ms,
+        "adopted": find.adopted_ms is not None,
+        "adopted_ms": find.adopted_ms,
+        "adopted_by": find.adopted_by,
+        "board_id": board_id,
+        # The KR-CU16 status answer carries 16 locks' bits whatever is wired: the protocol does not say.
+        "locks": None,
+        "max_locks": LOCKS_PER_BOARD,
+        "configured": configured,
+        "snippet": find.snippet(board_id),
+    }
 
 
 class Discovery:
@@ -166,21 +140,9 @@ class Discovery:
         plain = f"kerong-{number}"
         return plain if plain not in taken else f"{bus}-kerong-{number}"
 
-    def finds(self) -> list[BoardFind]:
-        rows = self.admin.db.read(
-            lambda c: c.execute(_ALL_FINDS).fetchall()
-        )
-        return [BoardFind(*row) for row in rows]
-
-    def find(self, bus: str, number: int) -> BoardFind | None:
-        row = self.admin.db.read(
-            lambda c: c.execute(_ONE_FIND, (bus, number)).fetchone()
-        )
-        return BoardFind(*row) if row else None
-
     def board_json(self, find: BoardFind) -> dict[str, Any]:
         configured = (find.bus, find.number) in self.configured_boards()
-        return find.as_dict(configured, self.suggested_id(find.bus, find.number))
+        return board_find_json(find, configured, self.suggested_id(find.bus, find.number))
 
     async def scan(self) -> dict[str, Any]:
         """Probe every board number on every bus; record the boards that answered and are not configured."""
@@ -195,16 +157,7 @@ class Discovery:
             now = now_ms()
             answered = {name: task.result() for name, task in tasks.items()}
             new = [(name, n) for name, numbers in answered.items() for n in numbers if (name, n) not in configured]
-
-            def job(conn: sqlite3.Connection) -> None:
-                conn.executemany(
-                    "INSERT INTO lock_board_finds(bus, number, first_seen_ms, last_answer_ms) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(bus, number) DO UPDATE SET last_answer_ms = excluded.last_answer_ms",
-                    [(name, n, now, now) for name, n in new],
-                )
-
-            if new:
-                await self.admin.db.write(job)
+            await self.admin.board_finds.record_answers(new, now)
             log.info("bus scan: %d boards answered, %d not configured", sum(map(len, answered.values())), len(new))
             silent = {name: sorted(n for (b, n) in configured if b == name and n not in answered[name])
                       for name in buses}
@@ -219,7 +172,7 @@ class Discovery:
                     }
                     for name in sorted(buses)
                 ],
-                "found": [self.board_json(f) for f in self.finds() if (f.bus, f.number) in set(new)],
+                "found": [self.board_json(f) for f in self.admin.board_finds.all() if (f.bus, f.number) in set(new)],
             }
 
     @staticmethod
@@ -236,7 +189,7 @@ class Discovery:
     async def adopt_board(self, key: str, body: AdoptBoardBody, session: WebSession) -> dict[str, Any]:
         bus, _, number_text = key.rpartition(":")
         number = int(number_text)
-        find = self.find(bus, number)
+        find = self.admin.board_finds.get(bus, number)
         if find is None:
             raise _refuse(404, "unknown_board", f"no board {number} on bus {bus} answered a scan; scan the buses first")
         if (bus, number) in self.configured_boards():
@@ -251,13 +204,8 @@ class Discovery:
                 raise _refuse(403, "forbidden", "writing the configuration needs the admin role")
             config_result = await self._add_to_config(find.snippet(board_id))
         now = now_ms()
-        await self.admin.db.write(
-            lambda c: c.execute(
-                "UPDATE lock_board_finds SET adopted_ms = ?, adopted_by = ?, board_id = ? WHERE bus = ? AND number = ?",
-                (now, session.username, board_id, bus, number),
-            )
-        )
-        adopted = self.find(bus, number)
+        await self.admin.board_finds.mark_adopted(bus, number, board_id=board_id, by=session.username, at_ms=now)
+        adopted = self.admin.board_finds.get(bus, number)
         assert adopted is not None
         return {"board": self.board_json(adopted), "config": config_result, "restart_needed": True}
 
@@ -289,7 +237,7 @@ class Discovery:
         lb = admin.config.local_broker
         devices = admin.gateway.registry.all() if admin.gateway is not None else []
         configured = self.configured_boards()
-        finds = [f for f in self.finds() if (f.bus, f.number) not in configured]
+        finds = [f for f in self.admin.board_finds.all() if (f.bus, f.number) not in configured]
         return {
             "tags": [tag_json(t) for t in self.tags.discovered(LIST_LIMIT)],
             "tags_discovered": self.tags.count_discovered(),

@@ -25,7 +25,9 @@ import uvicorn
 from cloud_link.session import CloudSession
 from devices.labels.registry import TagRegistry
 from edge_agent.config import AgentConfig
+from edge_agent.services.board_finds import BoardFinds
 from edge_agent.services.store_health import LiveHub, StoreHealth
+from edge_agent.services.tag_listing import TagListing
 from edge_agent.services.web_sessions import WebSessions
 from edge_agent.services.web_users import WebUsers
 from edge_agent.web.admin_context import AdminServices
@@ -249,6 +251,8 @@ def _admin_services(
         catalog=ctx.catalog,
         tags=TagRegistry(ctx.db),
         publish=ctx.bus.publish,
+        tag_listing=TagListing(ctx.db),
+        board_finds=BoardFinds(ctx.db),
         labels=None if labels is None else labels.service,
         lockers=None if lockers is None else lockers.service,
         shelves=features.shelves,
