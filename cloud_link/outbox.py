@@ -102,6 +102,41 @@ class PendingState:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An unsent event as the outbox holds it (`body` is the rendered envelope, `cls` the class's value)."""
+
+    seq: int
+    event_id: str
+    type: str
+    cls: str
+    topic: str
+    body: bytes
+    size: int
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventWindow:
+    """What `Outbox.unsent_window` found: the matching events newest first, how many rows the window held, and the
+    lowest seq among them (None when no event lies below the bound: there is nothing further back)."""
+
+    events: list[StoredEvent]
+    scanned: int
+    lowest_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """A device's latest state row; `sent_rev < rev` while the cloud has not acknowledged the latest one."""
+
+    device_id: str
+    rev: int
+    sent_rev: int
+    updated_ms: int
+    body: bytes
+
+
 @dataclass(frozen=True)
 class OutboxStats:
     events: int
@@ -405,6 +440,78 @@ class Outbox:
             return OutboxStats(int(events), int(used), int(seq), int(oldest[0]) if oldest else None)
 
         return self._store.read(query)
+
+    # -- for people looking in (the web UI's events page) ------------------------------------
+
+    def unsent_window(
+        self,
+        *,
+        below_seq: int,
+        window: int,
+        limit: int,
+        type_prefix: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> EventWindow:
+        """The unsent events among the `window` newest with a seq below `below_seq`, filtered by type prefix and
+        creation time [since_ms, until_ms), newest first, at most `limit`. The window bounds the rows a filter
+        looks at, whatever the outbox holds (millions after a long outage); one read, so one snapshot."""
+
+        def query(conn: sqlite3.Connection) -> EventWindow:
+            lowest, scanned = conn.execute(
+                "SELECT MIN(seq), COUNT(*) FROM (SELECT seq FROM outbox WHERE seq < ? ORDER BY seq DESC LIMIT ?)",
+                (below_seq, window),
+            ).fetchone()
+            if lowest is None:
+                return EventWindow([], int(scanned), None)
+            where = ["seq < ?", "seq >= ?"]
+            args: list[Any] = [below_seq, lowest]
+            if type_prefix:
+                where.append("substr(type, 1, ?) = ?")
+                args += [len(type_prefix), type_prefix]
+            if since_ms is not None:
+                where.append("created_ms >= ?")
+                args.append(since_ms)
+            if until_ms is not None:
+                where.append("created_ms < ?")
+                args.append(until_ms)
+            # Only the fixed clauses above are joined in; every value is bound.
+            rows = conn.execute(
+                "SELECT seq, event_id, type, cls, topic, body, size, created_ms FROM outbox WHERE "  # noqa: S608
+                + " AND ".join(where) + " ORDER BY seq DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+            events = [
+                StoredEvent(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), bytes(r[5]), int(r[6]), int(r[7]))
+                for r in rows
+            ]
+            return EventWindow(events, int(scanned), int(lowest))
+
+        return self._store.read(query)
+
+    def unsent_among(self, seqs: Iterable[int]) -> set[int]:
+        """Which of these seqs are still in the outbox (not acknowledged, nor dropped as telemetry)."""
+        wanted = list(seqs)
+        if not wanted:
+            return set()
+        marks = ",".join("?" * len(wanted))
+        rows = self._store.read(
+            lambda conn: conn.execute(f"SELECT seq FROM outbox WHERE seq IN ({marks})", wanted).fetchall()  # noqa: S608
+        )
+        return {int(r[0]) for r in rows}
+
+    def device_states(self, *, pending: bool | None, limit: int) -> list[StoredState]:
+        """Device state rows, most recently updated first, at most `limit`: pending True = not yet acknowledged,
+        False = acknowledged, None = all."""
+        clause = {None: "", True: "WHERE sent_rev < rev", False: "WHERE sent_rev >= rev"}[pending]
+        rows = self._store.read(
+            lambda conn: conn.execute(
+                "SELECT device_id, rev, sent_rev, updated_ms, body FROM device_state "  # noqa: S608 - fixed clause
+                + clause + " ORDER BY updated_ms DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [StoredState(str(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4])) for r in rows]
 
 
 def render_state(*, store_id: str, device_id: str, rev: int, boot: int, ts_ms: int, state_json: str) -> bytes:

@@ -31,10 +31,12 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
+from edge_agent.storage.writer import open_connection
 
 # shelf_*: pickup shelves (edge_agent.services.pickup_shelves) have no door; a right code making a slot's label
 # flash, the staff handover and the staff retrieval are recorded in the same chain, `compartment` then the slot.
@@ -256,3 +258,17 @@ class AuditLog:
     def verify(self) -> AuditVerification:
         """Check the whole chain against the reader's snapshot (reads in chunks; long logs take a while)."""
         return self._db.read(verify_chain)
+
+    def last_seq(self) -> int:
+        """The newest row's seq; 0 while the log is empty."""
+        return int(self._db.read(lambda c: c.execute("SELECT MAX(seq) FROM audit_log").fetchone()[0]) or 0)
+
+
+def verify_file(path: Path) -> AuditVerification:
+    """Check the whole chain in the database file at `path` on a read-only connection of its own: neither the
+    agent's shared reader nor its writer is held, so it may run in a worker thread while the agent runs."""
+    conn = open_connection(path, readonly=True)
+    try:
+        return verify_chain(conn)
+    finally:
+        conn.close()

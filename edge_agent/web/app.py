@@ -160,7 +160,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     if ctx.admin is not None and ctx.users is not None:
         # Configuration, events and audit, the diagnostics bundle.
         app.include_router(config_router(ctx.admin))
-        app.include_router(events_router(ctx.outbox, ctx.admin.db, ctx.admin.audit, ctx.admin.bus))
+        app.include_router(events_router(ctx.outbox, ctx.admin.audit, ctx.admin.bus, db_path=ctx.admin.db.path))
         app.include_router(diagnostics_router(ctx.admin, ctx.outbox, ctx.users, health_body, ctx.metrics.registry))
     if ctx.admin is not None and ctx.users is not None:
         app.include_router(devices_router(ctx.admin))

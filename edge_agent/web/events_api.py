@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import sqlite3
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,10 +27,8 @@ from fastapi import APIRouter, Depends, Query
 from cloud_link.bus import EventBus
 from cloud_link.events import Event
 from cloud_link.outbox import Outbox
-from edge_agent.services.audit import AuditLog, AuditVerification, verify_chain
+from edge_agent.services.audit import AuditLog, verify_file
 from edge_agent.services.web_users import Role
-from edge_agent.storage import Database
-from edge_agent.storage.writer import open_connection
 from edge_agent.web.auth import require
 
 MAX_LIMIT = 500
@@ -63,7 +60,7 @@ def _envelope(body: bytes) -> dict[str, Any] | None:
 
 
 def _unsent_events(
-    conn: sqlite3.Connection,
+    outbox: Outbox,
     *,
     type_prefix: str | None,
     since_ms: int | None,
@@ -71,39 +68,25 @@ def _unsent_events(
     before_seq: int | None,
     limit: int,
 ) -> dict[str, Any]:
-    top = before_seq if before_seq is not None else MAX_INT
-    window = conn.execute(
-        "SELECT MIN(seq), COUNT(*) FROM (SELECT seq FROM outbox WHERE seq < ? ORDER BY seq DESC LIMIT ?)",
-        (top, SCAN_WINDOW),
-    ).fetchone()
-    lowest, scanned = (int(window[0]) if window[0] is not None else None), int(window[1])
+    found = outbox.unsent_window(
+        below_seq=before_seq if before_seq is not None else MAX_INT, window=SCAN_WINDOW, limit=limit,
+        type_prefix=type_prefix, since_ms=since_ms, until_ms=until_ms,
+    )
+    lowest, scanned, rows = found.lowest_seq, found.scanned, found.events
     if lowest is None:
         return {"events": [], "scanned": 0, "next_before_seq": None}
-    where = ["seq < ?", "seq >= ?"]
-    args: list[Any] = [top, lowest]
-    if type_prefix:
-        where.append("substr(type, 1, ?) = ?")
-        args += [len(type_prefix), type_prefix]
-    if since_ms is not None:
-        where.append("created_ms >= ?")
-        args.append(since_ms)
-    if until_ms is not None:
-        where.append("created_ms < ?")
-        args.append(until_ms)
-    # Only the fixed clauses above are joined in; every value is bound.
-    query = "SELECT seq, event_id, type, cls, topic, body, size, created_ms FROM outbox WHERE " + " AND ".join(where)  # noqa: S608
-    rows = conn.execute(query + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
     events = []
-    for seq, event_id, type_, cls, topic, body, size, created_ms in rows:
-        envelope = _envelope(bytes(body))
+    for row in rows:
+        envelope = _envelope(row.body)
         events.append({
-            "seq": seq, "event_id": event_id, "type": type_, "class": cls, "topic": topic,
-            "created_ms": created_ms, "size": size,
+            "seq": row.seq, "event_id": row.event_id, "type": row.type, "class": row.cls, "topic": row.topic,
+            "created_ms": row.created_ms, "size": row.size,
             "payload": envelope.get("payload") if envelope is not None else None,
             "payload_shown": envelope is not None,
         })
+    # A full page, or a full window: there may be more further back (from the last row, or below the window).
     more = len(rows) == limit or scanned == SCAN_WINDOW
-    next_before = (int(rows[-1][0]) if len(rows) == limit else lowest) if more else None
+    next_before = (rows[-1].seq if len(rows) == limit else lowest) if more else None
     return {"events": events, "scanned": scanned, "next_before_seq": next_before}
 
 
@@ -124,7 +107,7 @@ class RecentEvents:
 
 def _recent(
     recent: RecentEvents,
-    db: Database,
+    outbox: Outbox,
     *,
     type_prefix: str | None,
     since_ms: int | None,
@@ -140,14 +123,7 @@ def _recent(
         and (before_seq is None or e.seq < before_seq)
     ]
     page = chosen[:limit]
-    seqs = [e.seq for e in page]
-    unsent: set[int] = set()
-    if seqs:
-        marks = ",".join("?" * len(seqs))
-        unsent = {
-            int(r[0])
-            for r in db.read(lambda c: c.execute(f"SELECT seq FROM outbox WHERE seq IN ({marks})", seqs).fetchall())  # noqa: S608
-        }
+    unsent = outbox.unsent_among(e.seq for e in page)
     events = [
         {
             "seq": e.seq, "event_id": e.event_id, "type": e.type, "class": e.cls.value,
@@ -162,15 +138,10 @@ def _recent(
     }
 
 
-def _verify_file(path: Path) -> AuditVerification:
-    conn = open_connection(path, readonly=True)
-    try:
-        return verify_chain(conn)
-    finally:
-        conn.close()
-
-
-def events_router(outbox: Outbox, db: Database, audit: AuditLog | None, bus: EventBus | None = None) -> APIRouter:
+def events_router(
+    outbox: Outbox, audit: AuditLog | None, bus: EventBus | None = None, *, db_path: Path
+) -> APIRouter:
+    """`db_path`: the agent's database file, which the audit check reads on a connection of its own."""
     router = APIRouter(tags=["events and audit"], dependencies=[Depends(require(Role.TECHNICIAN))])
     recent = RecentEvents(bus) if bus is not None else None
 
@@ -194,13 +165,11 @@ def events_router(outbox: Outbox, db: Database, audit: AuditLog | None, bus: Eve
             if recent is None:
                 found: dict[str, Any] = {"events": [], "scanned": 0, "next_before_seq": None}
             else:
-                found = _recent(recent, db, type_prefix=type, since_ms=since_ms, until_ms=until_ms,
+                found = _recent(recent, outbox, type_prefix=type, since_ms=since_ms, until_ms=until_ms,
                                 before_seq=before_seq, limit=limit)
         else:
-            found = db.read(
-                lambda c: _unsent_events(
-                    c, type_prefix=type, since_ms=since_ms, until_ms=until_ms, before_seq=before_seq, limit=limit
-                )
+            found = _unsent_events(
+                outbox, type_prefix=type, since_ms=since_ms, until_ms=until_ms, before_seq=before_seq, limit=limit
             )
         stats = outbox.stats()
         return {
@@ -217,20 +186,13 @@ def events_router(outbox: Outbox, db: Database, audit: AuditLog | None, bus: Eve
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     ) -> dict[str, Any]:
         """The latest state of each device (one row per device), newest first; pending = not yet acknowledged."""
-        clause = {"all": "", "pending": "WHERE sent_rev < rev", "sent": "WHERE sent_rev >= rev"}[state]
-        rows = db.read(
-            lambda c: c.execute(
-                "SELECT device_id, rev, sent_rev, updated_ms, body FROM device_state "  # noqa: S608 - fixed clause
-                + clause + " ORDER BY updated_ms DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        )
+        rows = outbox.device_states(pending={"all": None, "pending": True, "sent": False}[state], limit=limit)
         states = []
-        for device_id, rev, sent_rev, updated_ms, body in rows:
-            envelope = _envelope(bytes(body))
+        for row in rows:
+            envelope = _envelope(row.body)
             states.append({
-                "device_id": device_id, "rev": rev, "sent_rev": sent_rev, "pending": sent_rev < rev,
-                "updated_ms": updated_ms, "state": envelope.get("state") if envelope is not None else None,
+                "device_id": row.device_id, "rev": row.rev, "sent_rev": row.sent_rev, "pending": row.sent_rev < row.rev,
+                "updated_ms": row.updated_ms, "state": envelope.get("state") if envelope is not None else None,
             })
         return {"states": states}
 
@@ -243,11 +205,11 @@ def events_router(outbox: Outbox, db: Database, audit: AuditLog | None, bus: Eve
         ask for the newest rows with `after_seq = last_seq - limit`."""
         if audit is None:
             return {"available": False, "records": [], "last_seq": 0}
-        last = db.read(lambda c: c.execute("SELECT MAX(seq) FROM audit_log").fetchone()[0])
+        last = audit.last_seq()
         return {
             "available": True,
             "records": [r.as_payload() for r in audit.records(after_seq, limit)],
-            "last_seq": int(last or 0),
+            "last_seq": last,
         }
 
     @router.get("/api/audit/verify")
@@ -257,7 +219,7 @@ def events_router(outbox: Outbox, db: Database, audit: AuditLog | None, bus: Eve
             return {"available": False, "ok": True, "rows": 0, "first_bad_seq": None, "reason": None}
         # A long log takes a while: verified in a worker thread on a read-only connection of its own (as
         # `edge-agent audit verify` does), not on the agent's shared reader in the event loop.
-        result = await asyncio.to_thread(_verify_file, db.path)
+        result = await asyncio.to_thread(verify_file, db_path)
         return {
             "available": True, "ok": result.ok, "rows": result.rows,
             "first_bad_seq": result.first_bad_seq, "reason": result.reason,
