@@ -46,8 +46,7 @@ from edge_agent.logging_setup import RECENT_LOGS
 from edge_agent.secrets import ALL_SECRETS, SecretError, read_secret
 from edge_agent.services.config_store import REDACTED, redact, redact_toml_text
 from edge_agent.services.web_users import Role, WebUsers
-from edge_agent.storage.database import schema_version
-from edge_agent.storage.writer import open_connection
+from edge_agent.storage.stats import database_stats
 from edge_agent.web.admin_context import AdminServices
 from edge_agent.web.auth import require
 
@@ -125,52 +124,11 @@ def versions() -> dict[str, Any]:
     }
 
 
-def _file_size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
-
-
 def outbox_figures(outbox: Outbox) -> dict[str, Any]:
     stats = outbox.stats()
     return {
         "events": stats.events, "bytes": stats.bytes, "last_seq": stats.last_seq, "oldest_ms": stats.oldest_ms,
         "max_bytes": outbox.max_bytes, "alarm_active": outbox.alarm_active,
-    }
-
-
-def database_stats(db_path: Path, outbox: dict[str, Any]) -> dict[str, Any]:
-    """Figures only: counts, sizes, pragmas. Read on a connection of its own, read-only (no table is dumped)."""
-    conn = open_connection(db_path, readonly=True)
-    try:
-        tables = [
-            str(r[0])
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
-        ]
-        counts = {t: int(conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]) for t in tables}  # noqa: S608
-        pragmas = {
-            name: conn.execute(f"PRAGMA {name}").fetchone()[0]
-            for name in ("page_size", "page_count", "freelist_count", "journal_mode", "user_version")
-        }
-        version = schema_version(conn)
-        integrity = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-    finally:
-        conn.close()
-    data_dir = db_path.parent
-    files = {
-        p.name: _file_size(p) for p in sorted(data_dir.iterdir()) if p.is_file()
-    } if data_dir.is_dir() else {}
-    return {
-        "path": str(db_path),
-        "schema_version": version,
-        "quick_check": integrity,
-        "size_bytes": _file_size(db_path),
-        "wal_bytes": _file_size(db_path.with_name(db_path.name + "-wal")),
-        "pragmas": pragmas,
-        "tables": counts,
-        "data_dir_files": files,
-        "outbox": outbox,
     }
 
 
@@ -232,7 +190,7 @@ def build_bundle(admin: AdminServices, live: LiveFigures, registry: CollectorReg
             members["config/agent.toml"] = f"# cannot read {admin.config_path}: {exc.strerror}\n".encode()
     members["config/parsed.json"] = _json(redact(redacted(admin.config)))
     try:
-        members["database.json"] = _json(database_stats(admin.db.path, live.outbox))
+        members["database.json"] = _json({**database_stats(admin.db.path), "outbox": live.outbox})
     except (sqlite3.Error, OSError) as exc:
         members["database.json"] = _json({"error": str(exc)})
     members["versions.json"] = _json(versions())
