@@ -103,3 +103,51 @@ def test_the_package_root_holds_only_the_agents_own_modules() -> None:
                "secrets.py", "systemd_notify.py"}
     root = {p.name for p in (ROOT / "edge_agent").glob("*.py")}
     assert root - allowed == set()
+
+
+SQL_CALLS = {"execute", "executemany", "executescript"}
+STORE_CALLS = {"read", "write"}
+
+
+def _sql_in(source: str) -> Iterator[str]:
+    """Where this module runs SQL itself: any `.execute(` / `.executemany(` / `.executescript(`, a `db.read(` or
+    `db.write(` on the database (named `db`, or reached as `<something>.db`), or a connection of its own."""
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name in SQL_CALLS or name == "open_connection":
+            yield f"line {node.lineno}: {ast.unparse(func)}()"
+        elif isinstance(func, ast.Attribute) and name in STORE_CALLS:
+            receiver = func.value
+            owner = receiver.id if isinstance(receiver, ast.Name) else (
+                receiver.attr if isinstance(receiver, ast.Attribute) else ""
+            )
+            if owner == "db":
+                yield f"line {node.lineno}: {ast.unparse(func)}()"
+
+
+def test_web_routers_read_and_write_through_services_never_tables() -> None:
+    found = [
+        f"{path.relative_to(ROOT)} {where}"
+        for path in _modules("edge_agent/web")
+        for where in _sql_in(path.read_text())
+    ]
+    assert found == [], "a router reads and writes through a service's methods, never a table:\n" + "\n".join(found)
+
+
+def test_the_rule_sees_a_router_that_runs_sql() -> None:
+    source = (
+        "def page(admin, c, files):\n"
+        "    admin.db.read(lambda c: c.execute('SELECT 1'))\n"
+        "    db.write(job)\n"
+        "    c.executemany('INSERT', rows)\n"
+        "    files.read('icon.svg')\n"
+    )
+    assert sorted(_sql_in(source)) == [
+        "line 2: admin.db.read()",
+        "line 2: c.execute()",
+        "line 3: db.write()",
+        "line 4: c.executemany()",
+    ]
