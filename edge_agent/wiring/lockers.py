@@ -162,9 +162,8 @@ def assemble_locker_service(
         alarm_signal=alarm_signal,
     )
     recovery = LockerRecovery(compartments, boards, doors, watch, pickups, events=events)
-    # Hook: unusually many wrong pickup codes store-wide raise alarm.code_guessing (unless the caller set its own).
-    if codes.on_alarm is None:
-        codes.on_alarm = alarms.code_guessing
+    # Hook: unusually many wrong pickup codes store-wide raise alarm.code_guessing.
+    codes.on_alarm = alarms.code_guessing
     return LockerService(
         compartments, pickups, watch, alarms, recovery, codes=codes, events=events, timings=timings, clock=clock
     )
