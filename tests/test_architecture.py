@@ -4,6 +4,7 @@
   calls a method of an object of ours it was given, or assigns to another object's attribute. Every hook between
   features is made in a wiring module (edge_agent/wiring/), where a reader can find it.
 - The runtime is lifecycle only: under 400 lines, and it imports no feature (services, web, devices).
+- The web routers read and write through services, never tables: no module of edge_agent/web runs SQL.
 - The edge_agent package's root holds only the entry module, runtime, config, metrics, logging, secrets and
   systemd notify; everything else lives in a package.
 """

@@ -29,9 +29,8 @@ def audit_verify_main(data_dir: Path, *, out: TextIO | None = None) -> int:
 
     Opens the database read-only, so it neither migrates nor takes the writer: safe while the agent runs.
     """
-    from edge_agent.services.audit import verify_chain  # noqa: PLC0415 - every `edge-agent` call stays light
+    from edge_agent.services.audit import verify_file  # noqa: PLC0415 - every `edge-agent` call stays light
     from edge_agent.storage.database import DB_FILENAME  # noqa: PLC0415
-    from edge_agent.storage.writer import open_connection  # noqa: PLC0415
 
     stream = sys.stdout if out is None else out
     path = Path(data_dir) / DB_FILENAME
@@ -39,11 +38,7 @@ def audit_verify_main(data_dir: Path, *, out: TextIO | None = None) -> int:
         print(f"audit verify: no database at {path}", file=stream)
         return 2
     try:
-        conn = open_connection(path, readonly=True)
-        try:
-            result = verify_chain(conn)
-        finally:
-            conn.close()
+        result = verify_file(path)
     except sqlite3.Error as exc:
         print(f"audit verify: cannot read {path}: {exc}", file=stream)
         return 2

@@ -34,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 
 from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
+from edge_agent.storage.like import like_escape
 
 log = logging.getLogger(__name__)
 
@@ -351,10 +352,6 @@ def _next_rev(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM counters WHERE name = 'catalog_rev'").fetchone()[0])
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _clamp(limit: int) -> int:
     return max(1, min(int(limit), MAX_PAGE))
 
@@ -549,7 +546,7 @@ class ProductCatalog:
         text = text.strip()[:NAME_MAX]
         if not text:
             return []
-        pattern = _like_escape(text)
+        pattern = like_escape(text)
         rows = self._db.read(
             lambda conn: conn.execute(
                 _Q_SEARCH,
@@ -567,7 +564,7 @@ class ProductCatalog:
         match on code points; it ignores case for ASCII letters only).
         """
         text = (text or "").strip()[:NAME_MAX] or None
-        pattern = None if text is None else _like_escape(text)
+        pattern = None if text is None else like_escape(text)
         params: dict[str, Any] = {
             "category": category,
             "text": text,

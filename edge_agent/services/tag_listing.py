@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud_link.ports import DurableStore
+from edge_agent.storage.like import like_contains
 
 _COLUMNS = (
     "t.tag_id, t.type_code, t.base_station, t.sku, p.name, t.scan_code, t.battery_mv, t.rssi, t.lqi, "
@@ -62,10 +63,6 @@ class ListedTag:
         return self.job_state is not None and self.job_state != "confirmed"
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 class TagListing:
     """Reads tags with their product and job; never writes."""
 
@@ -90,7 +87,7 @@ class TagListing:
             where.append("t.sku IS NOT NULL" if paired else "t.sku IS NULL")
         if text:
             where.append(_TEXT_MATCH)
-            args += [_like(text.lower())] * 4
+            args += [like_contains(text.lower())] * 4
         clause = ("WHERE " + " AND ".join(where)) if where else ""
 
         def page(c: sqlite3.Connection) -> tuple[int, list[ListedTag]]:

@@ -9,7 +9,6 @@ handhelds fill kiosks' carts and confirm pick lines). What each runs is register
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ from edge_agent.wiring.context import WiringContext
 from edge_agent.wiring.kiosks import Kiosks, build_kiosks, build_orders
 from edge_agent.wiring.labels import Labels, build_labels
 from edge_agent.wiring.links import build_device_gateway
-from edge_agent.wiring.lockers import Lockers, build_lockers, run_lockers
+from edge_agent.wiring.lockers import Lockers, build_lockers
 from edge_agent.wiring.picking import Picking, build_picking
 from edge_agent.wiring.scan_links import build_scan_links
 from edge_agent.wiring.shelves import build_shelves
@@ -46,14 +45,9 @@ class Features:
 async def build_features(ctx: WiringContext, boot: int, *, cloud_up: Callable[[], bool]) -> Features:
     cfg = ctx.config
     lockers = await build_lockers(ctx) if cfg.lockers.enabled else None
-    if lockers is not None:
-        ctx.running.task("lockers", functools.partial(run_lockers, lockers, ctx.clock))
     labels = await build_labels(ctx) if cfg.base_stations or cfg.labels.wifi_labels else None
     picking = build_picking(ctx, labels.service) if cfg.picking.enabled and labels is not None else None
-    shelves = None
-    if lockers is not None:
-        shelves = build_shelves(ctx, lockers, None if labels is None else labels.service)
-        ctx.running.task("pickup-shelves", shelves.run)
+    shelves = build_shelves(ctx, lockers, None if labels is None else labels.service) if lockers is not None else None
     orders = build_orders(ctx)
     scan_links = build_scan_links(ctx, orders, cloud_up)
     kiosks = build_kiosks(ctx, orders, None if lockers is None else lockers.service)

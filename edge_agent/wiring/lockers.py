@@ -12,6 +12,7 @@ audit.door_opened (`AuditToCloud`). The pickups' store built here is the one the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -198,7 +199,9 @@ async def build_lockers(ctx: WiringContext) -> Lockers:
     # pickup codes' alarm.code_guessing (installed on `codes` by assemble_locker_service).
     staff = LockerStaff(ctx.db, ctx.store_key(), on_alarm=codes.on_alarm, steady=clock.steady_ms)
     register_courier_commands(ctx.registry, staff)
-    return Lockers(service, staff, audit, audit_sink, buses, boards, service.pickups, gpio_devices)
+    lockers = Lockers(service, staff, audit, audit_sink, buses, boards, service.pickups, gpio_devices)
+    ctx.running.task("lockers", functools.partial(run_lockers, lockers, clock))
+    return lockers
 
 
 async def run_lockers(lockers: Lockers, clock: AgentClock) -> None:

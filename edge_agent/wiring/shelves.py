@@ -55,4 +55,5 @@ def build_shelves(ctx: WiringContext, lockers: Lockers, labels: LabelService | N
     )
     # Hook: shelf changes go to the web UI's live stream.
     shelves.add_listener(functools.partial(ctx.live.broadcast, "shelf"))
+    ctx.running.task("pickup-shelves", shelves.run)
     return shelves
