@@ -203,7 +203,6 @@ class MqttDeviceGateway:
                 backoff_max=self.backoff_max,
                 what="in-store broker",
                 logger=log,
-                failures=(MqttError, TimeoutError),  # TimeoutError: no SUBACK in time
             )
         finally:
             for task in (worker, states, saver, drops):

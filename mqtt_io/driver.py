@@ -275,6 +275,10 @@ class MqttConnection:
         self._pending_subs[mid] = fut
         try:
             granted = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            # A broker that takes a connection but never answers the subscription is a link failure like any
+            # other: the caller's reconnect loop retries it (a bare TimeoutError would end the cloud session).
+            raise MqttError(f"no SUBACK for {topic} within {timeout:g} s") from None
         finally:
             self._pending_subs.pop(mid, None)
         if any(code >= 0x80 for code in granted):

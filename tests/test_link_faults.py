@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mqtt_io.driver import Protocol
+import pytest
+
+from mqtt_io.driver import Endpoint, MqttConnection, MqttError, Protocol
 from mqtt_io.reconnect import backoff_delay
 from tests.conftest import agent_config, running_agent, wait_until
 from tests.support.broker import Broker
@@ -58,6 +60,22 @@ async def test_a_silent_network_is_noticed_and_everything_is_resent(
         assert sorted({e["payload"]["n"] for e in events}) == list(range(21))
         assert proxy.connections >= 2
     finally:
+        await proxy.stop()
+
+
+async def test_a_broker_that_never_answers_a_subscription_is_a_link_failure_to_retry(cloud_broker: Broker) -> None:
+    # Not a bare TimeoutError: the reconnect loops retry MqttError, and anything else would end the cloud
+    # session's task, and with it the agent.
+    proxy = await FaultProxy(cloud_broker.host, cloud_broker.port).start()
+    proxy.silent_after_connack = True
+    conn = MqttConnection(Endpoint(host=proxy.host, port=proxy.port, client_id="mute-test", keepalive=30),
+                          Protocol.V311)
+    try:
+        await conn.connect()
+        with pytest.raises(MqttError, match=r"no SUBACK for retail/# within 0\.5 s"):
+            await conn.subscribe("retail/#", qos=1, timeout=0.5)
+    finally:
+        conn.abort("test over")
         await proxy.stop()
 
 

@@ -16,6 +16,9 @@ class FaultProxy:
         self.port = free_port()
         self.reject_mqtt5 = reject_mqtt5
         self.blackhole = False
+        # Goes silent once the broker's first answer (CONNACK) is through: a broker that takes the connection
+        # and then never answers (no SUBACK, no PINGRESP).
+        self.silent_after_connack = False
         self.rejected_v5 = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -50,7 +53,7 @@ class FaultProxy:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         up_writer.write(first)
         t1 = asyncio.create_task(self._pipe(reader, up_writer))
-        t2 = asyncio.create_task(self._pipe(up_reader, writer))
+        t2 = asyncio.create_task(self._pipe(up_reader, writer, mute_after_first=self.silent_after_connack))
         self._tasks |= {t1, t2}
         await asyncio.wait([t1, t2], return_when=asyncio.FIRST_COMPLETED)
         for t in (t1, t2):
@@ -59,7 +62,9 @@ class FaultProxy:
             with contextlib.suppress(Exception):
                 w.close()
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, mute_after_first: bool = False
+    ) -> None:
         while True:
             data = await src.read(65536)
             if not data:
@@ -68,3 +73,5 @@ class FaultProxy:
                 continue  # swallowed: the peer's TCP stays up but nothing arrives
             dst.write(data)
             await dst.drain()
+            if mute_after_first:
+                self.blackhole = True
