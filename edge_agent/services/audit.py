@@ -32,7 +32,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
@@ -180,6 +180,16 @@ def verify_chain(conn: sqlite3.Connection) -> AuditVerification:
         expected_seq += 1
         count += 1
     return AuditVerification(True, count)
+
+
+class AuditSink(Protocol):
+    """Where a door opening is recorded: the hash chain, then the cloud (wiring/lockers.py's AuditToCloud). `also`
+    runs in the audit row's transaction (the door opener marks its operation audited in the same commit)."""
+
+    async def append(
+        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any],
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> Any: ...
 
 
 class AuditLog:

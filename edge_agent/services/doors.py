@@ -21,11 +21,12 @@ import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from devices.lockers.board import LockBoard, LockBoardError, UnlockOutcome, UnlockResult
+from edge_agent.services.audit import AuditSink
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,6 @@ class DoorAlreadyOpenedError(Exception):
     def __init__(self, attempt: str) -> None:
         super().__init__(f"attempt {attempt} already opened its door once; a new attempt is needed")
         self.attempt = attempt
-
-
-class AuditSink(Protocol):
-    async def append(
-        self, kind: str, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any],
-        also: Callable[[sqlite3.Connection], None] | None = None,
-    ) -> Any: ...
 
 
 DoorSensor = Callable[[str], Awaitable[str]]  # compartment id -> "open", "closed" or "unreadable"

@@ -18,23 +18,17 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from cloud_link.ports import EventSink
 from devices.lockers.board import LockBoardError, LockState
 from devices.lockers.shared_reads import SharedReads
+from edge_agent.services.audit import AuditSink
 from edge_agent.services.locker_compartments import CompartmentInfo, CompartmentSpec, CompartmentStore
 from edge_agent.services.locker_doors import DoorWatch, LockerTimings
 from edge_agent.services.pickup_codes import GuessingAlarm, PickupCodes
 from edge_agent.services.pickups import PickupStore
 
 log = logging.getLogger(__name__)
-
-
-class UncommandedAudit(Protocol):
-    async def append(
-        self, kind: Any, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any]
-    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +55,7 @@ class LockerAlarms:
         pickups: PickupStore,
         codes: PickupCodes,
         *,
-        audit: UncommandedAudit,
+        audit: AuditSink,
         events: EventSink,
         timings: LockerTimings,
         clock: Callable[[], int],

@@ -45,6 +45,7 @@ from cloud_link.ports import DurableStore, EventSink
 from devices.labels.pages import SlotPage, TaskPage
 from devices.labels.registry import TagRecord, TagRegistry
 from devices.labels.updates import PRIORITY_TECHNICIAN
+from edge_agent.services.audit import AuditSink
 from edge_agent.services.lockers import CollectResult, CollectStatus, LockerService, Pickup, place_fields
 from edge_agent.services.pickups import PickupState, PickupStore, SlotHolding
 
@@ -83,12 +84,6 @@ class ShelfError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class AuditSink(Protocol):
-    async def append(
-        self, kind: Any, *, compartment: str | None, actor: str | None, order_id: str | None, detail: dict[str, Any]
-    ) -> Any: ...
 
 
 class Labels(Protocol):

@@ -32,9 +32,9 @@ from edge_agent.commands.courier import register_courier_commands
 from edge_agent.commands.lockers import register_locker_commands
 from edge_agent.config import AgentConfig
 from edge_agent.services.agent_clock import AgentClock, ClockState
-from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord
+from edge_agent.services.audit import AuditKind, AuditLog, AuditRecord, AuditSink
 from edge_agent.services.doors import DoorOpener
-from edge_agent.services.locker_alarms import LockerAlarms, UncommandedAudit
+from edge_agent.services.locker_alarms import LockerAlarms
 from edge_agent.services.locker_compartments import CompartmentStore
 from edge_agent.services.locker_doors import DoorWatch
 from edge_agent.services.locker_recovery import LockerRecovery
@@ -145,7 +145,7 @@ def assemble_locker_service(
     doors: DoorOpener,
     codes: PickupCodes,
     *,
-    audit: UncommandedAudit,
+    audit: AuditSink,
     events: EventSink,
     timings: LockerTimings | None = None,
     clock: Callable[[], int] = now_ms,

@@ -16,8 +16,9 @@ from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore, EventSink
 from devices.labels.registry import TagRegistry
 from devices.labels.updates import LabelService
+from edge_agent.services.audit import AuditSink
 from edge_agent.services.lockers import LockerService
-from edge_agent.services.pickup_shelves import AuditSink, PickupShelves
+from edge_agent.services.pickup_shelves import PickupShelves
 from edge_agent.services.pickups import PickupStore
 from edge_agent.wiring.context import WiringContext
 from edge_agent.wiring.lockers import Lockers
