@@ -1,2 +1,2 @@
-"""One module per feature: builds its parts, connects its hooks to the other features, registers its commands and
-returns its tasks (docs/architecture.md)."""
+"""One module per feature: builds its parts, connects its hooks to the other features (each a `# Hook:` line),
+registers its commands, and registers its tasks and stop/close calls in `ctx.running` (docs/architecture.md)."""

@@ -30,7 +30,7 @@ def build_command_intake(
         max_payload_bytes=config.commands.max_payload_bytes,
         retention_days=config.commands.retention_days,
         observer=metrics,
-        on_cloud_time=clock.observe_cloud_time,
+        on_cloud_time=clock.observe_cloud_time,  # Hook: a command's `ts` tells the clock the cloud's time
     )
 
 
@@ -40,6 +40,7 @@ def build_cloud_session(
     """The session to the cloud broker; None when `[cloud]` is off (the events wait in the outbox)."""
     if not config.cloud.enabled:
         return None
+    # Hook: every command received goes to the intake.
     return CloudSession(session_settings(config, env), outbox, on_command=intake.submit, observer=metrics)
 
 

@@ -78,19 +78,20 @@ def build_kiosks(ctx: WiringContext, orders: OrderService, lockers: LockerServic
         checkout_url_template=cfg.kiosk.checkout_url_template,
         orders_per_minute=cfg.kiosk.orders_per_minute,
         on_bad_input=ctx.metrics.bad_input,
-        lockers=lockers,
+        lockers=lockers,  # Hook: a pickup code typed at a kiosk is checked by the lockers
     )
     scanners = [
         SerialScanner(
             k.id,
             k.scanner_url,
-            functools.partial(hub.scanned, k.id, source="serial"),
+            functools.partial(hub.scanned, k.id, source="serial"),  # Hook: the kiosk's scanner fills its cart
             baudrate=k.scanner_baudrate,
             on_bad_input=ctx.metrics.bad_input,
         )
         for k in cfg.kiosks
         if k.scanner_url is not None
     ]
+    # Hook: catalog changes reach the kiosks' open pages (unsubscribed when the agent closes).
     ctx.running.on_close(connect_kiosk_hub(hub, ctx.catalog))
     ctx.running.task("kiosks", hub.run)
     ctx.running.on_stop(hub.close)

@@ -99,6 +99,7 @@ async def build_labels(ctx: WiringContext) -> Labels:
             topic_prefix=cfg.local_broker.topic_prefix,
             on_bad_input=ctx.metrics.bad_input,
         )
+    # Hook: the catalog's price and pairing changes re-render the tags that show them.
     connect_catalog(service, catalog)
     ctx.metrics.watch_labels(service)
     register_label_commands(ctx.registry, service, catalog)

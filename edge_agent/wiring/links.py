@@ -34,9 +34,9 @@ def build_device_gateway(
     )
     register_device_commands(ctx.registry, gateway)
     if kiosks is not None:
-        gateway.on_scan = kiosks.hub.scanned  # handhelds bound to a kiosk fill its cart
+        gateway.on_scan = kiosks.hub.scanned  # Hook: handhelds bound to a kiosk fill its cart
     if picking is not None:
-        gateway.on_staff_scan = picking.staff_scan
+        gateway.on_staff_scan = picking.staff_scan  # Hook: [picking] handhelds confirm pick lines
         gateway.staff_scanners = frozenset(cfg.picking.scanners)
     ctx.running.task("device-gateway", gateway.run)
     return gateway

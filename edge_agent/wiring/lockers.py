@@ -184,7 +184,7 @@ async def build_lockers(ctx: WiringContext) -> Lockers:
     service = assemble_locker_service(
         ctx.db,
         boards,
-        DoorOpener(ctx.db, boards, audit_sink),
+        DoorOpener(ctx.db, boards, audit_sink),  # Hook: every door opening is audited, then sent to the cloud
         codes,
         audit=audit_sink,
         events=ctx.sink,

@@ -50,12 +50,15 @@ def build_picking(ctx: WiringContext, labels: LabelService) -> Picking:
     async def button(tag_id: str, _button: int) -> bool:
         return await service.button(tag_id) is not None
 
+    # Hook: a tag with an open pick line shows the line's page; its button confirms the line.
     labels.add_page_source(service.page_for)
     labels.button_handlers.append(button)
+    # Hook: pick list changes go to the web UI's live stream.
     service.add_listener(functools.partial(ctx.live.broadcast, "picking"))
     for n, url in enumerate(c.serial_scanners, 1):
         name = f"picking-{n}"
         picking.scanners.append(
+            # Hook: a serial staff scanner's scan confirms a pick line.
             SerialScanner(name, url, functools.partial(picking.serial_staff_scan, name),
                           on_bad_input=ctx.metrics.bad_input)
         )

@@ -37,5 +37,5 @@ def build_scan_links(ctx: WiringContext, orders: OrderService, cloud_up: Callabl
         orders=orders,
         clock=ctx.clock.steady_s,
     )
-    connect_scan_links(scan_links, ctx.catalog)
+    connect_scan_links(scan_links, ctx.catalog)  # Hook: pairing changes empty the remembered codes
     return scan_links

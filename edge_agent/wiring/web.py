@@ -200,6 +200,7 @@ async def open_accounts(ctx: WiringContext) -> tuple[WebUsers, WebSessions]:
     """The web UI's accounts; with none yet, the one-time setup token, printed for the technician."""
     users = WebUsers(ctx.db, steady=ctx.clock.steady_ms)
     sessions = WebSessions(ctx.db, clock=ctx.clock.steady_ms)
+    # Hook: a password changed or an account removed ends that user's sessions.
     users.on_credentials_changed = lambda username: asyncio.ensure_future(sessions.end_user(username))
     token = await users.ensure_setup_token()
     if token is not None:
@@ -281,7 +282,7 @@ async def build_web(
     users, sessions = await open_accounts(ctx)
     certificate = _certificate(cfg) if sockets.https is not None else None
     live = _live_hub(ctx, features, session)
-    ctx.live.attach(live)
+    ctx.live.attach(live)  # Hook: the features' broadcasts reach the dashboard from now on
     ctx.running.task("web-live", live.run)
     lockers, kiosks = features.lockers, features.kiosks
     app = create_app(
