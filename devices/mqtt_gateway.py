@@ -220,7 +220,7 @@ class MqttDeviceGateway:
             await conn.subscribe(f"{self.prefix}/devices/+/+", qos=1)
             await self._watch_broker_drops(conn)
             self._publish_agent(conn, online=True)
-        except (MqttError, TimeoutError):
+        except BaseException:  # a failure (retried by keep_connected) or a cancel: no half-open connection left
             conn.abort("connect failed")
             raise
         return conn
