@@ -3,6 +3,7 @@ where a test hashes many times; the defaults where the parameters are the point)
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -309,3 +310,19 @@ def test_the_session_store_is_bounded(mono: Clock) -> None:
         tokens.append(store.start("A", "staff", f"staff:{i}"))
     assert len(store) == 3 and store.use(tokens[0], "A") is None and store.use(tokens[3], "A") is not None
     assert len({len(t) for t in tokens}) == 1 and len(tokens[0]) == 43  # token_urlsafe(32): 256 bits
+
+
+async def test_forty_concurrent_wrong_pins_get_no_more_checks_than_sequential_ones(
+    staff: LockerStaff, db: Database
+) -> None:
+    # The staff number's throttle (5 a minute) holds under a burst, as the web sign-in's does (one sign-in gate).
+    await staff.add_staff("1234", "482915", "Li Lei")
+    for burst in range(2):
+        results = await asyncio.gather(*(staff.sign_in_staff("A", "1234", f"{700000 + burst * 100 + i}")
+                                         for i in range(40)))
+        assert all(r.status is not SignInStatus.OK for r in results)
+    checked = db.read(lambda c: c.execute(
+        "SELECT COUNT(*) FROM signin_attempts WHERE key = 'staff-number:1234' AND ok IN (0, 1)"
+    ).fetchone()[0])
+    assert checked == 5
+    assert (await staff.sign_in_staff("A", "1234", "482915")).status is SignInStatus.LOCKED_OUT

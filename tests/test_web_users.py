@@ -3,6 +3,7 @@ tests hash many times; the type is what matters here)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -127,6 +128,42 @@ async def test_sign_in_throttled_per_account_and_per_address(users: WebUsers, cl
         assert (await users.sign_in(name, "a guess of twelve", "10.9.9.9")).status is SignInStatus.WRONG
     second = await users.sign_in("leo", "a guess of twelve", "10.9.9.9")
     assert second.status is SignInStatus.LOCKED_OUT and second.seconds_left == 120
+
+
+def checked_attempts(db: Database, key: str) -> int:
+    """Attempts whose secret was really checked (settled: ok 0 or 1), for one throttle key."""
+    return int(db.read(lambda c: c.execute(
+        "SELECT COUNT(*) FROM signin_attempts WHERE key = ? AND ok IN (0, 1)", (key,)
+    ).fetchone()[0]))
+
+
+async def test_forty_concurrent_wrong_sign_ins_get_five_checks_and_lock_the_right_password_out(
+    users: WebUsers, db: Database
+) -> None:
+    # Found by review: the lockout was read before the argon2 check and the failure written after it, so all of
+    # a burst was checked (39 of 40) and a right password at its end was accepted on a locked account.
+    await users.add("alice", GOOD, Role.TECHNICIAN)
+    statuses = []
+    for burst in range(2):
+        attempts = [users.sign_in("alice", f"wrong password {burst}{i:02d}", "10.0.0.66") for i in range(40)]
+        statuses += [r.status for r in await asyncio.gather(*attempts)]
+        assert checked_attempts(db, "web-user:alice") <= 5, "no more checks than five sequential requests get"
+    assert checked_attempts(db, "web-user:alice") == 5
+    assert checked_attempts(db, "web-client:10.0.0.66") == 5
+    assert statuses.count(SignInStatus.OK) == 0 and statuses.count(SignInStatus.LOCKED_OUT) >= 75
+    last = await users.sign_in("alice", GOOD, "10.0.0.66")
+    assert last.status is SignInStatus.LOCKED_OUT, "the account is locked: even its right password waits"
+    # The same burst spread over forty addresses is held by the account's own count.
+    other = [users.sign_in("alice", f"another guess {i:02d}", f"10.0.1.{i}") for i in range(40)]
+    assert all(r.status is SignInStatus.LOCKED_OUT for r in await asyncio.gather(*other))
+    assert checked_attempts(db, "web-user:alice") == 5
+
+
+async def test_a_right_password_in_flight_is_not_a_failure(users: WebUsers, db: Database) -> None:
+    await users.add("alice", GOOD, Role.TECHNICIAN)
+    results = await asyncio.gather(*(users.sign_in("alice", GOOD, "10.0.0.7") for _ in range(3)))
+    assert [r.status for r in results] == [SignInStatus.OK] * 3
+    assert db.read(lambda c: c.execute("SELECT COUNT(*) FROM signin_attempts WHERE ok <> 1").fetchone()[0]) == 0
 
 
 async def test_last_admin_is_kept(users: WebUsers) -> None:

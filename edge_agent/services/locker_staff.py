@@ -15,12 +15,14 @@ before loading; staff actions are authenticated (DESIGN.md section 7).
   `locker-staff:{bank}` the pickup codes' policy (10 failures in 10 minutes, then lockouts from 30 s doubling
   to 1 h); per staff number 5 failures in a minute lock that number (60 s, doubling). Numbers that do not
   exist are throttled the same way, so a lockout tells nothing. When a staff terminal locks out, `on_alarm`
-  gets a `GuessingAlarm` naming it (the runtime raises `alarm.code_guessing`).
+  gets a `GuessingAlarm` naming it (wiring/lockers.py raises `alarm.code_guessing`).
 - **One answer** for every failure, whether the staff number exists or not, the PIN is wrong, or the courier
   code never existed, was used, revoked or expired. An unknown staff number is checked against a dummy argon2
   hash so that the time taken does not tell either; MACs are compared with `hmac.compare_digest`.
-- Sign-ins are serialised (one lock): the lockout check and the recording of the failure cannot be raced by
-  parallel requests, and at most one argon2 computation (64 MiB) runs at a time.
+- A staff sign-in goes through `sign_in_gate.SignInGate`, as the web UI's does: the attempt is counted against
+  the terminal and the number before argon2 runs, so parallel requests get no more checks than sequential ones;
+  at most one argon2 computation (64 MiB) runs at a time (one lock). A courier code is checked and used up in
+  one transaction, under the same lock.
 - **Sessions** (`locker_sessions.SessionStore`): in memory, bound to the bank, 60 s idle / 15 min absolute.
 """
 
@@ -45,6 +47,7 @@ from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.services.locker_sessions import Role, Session, SessionStore
 from edge_agent.services.pickup_codes import AlarmHook, GuessingAlarm, ThrottlePolicy, code_mac
+from edge_agent.services.sign_in_gate import Guard, SignInGate
 from edge_agent.services.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -158,7 +161,8 @@ class LockerStaff:
         self.on_alarm = on_alarm
         self._clock = clock
         self._steady = steady or clock  # the throttles' clock: lockouts are durations (agent_clock)
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one argon2 computation at a time
+        self._gate = SignInGate(db, steady=self._steady)
         self._dummy_hash: str | None = None
 
     # -- staff accounts ---------------------------------------------------------------------------
@@ -286,51 +290,49 @@ class LockerStaff:
     # -- signing in -------------------------------------------------------------------------------
 
     async def sign_in_staff(self, bank: str, staff_number: str, pin: str) -> SignInResult:
+        """A staff member's PIN at a bank's screen, throttled per terminal and per staff number (sign_in_gate: the
+        attempt is counted before argon2 runs)."""
         terminal = terminal_key(bank)
         number_ok = isinstance(staff_number, str) and STAFF_NUMBER_RE.fullmatch(staff_number) is not None
         pin_ok = isinstance(pin, str) and PIN_RE.fullmatch(pin) is not None
-        number_key = f"staff-number:{staff_number}" if number_ok else None
-        async with self._lock:
-            dummy = await self._dummy()  # before anything else: the first sign-in pays its cost whoever signs in
-            now, tick = self._clock(), self._steady()
+        guards = [Guard(self._terminals, terminal)]
+        if number_ok:
+            guards.append(Guard(self._numbers, f"staff-number:{staff_number}"))
+        now = self._clock()
+        new_hash: str | None = None
 
-            def lockout(c: sqlite3.Connection) -> int:
-                left = self._terminals.seconds_left(c, terminal, tick)
-                if number_key is not None:
-                    left = max(left, self._numbers.seconds_left(c, number_key, tick))
-                return left
+        async def check() -> bool:
+            nonlocal new_hash
+            async with self._lock:
+                dummy = await self._dummy()  # the first sign-in pays its cost whoever signs in
+                row = None
+                if number_ok:
+                    row = self._db.read(lambda c: c.execute(
+                        "SELECT pin_hash FROM locker_staff WHERE staff_number = ?", (staff_number,)
+                    ).fetchone())
+                # Unknown number or malformed input: verify against a dummy hash anyway, so that the time taken is
+                # the same as for a real account with a wrong PIN.
+                stored = str(row[0]) if row is not None else dummy
+                matched = await asyncio.to_thread(self._verify, stored, pin if pin_ok else "")
+                ok = matched and row is not None and pin_ok
+                if ok and self._hasher.check_needs_rehash(stored):  # parameters raised since the PIN was set
+                    new_hash = await asyncio.to_thread(self._hasher.hash, pin)
+            return ok
 
-            left = self._db.read(lockout)
-            if left > 0:
-                return SignInResult(SignInStatus.LOCKED_OUT, seconds_left=left)
-            row = None
-            if number_ok:
-                row = self._db.read(lambda c: c.execute(
-                    "SELECT pin_hash FROM locker_staff WHERE staff_number = ?", (staff_number,)
-                ).fetchone())
-            # Unknown number or malformed input: verify against a dummy hash anyway, so that the time taken is
-            # the same as for a real account with a wrong PIN.
-            stored = str(row[0]) if row is not None else dummy
-            matched = await asyncio.to_thread(self._verify, stored, pin if pin_ok else "")
-            ok = matched and row is not None and pin_ok
-            if not ok:
-                await self._failed(terminal, number_key, tick, now)
-                return SignInResult(SignInStatus.WRONG)
-            new_hash = None
-            if self._hasher.check_needs_rehash(stored):  # parameters raised since the PIN was set
-                new_hash = await asyncio.to_thread(self._hasher.hash, pin)
+        def success(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE locker_staff SET last_sign_in_ms = ?, pin_hash = COALESCE(?, pin_hash) WHERE staff_number = ?",
+                (now, new_hash, staff_number),
+            )
 
-            def success(c: sqlite3.Connection) -> None:
-                self._terminals.success(c, terminal, tick)
-                assert number_key is not None
-                self._numbers.success(c, number_key, tick)
-                c.execute(
-                    "UPDATE locker_staff SET last_sign_in_ms = ?, pin_hash = COALESCE(?, pin_hash) "
-                    "WHERE staff_number = ?",
-                    (now, new_hash, staff_number),
-                )
-
-            await self._db.write(success)
+        result = await self._gate.attempt(guards, check, on_success=success)
+        if not result.checked:
+            return SignInResult(SignInStatus.LOCKED_OUT, seconds_left=result.seconds_left)
+        if not result.ok:
+            terminal_failure = result.failures[0]
+            if terminal_failure.locked_ms:
+                await self._raise_alarm(terminal, terminal_failure.failures, now)
+            return SignInResult(SignInStatus.WRONG)
         return self._start(bank, "staff", f"staff:{staff_number}", staff_number)
 
     async def sign_in_courier(self, bank: str, code: str) -> SignInResult:
@@ -357,7 +359,7 @@ class LockerStaff:
 
             courier_id = await self._db.write(use)
             if courier_id is None:
-                await self._failed(terminal, None, tick, now)
+                await self._failed(terminal, tick, now)
                 return SignInResult(SignInStatus.WRONG)
         assert mac is not None
         return self._start(bank, "courier", f"courier:{courier_id}", mac)
@@ -368,18 +370,22 @@ class LockerStaff:
         session = self.sessions.use(token, bank)
         return SignInResult(SignInStatus.OK, token=token, session=session)
 
-    async def _failed(self, terminal: str, number_key: str | None, tick: int, now: int) -> None:
-        """`tick` on the steady clock (the throttles' tables), `now` the wall time the alarm carries."""
+    async def _failed(self, terminal: str, tick: int, now: int) -> None:
+        """A wrong courier code: `tick` on the steady clock (the throttles' tables), `now` the wall time the alarm
+        carries. (The code is checked inside one transaction, so it needs no reservation.)"""
         def record(c: sqlite3.Connection) -> int:
             failure = self._terminals.failure(c, terminal, tick)
-            if number_key is not None:
-                self._numbers.failure(c, number_key, tick)
             return failure.failures if failure.locked_ms else 0
 
         locked_after = await self._db.write(record)
-        if locked_after and self.on_alarm is not None:
+        if locked_after:
+            await self._raise_alarm(terminal, locked_after, now)
+
+    async def _raise_alarm(self, terminal: str, failures: int, now: int) -> None:
+        """A staff terminal locked out for guessing: alarm.code_guessing through `on_alarm` (wiring/lockers.py)."""
+        if self.on_alarm is not None:
             policy = self._terminals.policy
-            alarm = GuessingAlarm(locked_after, policy.window_ms // 1000, (terminal,), now)
+            alarm = GuessingAlarm(failures, policy.window_ms // 1000, (terminal,), now)
             try:
                 result = self.on_alarm(alarm)
                 if asyncio.iscoroutine(result):

@@ -13,6 +13,11 @@ attempts table and keeps lockouts in a lockouts table (DESIGN.md section 7):
 
 The methods take the caller's connection and run inside the caller's write transaction (`Database.write`),
 so checking, recording and locking are one atomic step with whatever else the caller does (a code lookup).
+
+A check that takes time outside the transaction (argon2 on a password or PIN: sign_in_gate.py) reserves its
+attempt first (`reserve`: a row in flight, `ok = -1`) and settles it after (`settle`). Attempts in flight count
+against the failures a key has left, so forty requests sent at once get no more checks than forty sent one after
+the other would.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+PENDING = -1  # the `ok` of an attempt reserved and being checked (0 failed, 1 succeeded)
 
 # Attempts are kept this long (the windows need only minutes); older ones are removed as new ones arrive.
 ATTEMPTS_KEPT_MS = 24 * 3600 * 1000
@@ -87,11 +94,46 @@ class Throttle:
 
     def failure(self, conn: sqlite3.Connection, key: str, now: int) -> Failure:
         """Record a failure; lock `key` out when it makes `max_failures` within the window."""
-        p = self.policy
         self._purge(conn, now)
         conn.execute(
             f"INSERT INTO {self._attempts}({self._key}, ts_ms, ok) VALUES (?, ?, 0)", (key, now)  # noqa: S608
         )
+        return self._judge(conn, key, now)
+
+    def may_reserve(self, conn: sqlite3.Connection, key: str, now: int) -> bool:
+        """Whether `key` may start one more attempt now: not locked out, and its attempts in flight leave room
+        under `max_failures` (with none in flight the rule is `failure`'s: a key not locked out may try)."""
+        if self.seconds_left(conn, key, now) > 0:
+            return False
+        failed, pending = conn.execute(
+            f"SELECT COALESCE(SUM(ok = 0), 0), COALESCE(SUM(ok = {PENDING}), 0) FROM {self._attempts} "  # noqa: S608
+            f"WHERE {self._key} = ? AND ts_ms > ?",
+            (key, now - self.policy.window_ms),
+        ).fetchone()
+        return int(pending) == 0 or int(failed) + int(pending) < self.policy.max_failures
+
+    def reserve(self, conn: sqlite3.Connection, key: str, now: int) -> int:
+        """An attempt in flight for `key` (call `may_reserve` first, in the same transaction); returns its row."""
+        self._purge(conn, now)
+        cur = conn.execute(
+            f"INSERT INTO {self._attempts}({self._key}, ts_ms, ok) VALUES (?, ?, {PENDING})",  # noqa: S608
+            (key, now),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def settle(self, conn: sqlite3.Connection, attempt: int, key: str, now: int, *, ok: bool) -> Failure:
+        """The reserved `attempt` succeeded or failed. A failure locks `key` out as `failure` would, unless a
+        concurrent attempt already did (one burst starts one lockout, not one level per request)."""
+        conn.execute(
+            f"UPDATE {self._attempts} SET ok = ? WHERE rowid = ?", (1 if ok else 0, attempt)  # noqa: S608
+        )
+        if ok or self.seconds_left(conn, key, now) > 0:
+            return Failure(0)
+        return self._judge(conn, key, now)
+
+    def _judge(self, conn: sqlite3.Connection, key: str, now: int) -> Failure:
+        p = self.policy
         failures = int(conn.execute(
             f"SELECT COUNT(*) FROM {self._attempts} WHERE {self._key} = ? AND ts_ms > ? AND ok = 0",  # noqa: S608
             (key, now - p.window_ms),

@@ -9,7 +9,9 @@
   off the event loop, one at a time (each costs 64 MiB).
 - **Throttle**: 5 failures a minute per account and per client address lock that key out, 60 s doubling up
   to an hour (`throttle.Throttle` on the sign-in tables the locker staff sign-in also uses, with keys of
-  their own). An unknown account costs the same argon2 work as a wrong password.
+  their own). Each attempt is counted before argon2 runs (`sign_in_gate`), so a burst of concurrent requests
+  gets no more checks than the same requests one after the other. An unknown account costs the same argon2
+  work as a wrong password.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.services.pickup_codes import ThrottlePolicy
+from edge_agent.services.sign_in_gate import Guard, SignInGate
 from edge_agent.services.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -159,6 +162,7 @@ class WebUsers:
         self._accounts = Throttle(policy, "signin", what="web account")
         self._clients = Throttle(policy, "signin", what="web client")
         self._lock = asyncio.Lock()  # one argon2 computation at a time
+        self._gate = SignInGate(db, steady=self._steady)
         self._dummy_hash: str | None = None
         # Called with the username after a password change or removal: the sessions store ends their sessions.
         self.on_credentials_changed: Callable[[str], object] | None = None
@@ -301,6 +305,9 @@ class WebUsers:
             valid = row is not None and isinstance(token, str) and hmac.compare_digest(
                 str(row[0]).encode(), token.strip().lower().encode()
             )
+            # The lockout again, in the transaction: requests that passed the first look meanwhile are refused.
+            if self._clients.seconds_left(conn, client_key, tick) > 0:
+                return False
             if not valid or conn.execute("SELECT COUNT(*) FROM web_users").fetchone()[0]:
                 self._clients.failure(conn, client_key, tick)
                 return False
@@ -331,58 +338,44 @@ class WebUsers:
             return False
 
     async def sign_in(self, username: str, password: str, client: str) -> SignInResult:
-        """Check a password, throttled per account and per client address."""
+        """Check a password, throttled per account and per client address (sign_in_gate: the attempt is counted
+        before argon2 runs, so concurrent requests get no more checks than sequential ones)."""
         name_ok = isinstance(username, str) and USERNAME_RE.fullmatch(username) is not None
         password_ok = isinstance(password, str) and 0 < len(password) <= MAX_PASSWORD
-        account_key = f"web-user:{username.lower()}" if name_ok else None
-        client_key = f"web-client:{client}"
-        now, tick = self._clock(), self._steady()
+        guards = [Guard(self._clients, f"web-client:{client}")]
+        if name_ok:
+            guards.append(Guard(self._accounts, f"web-user:{username.lower()}"))
+        now = self._clock()
+        new_hash: str | None = None
 
-        def lockout(c: sqlite3.Connection) -> int:
-            left = self._clients.seconds_left(c, client_key, tick)
-            if account_key is not None:
-                left = max(left, self._accounts.seconds_left(c, account_key, tick))
-            return left
-
-        left = self._db.read(lockout)
-        if left > 0:
-            return SignInResult(SignInStatus.LOCKED_OUT, seconds_left=left)
-        async with self._lock:
-            dummy = await self._dummy()
-            row = None
-            if name_ok:
-                row = self._db.read(lambda c: c.execute(
-                    "SELECT password_hash FROM web_users WHERE username = ?", (username,)
-                ).fetchone())
-            # Unknown account: the same argon2 work as a wrong password, so timing tells nothing.
-            stored = str(row[0]) if row is not None else dummy
-            matched = await asyncio.to_thread(self._verify, stored, password if password_ok else "")
-            new_hash = None
-            if matched and row is not None and self._hasher.check_needs_rehash(stored):
-                new_hash = await asyncio.to_thread(self._hasher.hash, password)
-        if not (matched and row is not None and password_ok):
-            def failed(c: sqlite3.Connection) -> int:
-                locked = self._clients.failure(c, client_key, tick).locked_ms
-                if account_key is not None:
-                    locked = max(locked, self._accounts.failure(c, account_key, tick).locked_ms)
-                return locked
-
-            locked_ms = await self._db.write(failed)
-            if locked_ms:
-                return SignInResult(SignInStatus.LOCKED_OUT, seconds_left=(locked_ms + 999) // 1000)
-            return SignInResult(SignInStatus.WRONG)
+        async def check() -> bool:
+            nonlocal new_hash
+            async with self._lock:
+                dummy = await self._dummy()
+                row = None
+                if name_ok:
+                    row = self._db.read(lambda c: c.execute(
+                        "SELECT password_hash FROM web_users WHERE username = ?", (username,)
+                    ).fetchone())
+                # Unknown account: the same argon2 work as a wrong password, so timing tells nothing.
+                stored = str(row[0]) if row is not None else dummy
+                matched = await asyncio.to_thread(self._verify, stored, password if password_ok else "")
+                if matched and row is not None and self._hasher.check_needs_rehash(stored):
+                    new_hash = await asyncio.to_thread(self._hasher.hash, password)
+            return matched and row is not None and password_ok
 
         def success(c: sqlite3.Connection) -> None:
-            self._clients.success(c, client_key, tick)
-            assert account_key is not None
-            self._accounts.success(c, account_key, tick)
             c.execute(
                 "UPDATE web_users SET last_sign_in_ms = ?, password_hash = COALESCE(?, password_hash) "
                 "WHERE username = ?",
                 (now, new_hash, username),
             )
 
-        await self._db.write(success)
+        result = await self._gate.attempt(guards, check, on_success=success)
+        if not result.checked or result.locked_ms:
+            return SignInResult(SignInStatus.LOCKED_OUT, seconds_left=result.seconds_left)
+        if not result.ok:
+            return SignInResult(SignInStatus.WRONG)
         user = self.get(username)
         if user is None:  # removed between the check and now
             return SignInResult(SignInStatus.WRONG)
