@@ -393,6 +393,27 @@ async def test_order_for_pickup_from_the_local_page(
         assert [(line["sku"], line["quantity"]) for line in first["items"]] == [(SKU, 2)]
 
 
+async def test_five_concurrent_posts_of_one_token_place_one_order(tmp_path: Path) -> None:
+    # Found by review: the token's outcome was looked up, then the order placed (an await), then the token
+    # marked used, so five posts sent at once placed five orders.
+    config = agent_config(tmp_path / "data", None)
+    async with running_agent(config) as agent:
+        codes = await seed(agent)
+        assert agent.scan_links is not None and agent.db is not None
+        base = f"http://127.0.0.1:{agent.web_port}"
+        form = {"t": agent.scan_links.tokens.issue(TAG), "quantity": "1", "lang": "en"}
+        headers = {"Origin": base, "User-Agent": IPHONE}
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            answers = await asyncio.gather(
+                *(client.post(f"/s/{codes[TAG]}/order", data=form, headers=headers) for _ in range(5))
+            )
+        assert [a.status_code for a in answers] == [200] * 5
+        numbers = {re.search(r'<p class="number">([^<]+)</p>', a.text).group(1) for a in answers}  # type: ignore[union-attr]
+        assert len(numbers) == 1, "every post shows the one order placed"
+        placed = agent.db.read(lambda c: c.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+        assert placed == 1
+
+
 def test_both_languages_have_every_text() -> None:
     from edge_agent.web.scan_links import STRINGS
 

@@ -17,6 +17,7 @@ The pieces that hold state are bounded: the rate limiter (services/rate_limits.T
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -120,6 +121,10 @@ class FormTokens:
     read (the same-origin policy). The web layer also checks Origin/Referer. Each nonce is accepted once, so
     a double tap or a reload of the confirmation does not order twice (the first order's answer is kept and
     shown again).
+
+    Once: `claim` marks a nonce in progress before the order is placed (no await between the look and the mark),
+    so posts of one token sent at once place one order; the others wait for that first answer (`Claim.wait`).
+    A first attempt that placed nothing (`release`) frees the nonce for another try.
     """
 
     def __init__(self, key: bytes, *, ttl_s: float = FORM_TOKEN_TTL_S, clock: Callable[[], float] = time.time) -> None:
@@ -127,6 +132,7 @@ class FormTokens:
         self.ttl_s = ttl_s
         self._clock = clock
         self._used: OrderedDict[str, tuple[float, Any]] = OrderedDict()  # nonce -> (expires, outcome)
+        self._in_progress: dict[str, asyncio.Future[Any]] = {}  # nonce -> the first post's outcome, once known
 
     def issue(self, tag_id: str) -> str:
         issued = int(self._clock())
@@ -159,11 +165,34 @@ class FormTokens:
         found = self._used.get(nonce)
         return (False, None) if found is None else (True, found[1])
 
+    def claim(self, nonce: str) -> Claim:
+        """The nonce for this request, unless it was used (`used`, with its outcome) or another request holds it
+        (`wait`: the outcome it will end with, None if it placed nothing). The caller that gets neither must end
+        with `use` or `release`."""
+        used, outcome = self.outcome(nonce)
+        if used:
+            return Claim(used=True, outcome=outcome)
+        first = self._in_progress.get(nonce)
+        if first is not None:
+            return Claim(wait=asyncio.shield(first))
+        self._in_progress[nonce] = asyncio.get_running_loop().create_future()
+        return Claim()
+
     def use(self, nonce: str, outcome: Any) -> None:
         self._expire()
         while len(self._used) >= MAX_USED_TOKENS:
             self._used.popitem(last=False)
         self._used[nonce] = (self._clock() + self.ttl_s + 60, outcome)
+        self._settle(nonce, outcome)
+
+    def release(self, nonce: str) -> None:
+        """The claim placed nothing: requests waiting on it learn that (None), and the nonce may be posted again."""
+        self._settle(nonce, None)
+
+    def _settle(self, nonce: str, outcome: Any) -> None:
+        first = self._in_progress.pop(nonce, None)
+        if first is not None and not first.done():
+            first.set_result(outcome)
 
     def _expire(self) -> None:
         now = self._clock()
@@ -172,6 +201,16 @@ class FormTokens:
             if expires > now:
                 break
             del self._used[nonce]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `FormTokens.claim` found: used already (and its outcome), held by a request in flight (await `wait`
+    for its outcome), or neither (this request holds it now)."""
+
+    used: bool = False
+    outcome: Any = None
+    wait: Awaitable[Any] | None = None
 
 
 def form_key(store_key: bytes | None) -> bytes:

@@ -412,6 +412,15 @@ def scan_links_router(
             return message(lang, "bad_quantity", status=400, switch=False)
         if not service.orders_enabled:
             return message(lang, "no_orders", status=503, switch=False)
+        # Claimed before the first await: posts of one token sent at once place one order between them.
+        claim = service.tokens.claim(nonce)
+        if claim.used:
+            return ordered_page(lang, code, claim.outcome)
+        if claim.wait is not None:  # the same token in flight: its answer, once it has one
+            first = await claim.wait
+            return ordered_page(lang, code, first) if first is not None else message(lang, "failed", status=409,
+                                                                                       switch=False)
+        placed = None
         try:
             placed = await service.place_order(target, int(raw_quantity))
         except OrderUnavailableError:
@@ -422,7 +431,11 @@ def scan_links_router(
         except Exception:  # the shopper gets a page, never a stack trace; the log has it
             log.exception("order for pickup from tag %s failed", target.tag_id)
             return message(lang, "failed", status=503, switch=False)
-        service.tokens.use(nonce, placed)
+        finally:
+            if placed is None:
+                service.tokens.release(nonce)  # nothing placed (refused, failed or cancelled): it may be posted again
+            else:
+                service.tokens.use(nonce, placed)
         return ordered_page(lang, code, placed)
 
     @router.api_route("/s", methods=["GET", "HEAD"], include_in_schema=False)
