@@ -359,6 +359,29 @@ def test_the_registry_is_bounded_and_keeps_adopted_devices() -> None:
     assert registry.adopt("stranger-9") is not None and registry.get("stranger-9").adopted  # type: ignore[union-attr]
 
 
+def test_a_flood_of_new_ids_costs_constant_time_each_and_forgets_the_least_recently_seen() -> None:
+    # Found by review: each new id in a full registry scanned every record for the oldest (min()), so a flood
+    # of made-up ids cost O(n) each: 5,000 new ids in a registry of 20,000 took tens of seconds.
+    registry = DeviceRegistry(AdoptPolicy.ALLOW_LIST, frozenset({"keep"}), max_devices=20_000)
+    registry.seen("keep")
+    for n in range(19_999):  # full: "keep" and these
+        registry.seen(f"old-{n}")
+    registry.seen("old-0")  # seen again: now the most recent of the unadopted
+    started = time.perf_counter()
+    for n in range(5_000):
+        registry.seen(f"flood-{n}")
+    assert time.perf_counter() - started < 2.0
+    assert len(registry) == 20_000
+    assert registry.get("keep") is not None, "adopted devices are forgotten last"
+    assert registry.get("old-0") is not None
+    assert registry.get("old-1") is None and registry.get("old-5000") is None and registry.get("old-5001") is not None
+    # All unadopted gone: then the least recently seen adopted one goes.
+    small = DeviceRegistry(AdoptPolicy.AUTO, max_devices=2)
+    for name in ("a", "b", "a", "c"):
+        small.seen(name)
+    assert sorted(r.device_id for r in small.all()) == ["a", "c"]
+
+
 # -- coalescing -------------------------------------------------------------------------------------
 
 

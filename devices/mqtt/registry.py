@@ -21,6 +21,7 @@ import enum
 import logging
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,10 @@ class DeviceRegistry:
     clock: Callable[[], float] = time.time
     store: DurableStore | None = None
     _devices: dict[str, DeviceRecord] = field(default_factory=dict)
+    # Ids by how recently each was seen, least recent first: the unadopted are forgotten first when the registry
+    # is full, then the adopted. A new id costs O(1), however many a flood of made-up ids has brought.
+    _lru_unadopted: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _lru_adopted: OrderedDict[str, None] = field(default_factory=OrderedDict)
     # Changed or seen since the last save / forgotten (to delete), by id.
     _dirty: set[str] = field(default_factory=set)
     _forgotten: set[str] = field(default_factory=set)
@@ -121,17 +126,19 @@ class DeviceRegistry:
                 "ORDER BY last_seen_ms DESC LIMIT ?", (self.max_devices,)
             ).fetchall()
         )
-        for device_id, announce_json, adopted, first_ms, last_ms, online, since_ms in rows:
+        for device_id, announce_json, adopted, first_ms, last_ms, online, since_ms in reversed(rows):
             announce = None
             if announce_json is not None:
                 try:
                     announce = Announce.model_validate_json(announce_json)
                 except ValidationError:
                     log.warning("stored announce of device %s no longer valid; forgotten", device_id)
-            self._devices[device_id] = DeviceRecord(
+            record = DeviceRecord(
                 device_id, bool(adopted) or self._adopt_on_sight(device_id), int(first_ms), int(last_ms), announce,
                 None if online is None else bool(online), since_ms, configured_kiosk=self.kiosk_bindings.get(device_id),
             )
+            self._devices[device_id] = record
+            self._touch(record)
         return len(rows)
 
     async def save(self) -> int:
@@ -173,17 +180,27 @@ class DeviceRegistry:
             self._devices[device_id] = record
             self._forgotten.discard(device_id)
         record.last_seen_ms = now
+        self._touch(record)
         self._dirty.add(device_id)
         return record
+
+    def _touch(self, record: DeviceRecord) -> None:
+        """`record` is the most recently seen of its kind (adopted or not)."""
+        order, other = (
+            (self._lru_adopted, self._lru_unadopted) if record.adopted else (self._lru_unadopted, self._lru_adopted)
+        )
+        other.pop(record.device_id, None)
+        order[record.device_id] = None
+        order.move_to_end(record.device_id)
 
     def _make_room(self) -> None:
         if len(self._devices) < self.max_devices:
             return
-        candidates = [r for r in self._devices.values() if not r.adopted] or list(self._devices.values())
-        oldest = min(candidates, key=lambda r: r.last_seen_ms)
-        del self._devices[oldest.device_id]
-        self._dirty.discard(oldest.device_id)
-        self._forgotten.add(oldest.device_id)
+        order = self._lru_unadopted or self._lru_adopted
+        oldest, _ = order.popitem(last=False)
+        del self._devices[oldest]
+        self._dirty.discard(oldest)
+        self._forgotten.add(oldest)
 
     def set_online(self, record: DeviceRecord, online: bool | None) -> bool:
         """Record availability; True when it changed (then `since_ms` is now)."""
@@ -197,6 +214,7 @@ class DeviceRegistry:
         record = self._devices.get(device_id)
         if record is not None:
             record.adopted = True
+            self._touch(record)
             self._dirty.add(device_id)
         return record
 
