@@ -25,6 +25,7 @@ from edge_agent.web.admin_pages import admin_pages_router
 from edge_agent.web.api_docs import api_docs_router
 from edge_agent.web.auth import WebAuth, check_route_policy, install_auth, is_loopback, require
 from edge_agent.web.auth_api import auth_router, users_router
+from edge_agent.web.body_limit import BodyLimit
 from edge_agent.web.config_api import config_router
 from edge_agent.web.dashboard_api import dashboard_router
 from edge_agent.web.devices_api import devices_router
@@ -170,6 +171,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(shelves_router(ctx.admin))
     check_route_policy(app.routes)
     if ctx.scan_links is not None:
-        # Last added, so outermost of our middleware: scans skip the rest of the stack (ScanLinkLane says why).
+        # Outermost but one: scans skip the rest of the stack (ScanLinkLane says why).
         app.add_middleware(ScanLinkLane, route=scan_route(scan_router))
+    # Last added, so outermost: no body is read past its route's limit, on any route (web/body_limit.py).
+    app.add_middleware(BodyLimit, on_refused=lambda path: ctx.metrics.bad_input("web", "body_too_large"))
     return app

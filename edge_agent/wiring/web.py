@@ -39,6 +39,19 @@ from edge_agent.wiring.features import Features
 log = logging.getLogger(__name__)
 
 CERTIFICATE_CHECK_S = 24 * 3600.0  # how often the web UI's HTTPS certificate is checked for renewal
+# What one store's devices and people need, with room to spare (kiosks' and dashboards' live streams are long
+# connections): past it new connections get 503 at once, instead of the box running out of memory or sockets.
+MAX_CONNECTIONS = 500
+MAX_HEADER_BYTES = 16 * 1024  # h11's limit on a request's head (line and headers): bigger is refused, unread
+KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this long
+
+
+def _server_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    """One uvicorn configuration for both servers: the agent's own logging, and the limits above."""
+    return uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, limit_concurrency=MAX_CONNECTIONS,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES, timeout_keep_alive=KEEP_ALIVE_S, **extra,
+    )
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -128,9 +141,7 @@ class WebUi:
     def serve(self, ctx: WiringContext, sockets: WebSockets) -> None:
         """Register the servers (and the certificate's renewal) with the runtime."""
         web = self.config.web
-        server = _EmbeddedServer(
-            uvicorn.Config(self.app, host=web.host, port=web.port, log_config=None, access_log=False)
-        )
+        server = _EmbeddedServer(_server_config(self.app, web.host, web.port))
         self.servers.append(server)
         # The socket is already listening: connections wait in its backlog until uvicorn serves.
         ctx.running.serve("web", lambda: server.serve(sockets=[sockets.plain]))
@@ -140,8 +151,8 @@ class WebUi:
             https_sock = sockets.https
             # The same app over TLS; its lifespan runs once, in the plain-HTTP server.
             https = self.https_server = _EmbeddedServer(
-                uvicorn.Config(
-                    self.app, host=web.host, port=sockets.https_port or 0, log_config=None, access_log=False,
+                _server_config(
+                    self.app, web.host, sockets.https_port or 0,
                     lifespan="off", ssl_certfile=str(cert.cert_file), ssl_keyfile=str(cert.key_file),
                 )
             )
