@@ -41,13 +41,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.services.locker_sessions import Role, Session, SessionStore
 from edge_agent.services.pickup_codes import AlarmHook, GuessingAlarm, ThrottlePolicy, code_mac
-from edge_agent.services.sign_in_gate import Guard, SignInGate
+from edge_agent.services.sign_in_gate import Argon2Check, Guard, SignInGate
 from edge_agent.services.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -161,9 +160,10 @@ class LockerStaff:
         self.on_alarm = on_alarm
         self._clock = clock
         self._steady = steady or clock  # the throttles' clock: lockouts are durations (agent_clock)
-        self._lock = asyncio.Lock()  # one argon2 computation at a time
+        # One argon2 computation at a time; courier sign-ins are serialised under the same lock.
+        self._argon2 = Argon2Check(self._hasher)
+        self._lock = self._argon2.lock
         self._gate = SignInGate(db, steady=self._steady)
-        self._dummy_hash: str | None = None
 
     # -- staff accounts ---------------------------------------------------------------------------
 
@@ -303,20 +303,14 @@ class LockerStaff:
 
         async def check() -> bool:
             nonlocal new_hash
-            async with self._lock:
-                dummy = await self._dummy()  # the first sign-in pays its cost whoever signs in
-                row = None
-                if number_ok:
-                    row = self._db.read(lambda c: c.execute(
-                        "SELECT pin_hash FROM locker_staff WHERE staff_number = ?", (staff_number,)
-                    ).fetchone())
-                # Unknown number or malformed input: verify against a dummy hash anyway, so that the time taken is
-                # the same as for a real account with a wrong PIN.
-                stored = str(row[0]) if row is not None else dummy
-                matched = await asyncio.to_thread(self._verify, stored, pin if pin_ok else "")
-                ok = matched and row is not None and pin_ok
-                if ok and self._hasher.check_needs_rehash(stored):  # parameters raised since the PIN was set
-                    new_hash = await asyncio.to_thread(self._hasher.hash, pin)
+            row = None
+            if number_ok:
+                row = self._db.read(lambda c: c.execute(
+                    "SELECT pin_hash FROM locker_staff WHERE staff_number = ?", (staff_number,)
+                ).fetchone())
+            ok, new_hash = await self._argon2.check(
+                None if row is None else str(row[0]), pin if pin_ok else "", well_formed=pin_ok
+            )
             return ok
 
         def success(c: sqlite3.Connection) -> None:
@@ -414,16 +408,3 @@ class LockerStaff:
 
     def sign_out(self, token: str) -> bool:
         return self.sessions.end(token)
-
-    # -- argon2 -----------------------------------------------------------------------------------
-
-    def _verify(self, stored: str, pin: str) -> bool:
-        try:
-            return self._hasher.verify(stored, pin)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
-        return self._dummy_hash

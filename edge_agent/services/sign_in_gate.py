@@ -19,11 +19,16 @@ counted against its keys until the throttle's window passes: never a free guess.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from cloud_link.ports import DurableStore
 from edge_agent.services.throttle import Failure, Throttle
@@ -53,6 +58,36 @@ class GateResult:
     def locked_ms(self) -> int:
         """The longest lockout this attempt's failure started; 0 when none."""
         return max((f.locked_ms for f in self.failures), default=0)
+
+
+class Argon2Check:
+    """A password or PIN against its stored argon2id hash, one computation at a time (each takes tens of MiB and
+    milliseconds, off the event loop). An unknown account is checked against a dummy hash, so the time taken
+    tells nothing; `lock` is also what callers hold for their other argon2 work."""
+
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self.hasher = hasher
+        self.lock = asyncio.Lock()
+        self._dummy: str | None = None
+
+    async def check(self, stored: str | None, secret: str, *, well_formed: bool) -> tuple[bool, str | None]:
+        """(whether `secret` matches `stored`, a new hash when the hasher's parameters were raised since)."""
+        async with self.lock:
+            if self._dummy is None:  # the first check pays for it, whoever it is for
+                self._dummy = await asyncio.to_thread(self.hasher.hash, secrets.token_hex(16))
+            target = stored if stored is not None else self._dummy
+            matched = await asyncio.to_thread(self._verify, target, secret if well_formed else "")
+            ok = matched and stored is not None and well_formed
+            rehashed = None
+            if ok and self.hasher.check_needs_rehash(target):
+                rehashed = await asyncio.to_thread(self.hasher.hash, secret)
+        return ok, rehashed
+
+    def _verify(self, stored: str, secret: str) -> bool:
+        try:
+            return bool(self.hasher.verify(stored, secret))
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 class SignInGate:

@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from cloud_link.events import now_ms
 from cloud_link.ports import DurableStore
 from edge_agent.services.pickup_codes import ThrottlePolicy
-from edge_agent.services.sign_in_gate import Guard, SignInGate
+from edge_agent.services.sign_in_gate import Argon2Check, Guard, SignInGate
 from edge_agent.services.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -161,9 +160,8 @@ class WebUsers:
         self._steady = steady or clock  # the throttles' clock: lockouts are durations (agent_clock)
         self._accounts = Throttle(policy, "signin", what="web account")
         self._clients = Throttle(policy, "signin", what="web client")
-        self._lock = asyncio.Lock()  # one argon2 computation at a time
+        self._argon2 = Argon2Check(self._hasher)
         self._gate = SignInGate(db, steady=self._steady)
-        self._dummy_hash: str | None = None
         # Called with the username after a password change or removal: the sessions store ends their sessions.
         self.on_credentials_changed: Callable[[str], object] | None = None
 
@@ -185,7 +183,7 @@ class WebUsers:
         return [_row_to_user(r) for r in rows]
 
     async def _hash(self, password: str) -> str:
-        async with self._lock:
+        async with self._argon2.lock:
             return await asyncio.to_thread(self._hasher.hash, password)
 
     async def add(self, username: str, password: str, role: Role | str, *, lang: str | None = None) -> WebUser:
@@ -326,17 +324,6 @@ class WebUsers:
 
     # -- signing in -----------------------------------------------------------------------------
 
-    async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
-        return self._dummy_hash
-
-    def _verify(self, stored: str, password: str) -> bool:
-        try:
-            return bool(self._hasher.verify(stored, password))
-        except (VerificationError, InvalidHashError):
-            return False
-
     async def sign_in(self, username: str, password: str, client: str) -> SignInResult:
         """Check a password, throttled per account and per client address (sign_in_gate: the attempt is counted
         before argon2 runs, so concurrent requests get no more checks than sequential ones)."""
@@ -350,19 +337,15 @@ class WebUsers:
 
         async def check() -> bool:
             nonlocal new_hash
-            async with self._lock:
-                dummy = await self._dummy()
-                row = None
-                if name_ok:
-                    row = self._db.read(lambda c: c.execute(
-                        "SELECT password_hash FROM web_users WHERE username = ?", (username,)
-                    ).fetchone())
-                # Unknown account: the same argon2 work as a wrong password, so timing tells nothing.
-                stored = str(row[0]) if row is not None else dummy
-                matched = await asyncio.to_thread(self._verify, stored, password if password_ok else "")
-                if matched and row is not None and self._hasher.check_needs_rehash(stored):
-                    new_hash = await asyncio.to_thread(self._hasher.hash, password)
-            return matched and row is not None and password_ok
+            row = None
+            if name_ok:
+                row = self._db.read(lambda c: c.execute(
+                    "SELECT password_hash FROM web_users WHERE username = ?", (username,)
+                ).fetchone())
+            ok, new_hash = await self._argon2.check(
+                None if row is None else str(row[0]), password if password_ok else "", well_formed=password_ok
+            )
+            return ok
 
         def success(c: sqlite3.Connection) -> None:
             c.execute(
